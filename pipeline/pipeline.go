@@ -1,0 +1,248 @@
+// Package pipeline is the seam between foxproxy's SMTP side and its checks.
+//
+// The proxy builds one Transaction per message, the pipeline runs every Stage
+// on it and collects one Finding per stage, and the policy turns the findings
+// into a verdict. Stages only report facts: a Finding never carries an SMTP
+// code, and a stage never decides what happens to the message (DESIGN.md §3).
+//
+// Stages are wired explicitly, in order, by the caller (cmd/foxproxy); there is
+// no registry. The order is the order of the findings, which is what makes
+// verdicts and trace headers deterministic.
+package pipeline
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/netip"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Status is what a stage concluded about one message.
+type Status string
+
+const (
+	// Clean: the stage looked and found nothing.
+	Clean Status = "clean"
+	// Listed: a reputation stage found the client or a URL on a list;
+	// Finding.Categories says which lists.
+	Listed Status = "listed"
+	// Infected: a scanner found malware; Finding.Detail names it.
+	Infected Status = "infected"
+	// Skipped: the stage could not look at this message (its service timed
+	// out or is unreachable); its policy conditions do not match.
+	Skipped Status = "skipped"
+	// Disabled: the stage is switched off by its own health state (the ERS
+	// latch) or by configuration; its policy conditions do not match.
+	Disabled Status = "disabled"
+	// Unavailable: no backend could answer (scan); policy decides whether
+	// that is a tempfail or a pass.
+	Unavailable Status = "unavailable"
+	// Error: the stage failed on this message for a reason of its own
+	// (a malformed answer, a bug); Finding.Detail says what.
+	Error Status = "error"
+)
+
+// Finding is one stage's result for one message.
+type Finding struct {
+	// Stage is the stage's Name().
+	Stage string
+	// Status is the conclusion.
+	Status Status
+	// Categories are the list categories that matched (e.g. "spam",
+	// "phish"), sorted, without duplicates. Empty unless Status is Listed.
+	Categories []string
+	// Detail is a short, single-line explanation for logs and the trace
+	// header: a threat name, the zone that listed, why a stage was skipped.
+	Detail string
+	// Backend names what produced the finding where a stage has several
+	// (e.g. "smart" or "conventional" for scan).
+	Backend string
+	// Reason is an optional text meant for the sender, e.g. a DNSBL's TXT
+	// record; policy may put it into a reject reply.
+	Reason string
+	// Items are the individual hits behind a Listed finding (one per
+	// listed URL domain or zone), for the log line.
+	Items []Item
+	// Duration is how long the stage took on this message.
+	Duration time.Duration
+}
+
+// Item is one listed thing behind a finding.
+type Item struct {
+	What     string // the IP address, domain or URL that is listed
+	Zone     string // the list that listed it
+	Category string // the category its answer maps to
+}
+
+// Has reports whether the finding lists category c.
+func (f Finding) Has(c string) bool {
+	for _, x := range f.Categories {
+		if x == c {
+			return true
+		}
+	}
+	return false
+}
+
+// Trace renders the finding for the X-Foxproxy header: "ers=clean",
+// "wrs=skipped", "scan=infected(Eicar-Test-Signature)". It is one token
+// without spaces or semicolons so the header stays easy to parse.
+func (f Finding) Trace() string {
+	var arg string
+	switch f.Status {
+	case Listed:
+		arg = strings.Join(f.Categories, ",")
+	case Infected:
+		arg = f.Detail
+	case Clean:
+		arg = f.Backend
+	}
+	arg = traceSafe(arg)
+	if arg == "" {
+		return f.Stage + "=" + string(f.Status)
+	}
+	return f.Stage + "=" + string(f.Status) + "(" + arg + ")"
+}
+
+// traceSafe keeps only characters that cannot break the header's syntax.
+func traceSafe(s string) string {
+	if len(s) > 100 {
+		s = s[:100]
+	}
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9':
+			return r
+		case strings.ContainsRune(".-_,:@/", r):
+			return r
+		}
+		return '_'
+	}, s)
+}
+
+// Transaction is everything a stage may look at for one message. Stages must
+// treat it as read-only; it is shared by stages running concurrently.
+type Transaction struct {
+	// ID is foxproxy's own identifier for the message, used in logs.
+	ID string
+	// Client is the address of the client that sent the message into the
+	// mail system: XFORWARD ADDR when the upstream gave it, else the
+	// upstream's Received header, else the TCP peer. It may be invalid when
+	// none is known (XFORWARD ADDR=[UNAVAILABLE]).
+	Client netip.Addr
+	// ClientName and Helo are the client's reverse name and HELO as
+	// XFORWARD gave them (or the peer's HELO).
+	ClientName string
+	Helo       string
+	// QueueID is the upstream Postfix queue ID, when known.
+	QueueID string
+	// From is the envelope sender ("" for the null sender) and Rcpts the
+	// envelope recipients that the downstream accepted.
+	From  string
+	Rcpts []string
+	// Message is the spooled message content as received, without the
+	// header foxproxy adds.
+	Message Content
+}
+
+// Content is a spooled message. Open may be called any number of times,
+// concurrently; each reader is independent.
+type Content interface {
+	Size() int64
+	Open() io.Reader
+}
+
+// Stage examines one message and reports what it found.
+//
+// Inspect must honour ctx: when it is done, Inspect returns promptly with a
+// Skipped (or Unavailable) finding rather than blocking. It must not retain
+// tx after returning. A panic in Inspect is recovered by the pipeline and
+// turned into an error from Run, which the proxy answers with a 4xx.
+type Stage interface {
+	Name() string
+	Inspect(ctx context.Context, tx *Transaction) Finding
+}
+
+// ClientPrefetcher is implemented by stages that can start work as soon as
+// the client address is known, long before DATA (ERS starts its DNS lookups
+// there). Prefetch must not block.
+type ClientPrefetcher interface {
+	PrefetchClient(addr netip.Addr)
+}
+
+// Pipeline runs a fixed, ordered list of stages.
+type Pipeline struct {
+	stages []Stage
+}
+
+// New returns a pipeline of the given stages, in the order given.
+func New(stages ...Stage) *Pipeline {
+	return &Pipeline{stages: stages}
+}
+
+// Stages returns the stages in order.
+func (p *Pipeline) Stages() []Stage { return p.stages }
+
+// PrefetchClient tells every stage that wants it the client's address.
+func (p *Pipeline) PrefetchClient(addr netip.Addr) {
+	if !addr.IsValid() {
+		return
+	}
+	for _, s := range p.stages {
+		if pf, ok := s.(ClientPrefetcher); ok {
+			pf.PrefetchClient(addr)
+		}
+	}
+}
+
+// PanicError is returned by Run when a stage panicked.
+type PanicError struct {
+	Stage string
+	Value any
+	Stack []byte
+}
+
+func (e *PanicError) Error() string {
+	return fmt.Sprintf("stage %s panicked: %v", e.Stage, e.Value)
+}
+
+// Run runs all stages concurrently and returns their findings in stage
+// order. The stages are independent of each other, so the message waits for
+// the slowest stage, not for their sum. A stage that panics makes Run return
+// a *PanicError; the other findings are still returned.
+func (p *Pipeline) Run(ctx context.Context, tx *Transaction) ([]Finding, error) {
+	findings := make([]Finding, len(p.stages))
+	if len(p.stages) == 0 {
+		return findings, nil
+	}
+	errs := make([]error, len(p.stages))
+	var wg sync.WaitGroup
+	for i, s := range p.stages {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			start := time.Now()
+			defer func() {
+				if v := recover(); v != nil {
+					errs[i] = &PanicError{Stage: s.Name(), Value: v, Stack: debug.Stack()}
+					findings[i] = Finding{Stage: s.Name(), Status: Error, Detail: "internal error"}
+				}
+				findings[i].Duration = time.Since(start)
+			}()
+			f := s.Inspect(ctx, tx)
+			f.Stage = s.Name()
+			findings[i] = f
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return findings, err
+		}
+	}
+	return findings, nil
+}

@@ -1,0 +1,68 @@
+// Package policy turns the findings of foxproxy's stages into one verdict
+// for a message. It is the only place that decides: stages report facts,
+// the proxy carries the verdict out over SMTP.
+package policy
+
+import (
+	"github.com/foxproxy/foxproxy/pipeline"
+)
+
+// Action is what happens to a message.
+type Action string
+
+const (
+	// Deliver hands the message to the downstream with the trace header.
+	Deliver Action = "deliver"
+	// Tag delivers with extra headers (and optionally a subject prefix).
+	Tag Action = "tag"
+	// Quarantine keeps the message in the quarantine and answers 250.
+	Quarantine Action = "quarantine"
+	// Reject answers 5xx: the upstream bounces the message.
+	Reject Action = "reject"
+	// Tempfail answers 4xx: the upstream keeps the message and retries.
+	Tempfail Action = "tempfail"
+	// Discard answers 250 and delivers nothing; the log line remains.
+	Discard Action = "discard"
+)
+
+// Reply is an SMTP reply chosen by the policy (for reject and tempfail).
+// The proxy validates it before use, so a rule can never make foxproxy answer
+// 2xx for a reject or 5xx for a tempfail.
+type Reply struct {
+	Code     int    // e.g. 550
+	Enhanced [3]int // e.g. {5, 7, 1}
+	Text     string // single line, shown to the sender
+}
+
+// Header is one header field to add to a delivered message.
+type Header struct {
+	Name, Value string
+}
+
+// Verdict is the policy's decision for one message.
+type Verdict struct {
+	Action Action
+	// Rule names the rule that decided, for the log line and the trace
+	// header ("default" when no rule matched).
+	Rule string
+	// Reply is set for Reject and Tempfail.
+	Reply *Reply
+	// Headers are added (after X-Foxproxy) for Deliver and Tag.
+	Headers []Header
+	// SubjectPrefix is prepended to the Subject for Tag.
+	SubjectPrefix string
+}
+
+// Decider decides a verdict from a transaction and its findings.
+type Decider interface {
+	Decide(tx *pipeline.Transaction, findings []pipeline.Finding) Verdict
+}
+
+// DeliverAll is the decider of a foxproxy without rules: every message is
+// delivered.
+type DeliverAll struct{}
+
+// Decide implements Decider.
+func (DeliverAll) Decide(*pipeline.Transaction, []pipeline.Finding) Verdict {
+	return Verdict{Action: Deliver, Rule: "default"}
+}
