@@ -101,15 +101,16 @@ func (f Finding) Trace() string {
 	case Clean:
 		arg = f.Backend
 	}
-	arg = traceSafe(arg)
+	arg = TraceToken(arg)
 	if arg == "" {
 		return f.Stage + "=" + string(f.Status)
 	}
 	return f.Stage + "=" + string(f.Status) + "(" + arg + ")"
 }
 
-// traceSafe keeps only characters that cannot break the header's syntax.
-func traceSafe(s string) string {
+// TraceToken keeps only characters that cannot break the trace header's
+// syntax, and at most 100 of them.
+func TraceToken(s string) string {
 	if len(s) > 100 {
 		s = s[:100]
 	}

@@ -1,0 +1,125 @@
+package config
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDefault(t *testing.T) {
+	c := Default()
+	if c.Listen != "127.0.0.1:10025" || c.Downstream != "127.0.0.1:10026" {
+		t.Fatalf("listen/downstream = %q/%q", c.Listen, c.Downstream)
+	}
+	if !c.AllowedClients.Contains(netip.MustParseAddr("127.0.0.1")) ||
+		!c.AllowedClients.Contains(netip.MustParseAddr("::1")) ||
+		c.AllowedClients.Contains(netip.MustParseAddr("192.0.2.1")) {
+		t.Fatalf("default allowed_clients must be loopback only: %v", c.AllowedClients)
+	}
+	if c.MaxMessageBytes != 50<<20 {
+		t.Fatalf("max_message_bytes = %d", c.MaxMessageBytes)
+	}
+	if c.Timeouts.Command.D() != 5*time.Minute {
+		t.Fatalf("timeouts.command = %v", c.Timeouts.Command)
+	}
+	if !c.TrustedForXforward().Contains(netip.MustParseAddr("127.0.0.1")) {
+		t.Fatal("xforward trust must default to allowed_clients")
+	}
+}
+
+func TestParseOverridesOnlyGivenKeys(t *testing.T) {
+	c, err := Parse([]byte("listen: 127.0.0.1:2600\ntimeouts:\n  data: 90s\n"), "t.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen != "127.0.0.1:2600" || c.Timeouts.Data.D() != 90*time.Second {
+		t.Fatalf("override not applied: %+v", c)
+	}
+	if c.Timeouts.Command.D() != 5*time.Minute || c.Downstream != "127.0.0.1:10026" {
+		t.Fatalf("defaults lost: %+v", c)
+	}
+}
+
+// Each bad file is refused with the file, the line and the key named.
+func TestErrorsNameFileLineAndKey(t *testing.T) {
+	cases := []struct {
+		name, yaml string
+		want       []string
+	}{
+		{"unknown key with hint", "listen: 127.0.0.1:1\nlisten_addr: x\n",
+			[]string{"bad.yaml:2: listen_addr: unknown key", `did you mean "listen"`}},
+		{"unknown nested key", "timeouts:\n  comand: 1s\n",
+			[]string{"bad.yaml:2: timeouts.comand: unknown key", `did you mean "command"`}},
+		{"bad duration", "timeouts:\n  data: soon\n",
+			[]string{"bad.yaml:2: timeouts.data:", `invalid duration "soon"`}},
+		{"negative duration", "timeouts:\n  data: -1s\n",
+			[]string{"bad.yaml:2: timeouts.data: must be positive"}},
+		{"bad cidr", "allowed_clients:\n  - 127.0.0.0/8\n  - 10.0.0.0/33\n",
+			[]string{"bad.yaml:3: allowed_clients[1]:", `invalid network "10.0.0.0/33"`}},
+		{"bad size", "max_message_bytes: 10 parsecs\n",
+			[]string{"bad.yaml:1: max_message_bytes:", "unknown unit"}},
+		{"wrong type", "limits:\n  max_recipients: many\n",
+			[]string{"bad.yaml:2: limits.max_recipients:", "cannot unmarshal"}},
+		{"bad listen", "listen: nowhere\n",
+			[]string{"bad.yaml:1: listen:", "is not host:port"}},
+		{"open relay refused", "allowed_clients: []\n",
+			[]string{"bad.yaml:1: allowed_clients:", "open relay"}},
+		{"yaml syntax", "listen: [\n",
+			[]string{"bad.yaml:"}},
+		{"mapping expected", "timeouts: 5\n",
+			[]string{"bad.yaml:1: timeouts: expected a mapping"}},
+		{"duplicate key", "listen: 127.0.0.1:1\nlisten: 127.0.0.1:2\n",
+			[]string{"bad.yaml:2: listen:"}},
+		{"bad log level", "log:\n  level: loud\n",
+			[]string{"bad.yaml:2: log.level:", `"loud"`}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.yaml), "bad.yaml")
+			if err == nil {
+				t.Fatal("bad configuration accepted")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestParseByteSize(t *testing.T) {
+	for in, want := range map[string]int64{"0": 0, "1024": 1024, "64k": 64000, "64KiB": 65536, "50MB": 50e6, "50MiB": 50 << 20, "1GiB": 1 << 30} {
+		got, err := ParseByteSize(in)
+		if err != nil || got != want {
+			t.Errorf("ParseByteSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "-1", "1.5MB", "12 parsecs", "99999999999999999999"} {
+		if _, err := ParseByteSize(in); err == nil {
+			t.Errorf("ParseByteSize(%q) accepted", in)
+		}
+	}
+}
+
+func TestParseDuration(t *testing.T) {
+	for in, want := range map[string]time.Duration{"0": 0, "90s": 90 * time.Second, "30d": 30 * 24 * time.Hour, "1h30m": 90 * time.Minute} {
+		got, err := ParseDuration(in)
+		if err != nil || got != want {
+			t.Errorf("ParseDuration(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "soon", "-3d", "5 minutes"} {
+		if _, err := ParseDuration(in); err == nil {
+			t.Errorf("ParseDuration(%q) accepted", in)
+		}
+	}
+}
+
+func TestPrefixesContainsMapped(t *testing.T) {
+	ps := Prefixes{{netip.MustParsePrefix("127.0.0.0/8")}}
+	if !ps.Contains(netip.MustParseAddr("::ffff:127.0.0.1")) {
+		t.Fatal("IPv4-mapped loopback must match 127.0.0.0/8")
+	}
+}
