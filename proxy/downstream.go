@@ -1,0 +1,271 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/textproto"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-smtp"
+)
+
+// downstream is one SMTP connection to the re-injection smtpd, used for the
+// transactions of one upstream session in turn.
+//
+// go-smtp's client has no XFORWARD and always sends BODY=8BITMIME when the
+// server offers 8BITMIME. dsConn, under the client, fixes both without
+// touching the client's state: it sends the XFORWARD commands in front of
+// the client's MAIL command and consumes their replies before the client
+// reads its own, and it rewrites BODY to what the upstream client sent.
+type downstream struct {
+	client       *smtp.Client
+	conn         *dsConn
+	xfwdAttrs    map[string]bool
+	transactions int  // completed or reset transactions on this connection
+	txActive     bool // a MAIL was accepted and not yet finished or reset
+	broken       bool // a network error or 421 happened: don't reuse
+}
+
+type dsOptions struct {
+	addr           string
+	hostname       string
+	connectTimeout time.Duration
+	commandTimeout time.Duration
+	dataTimeout    time.Duration
+}
+
+// dialDownstream connects and greets the downstream.
+func dialDownstream(ctx context.Context, o dsOptions) (*downstream, error) {
+	d := net.Dialer{Timeout: o.connectTimeout}
+	nc, err := d.DialContext(ctx, "tcp", o.addr)
+	if err != nil {
+		return nil, err
+	}
+	conn := &dsConn{Conn: nc, br: bufio.NewReader(nc)}
+	c := smtp.NewClient(conn)
+	c.CommandTimeout = o.commandTimeout
+	c.SubmissionTimeout = o.dataTimeout
+	if err := c.Hello(o.hostname); err != nil {
+		c.Close()
+		return nil, err
+	}
+	ds := &downstream{client: c, conn: conn, xfwdAttrs: map[string]bool{}}
+	if ok, attrs := c.Extension("XFORWARD"); ok {
+		for _, a := range strings.Fields(strings.ToUpper(attrs)) {
+			ds.xfwdAttrs[a] = true
+		}
+	}
+	conn.pipelining, _ = c.Extension("PIPELINING")
+	conn.eightBit, _ = c.Extension("8BITMIME")
+	return ds, nil
+}
+
+// mail starts a transaction: XFORWARD (when the downstream supports it),
+// then MAIL with the upstream's parameters unchanged.
+func (d *downstream) mail(from string, opts *smtp.MailOptions, x Xforward) error {
+	d.conn.prepare(xforwardCommands(x, d.xfwdAttrs), opts.Body)
+	err := d.client.Mail(from, opts)
+	d.conn.clearPrelude()
+	if err == nil {
+		d.txActive = true
+	}
+	return d.note(err)
+}
+
+func (d *downstream) rcpt(to string, opts *smtp.RcptOptions) error {
+	return d.note(d.client.Rcpt(to, opts))
+}
+
+// data sends header (foxproxy's added header lines) followed by the message
+// and returns the downstream's final reply text.
+func (d *downstream) data(header []byte, msg io.Reader) (string, error) {
+	w, err := d.client.Data()
+	if err != nil {
+		return "", d.note(err)
+	}
+	if _, err := w.Write(header); err != nil {
+		d.broken = true
+		return "", err
+	}
+	if _, err := io.Copy(w, msg); err != nil {
+		d.broken = true
+		return "", err
+	}
+	resp, err := w.CloseWithResponse()
+	d.txActive = false
+	d.transactions++
+	if err != nil {
+		return "", d.note(err)
+	}
+	return resp.StatusText, nil
+}
+
+// reset abandons the current transaction, if any.
+func (d *downstream) reset() {
+	if !d.txActive || d.broken {
+		return
+	}
+	d.txActive = false
+	d.transactions++
+	if err := d.client.Reset(); err != nil {
+		d.broken = true
+	}
+}
+
+func (d *downstream) close() {
+	if !d.broken {
+		d.conn.SetDeadline(time.Now().Add(5 * time.Second))
+		d.client.Quit()
+	}
+	d.client.Close()
+}
+
+// note marks the connection unusable after an error that leaves its state
+// unknown: anything but an ordinary 4xx/5xx reply, and 421 (the server is
+// closing the channel).
+func (d *downstream) note(err error) error {
+	var se *smtp.SMTPError
+	if err != nil && (!errors.As(err, &se) || se.Code == 421) {
+		d.broken = true
+	}
+	return err
+}
+
+// dsConn is the downstream connection under go-smtp's client.
+type dsConn struct {
+	net.Conn
+	br         *bufio.Reader
+	pipelining bool
+	eightBit   bool
+
+	mu      sync.Mutex
+	prelude []string       // commands to send before the next MAIL
+	body    smtp.BodyType  // the upstream's BODY value for that MAIL
+	swallow int            // replies to consume before the client's own
+	replies []xforwardNote // what the downstream said to the prelude
+}
+
+type xforwardNote struct {
+	cmd   string
+	code  int
+	reply string
+}
+
+func (c *dsConn) prepare(prelude []string, body smtp.BodyType) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.prelude, c.body, c.replies = prelude, body, nil
+}
+
+func (c *dsConn) clearPrelude() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.prelude = nil
+}
+
+// xforwardProblems returns XFORWARD replies that were not 250 (logged by
+// the session; they never fail a message).
+func (c *dsConn) xforwardProblems() []xforwardNote {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var bad []xforwardNote
+	for _, r := range c.replies {
+		if r.code != 250 {
+			bad = append(bad, r)
+		}
+	}
+	return bad
+}
+
+var mailPrefix = []byte("MAIL FROM:")
+
+func (c *dsConn) Write(b []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.prelude == nil || !bytes.HasPrefix(b, mailPrefix) {
+		return c.Conn.Write(b)
+	}
+	line := rewriteBody(b, c.body, c.eightBit)
+	prelude := c.prelude
+	c.prelude = nil
+	if c.pipelining {
+		var out bytes.Buffer
+		for _, p := range prelude {
+			out.WriteString(p + "\r\n")
+			c.replies = append(c.replies, xforwardNote{cmd: p})
+		}
+		out.Write(line)
+		c.swallow = len(prelude)
+		if _, err := c.Conn.Write(out.Bytes()); err != nil {
+			return 0, err
+		}
+		return len(b), nil
+	}
+	for _, p := range prelude {
+		if _, err := c.Conn.Write([]byte(p + "\r\n")); err != nil {
+			return 0, err
+		}
+		code, text, err := c.readReply()
+		if err != nil {
+			return 0, err
+		}
+		c.replies = append(c.replies, xforwardNote{cmd: p, code: code, reply: text})
+	}
+	if _, err := c.Conn.Write(line); err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}
+
+func (c *dsConn) Read(p []byte) (int, error) {
+	c.mu.Lock()
+	for c.swallow > 0 {
+		code, text, err := c.readReply()
+		if err != nil {
+			c.mu.Unlock()
+			return 0, err
+		}
+		i := len(c.replies) - c.swallow
+		c.replies[i].code, c.replies[i].reply = code, text
+		c.swallow--
+	}
+	c.mu.Unlock()
+	return c.br.Read(p)
+}
+
+// readReply reads one complete (possibly multi-line) reply.
+func (c *dsConn) readReply() (int, string, error) {
+	tp := textproto.NewReader(c.br)
+	code, msg, err := tp.ReadResponse(0)
+	var te *textproto.Error
+	if err != nil && !errors.As(err, &te) {
+		return 0, "", fmt.Errorf("downstream: %w", err)
+	}
+	return code, msg, nil
+}
+
+// rewriteBody makes the MAIL command carry the upstream's BODY parameter:
+// go-smtp's client adds BODY=8BITMIME whenever the server offers 8BITMIME.
+func rewriteBody(line []byte, body smtp.BodyType, eightBit bool) []byte {
+	if !eightBit {
+		return line
+	}
+	const added = " BODY=8BITMIME"
+	i := bytes.Index(line, []byte(added))
+	if i < 0 {
+		return line
+	}
+	var out []byte
+	out = append(out, line[:i]...)
+	if body != "" {
+		out = append(out, " BODY="+string(body)...)
+	}
+	return append(out, line[i+len(added):]...)
+}

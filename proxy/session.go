@@ -1,0 +1,497 @@
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"regexp"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-smtp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/foxproxy/foxproxy/pipeline"
+	"github.com/foxproxy/foxproxy/policy"
+	"github.com/foxproxy/foxproxy/spool"
+)
+
+// session is one upstream SMTP connection. go-smtp calls its methods from
+// the connection's goroutine (Data, for BDAT, from one more goroutine while
+// the connection goroutine waits), so it needs no locking of its own.
+type session struct {
+	s    *Server
+	rt   *Runtime
+	conn *smtp.Conn
+	g    *guardConn
+	log  *zap.Logger
+	peer netip.Addr
+	port string
+	ds   *downstream
+	tx   *transaction
+}
+
+// transaction is one MAIL ... end-of-data exchange.
+type transaction struct {
+	id           string
+	start        time.Time
+	from         string
+	opts         *smtp.MailOptions
+	rcpts        []string
+	xfwd         Xforward
+	client       netip.Addr
+	clientSource string // "xforward", "received" or "peer"
+}
+
+var _ smtp.Session = (*session)(nil)
+
+func (s *Server) newSession(c *smtp.Conn) (smtp.Session, error) {
+	g, ok := c.Conn().(*guardConn)
+	if !ok {
+		// Only possible if someone serves go-smtp without our listener.
+		return nil, errLocalProblem
+	}
+	peer := addrOf(c.Conn().RemoteAddr())
+	_, port, _ := net.SplitHostPort(c.Conn().RemoteAddr().String())
+	ss := &session{s: s, rt: s.rt.Load(), conn: c, g: g, peer: peer, port: port}
+	ss.log = s.log.With(zap.String("session", newID()), zap.Stringer("peer", peer))
+	return ss, nil
+}
+
+func newID() string {
+	var b [10]byte
+	rand.Read(b[:])
+	return strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:]))
+}
+
+// Mail mirrors MAIL to the downstream: its answer is the answer.
+func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
+	if ss.tx != nil {
+		return errNestedMail
+	}
+	if opts.Size > ss.s.smtp.MaxMessageBytes-1 {
+		return errTooBig
+	}
+	tx := &transaction{id: newID(), start: ss.s.now(), from: from, opts: opts, xfwd: ss.g.Xforward()}
+	tx.client, tx.clientSource = ss.peer, "peer"
+	if a, ok := tx.xfwd.ClientAddr(); ok {
+		tx.client, tx.clientSource = a, "xforward"
+	}
+	if tx.clientSource == "xforward" || !ss.g.cfg.trustedXforward {
+		// The client is known now: let stages (ERS) start their lookups
+		// while the envelope and content are still coming.
+		ss.rt.Pipeline.PrefetchClient(tx.client)
+	}
+	err := ss.withDownstream(func(d *downstream) error {
+		return d.mail(from, opts, ss.forwardAttrs(tx))
+	})
+	if err != nil {
+		return ss.downstreamError("MAIL", tx, err)
+	}
+	if bad := ss.ds.conn.xforwardProblems(); len(bad) > 0 {
+		ss.log.Warn("downstream refused XFORWARD; its log will show foxproxy as the client",
+			zap.String("command", bad[0].cmd), zap.Int("code", bad[0].code), zap.String("reply", bad[0].reply))
+	}
+	ss.tx = tx
+	return nil
+}
+
+// forwardAttrs is what the downstream hears about the original client:
+// what the upstream forwarded, else the client foxproxy itself sees.
+func (ss *session) forwardAttrs(tx *transaction) Xforward {
+	if !tx.xfwd.IsZero() {
+		return tx.xfwd
+	}
+	proto := "SMTP"
+	if ss.conn.Hostname() != "" {
+		proto = "ESMTP" // go-smtp does not tell HELO from EHLO; EHLO is the norm
+	}
+	return Xforward{Name: "[UNAVAILABLE]", Addr: ss.peer.String(), Port: ss.port, Proto: proto, Helo: ss.conn.Hostname()}
+}
+
+// withDownstream runs fn on the session's downstream connection, dialling
+// one if needed. A reused connection that turns out dead (the downstream
+// timed it out between messages) is replaced once, transparently.
+func (ss *session) withDownstream(fn func(*downstream) error) error {
+	fresh := false
+	if ss.ds == nil || ss.ds.broken {
+		if err := ss.dial(); err != nil {
+			return err
+		}
+		fresh = true
+	}
+	err := fn(ss.ds)
+	if err != nil && ss.ds.broken && !fresh {
+		ss.log.Debug("reused downstream connection failed; reconnecting", zap.Error(err))
+		if err := ss.dial(); err != nil {
+			return err
+		}
+		err = fn(ss.ds)
+	}
+	return err
+}
+
+func (ss *session) dial() error {
+	if ss.ds != nil {
+		ss.ds.close()
+		ss.ds = nil
+	}
+	cfg := ss.rt.Config
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeouts.DownstreamConnect.D())
+	defer cancel()
+	d, err := dialDownstream(ctx, dsOptions{
+		addr:           cfg.Downstream,
+		hostname:       cfg.HostnameOrDefault(),
+		connectTimeout: cfg.Timeouts.DownstreamConnect.D(),
+		commandTimeout: cfg.Timeouts.DownstreamCommand.D(),
+		dataTimeout:    cfg.Timeouts.DownstreamData.D(),
+	})
+	if err != nil {
+		return &dialError{err}
+	}
+	ss.ds = d
+	return nil
+}
+
+type dialError struct{ err error }
+
+func (e *dialError) Error() string { return "connect to downstream: " + e.err.Error() }
+func (e *dialError) Unwrap() error { return e.err }
+
+// downstreamError logs what went wrong with the downstream and picks the
+// reply: the downstream's own 4xx/5xx is mirrored, anything else is 4xx.
+func (ss *session) downstreamError(stage string, tx *transaction, err error) error {
+	var se *smtp.SMTPError
+	if errors.As(err, &se) {
+		ss.log.Info("downstream refused "+stage, zap.String("msg_id", tx.id),
+			zap.Int("code", se.Code), zap.String("reply", se.Message))
+		return mirrored(se)
+	}
+	ss.log.Warn("downstream failed at "+stage, zap.String("msg_id", tx.id),
+		zap.String("downstream", ss.rt.Config.Downstream), zap.Error(err))
+	var de *dialError
+	if errors.As(err, &de) {
+		return errDownstreamUnavailable
+	}
+	return errDownstreamFailed
+}
+
+// Rcpt mirrors RCPT to the downstream, so a recipient is refused exactly
+// the way the downstream refuses it.
+func (ss *session) Rcpt(to string, opts *smtp.RcptOptions) error {
+	tx := ss.tx
+	if tx == nil {
+		return errNoTransaction
+	}
+	if ss.ds == nil || ss.ds.broken {
+		return errDownstreamFailed
+	}
+	if err := ss.ds.rcpt(to, opts); err != nil {
+		return ss.downstreamError("RCPT", tx, err)
+	}
+	tx.rcpts = append(tx.rcpts, to)
+	return nil
+}
+
+// Reset abandons the transaction, here and downstream.
+func (ss *session) Reset() {
+	ss.tx = nil
+	if ss.ds != nil {
+		ss.ds.reset()
+	}
+}
+
+// Logout ends the session.
+func (ss *session) Logout() error {
+	if ss.ds != nil {
+		ss.ds.close()
+		ss.ds = nil
+	}
+	return nil
+}
+
+// Data receives the content, checks it and carries out the verdict. Every
+// return value is an *smtp.SMTPError made in reply.go (see there why).
+func (ss *session) Data(r io.Reader) (result error) {
+	tx := ss.tx
+	if tx == nil {
+		io.Copy(io.Discard, r)
+		return errNoTransaction
+	}
+	sum := &summary{tx: tx}
+	defer func() {
+		if v := recover(); v != nil {
+			ss.log.Error("internal error while handling a message", zap.String("msg_id", tx.id),
+				zap.Any("panic", v), zap.ByteString("stack", debug.Stack()))
+			result = errLocalProblem
+		}
+		se, _ := result.(*smtp.SMTPError)
+		sum.reply = se
+		ss.logSummary(sum)
+	}()
+
+	msg, err := ss.receive(r, tx)
+	if err != nil {
+		return err
+	}
+	defer msg.Close()
+	sum.size = msg.Size()
+	if t := ss.g.Taint(); t.any() {
+		ss.log.Warn("message refused: line ending abuse in content (possible SMTP smuggling)",
+			zap.String("msg_id", tx.id), zap.String("found", t.String()))
+		sum.verdict = "refused"
+		if t.bareCR || t.bareLF {
+			return errBareNL
+		}
+		return errNULInData
+	}
+
+	ptx := ss.pipelineTransaction(tx, msg, sum)
+	ctx, cancel := context.WithTimeout(context.Background(), ss.rt.Config.Timeouts.Stages.D())
+	defer cancel()
+	stagesStart := time.Now()
+	findings, err := ss.rt.Pipeline.Run(ctx, ptx)
+	sum.stages = time.Since(stagesStart)
+	sum.findings = findings
+	if err != nil {
+		var pe *pipeline.PanicError
+		if errors.As(err, &pe) {
+			ss.log.Error("stage panicked", zap.String("msg_id", tx.id), zap.String("stage", pe.Stage),
+				zap.Any("panic", pe.Value), zap.ByteString("stack", pe.Stack))
+		}
+		sum.verdict = "error"
+		return errLocalProblem
+	}
+	v := ss.rt.Policy.Decide(ptx, findings)
+	sum.verdict, sum.rule = string(v.Action), v.Rule
+	return ss.execute(ctx, tx, ptx, msg, findings, v, sum)
+}
+
+// receive spools the content. Errors are already replies.
+func (ss *session) receive(r io.Reader, tx *transaction) (*spool.Message, error) {
+	cfg := ss.rt.Config
+	w := spool.NewWriter(spool.Options{
+		Dir:             cfg.Spool.Dir,
+		MemoryThreshold: int64(cfg.Spool.MemoryThreshold),
+		MaxBytes:        int64(cfg.MaxMessageBytes),
+	})
+	readErr, writeErr := copyContent(w, r)
+	if readErr == nil && writeErr == nil {
+		m, err := w.Finish()
+		if err == nil {
+			return m, nil
+		}
+		writeErr = err
+	}
+	w.Discard()
+	var se *smtp.SMTPError
+	switch {
+	case errors.As(readErr, &se) && se.Code == 552, errors.Is(writeErr, spool.ErrTooLarge):
+		ss.log.Info("message refused: larger than max_message_bytes", zap.String("msg_id", tx.id),
+			zap.Int64("max_message_bytes", int64(cfg.MaxMessageBytes)))
+		return nil, errTooBig
+	case writeErr != nil:
+		ss.log.Error("cannot spool message", zap.String("msg_id", tx.id), zap.Error(writeErr))
+		return nil, errLocalProblem
+	default:
+		// The client went away or stalled; it will not hear this reply,
+		// and nothing was forwarded.
+		ss.log.Info("message not received completely", zap.String("msg_id", tx.id), zap.Error(readErr))
+		return nil, errClientTimeout
+	}
+}
+
+// copyContent is io.Copy that tells a failing reader (the client) from a
+// failing writer (the spool): they need different replies.
+func copyContent(w io.Writer, r io.Reader) (readErr, writeErr error) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return nil, werr
+			}
+		}
+		if err == io.EOF {
+			return nil, nil
+		}
+		if err != nil {
+			return err, nil
+		}
+	}
+}
+
+func (ss *session) pipelineTransaction(tx *transaction, msg *spool.Message, sum *summary) *pipeline.Transaction {
+	cfg := ss.rt.Config
+	ptx := &pipeline.Transaction{
+		ID:         tx.id,
+		Client:     tx.client,
+		ClientName: tx.xfwd.Name,
+		Helo:       tx.xfwd.Helo,
+		QueueID:    tx.xfwd.Ident,
+		From:       tx.from,
+		Rcpts:      tx.rcpts,
+		Message:    msg,
+	}
+	if ptx.Helo == "" {
+		ptx.Helo = ss.conn.Hostname()
+	}
+	if unavailable(ptx.QueueID) {
+		ptx.QueueID = ""
+	}
+	needClient := tx.clientSource == "peer" && ss.g.cfg.trustedXforward && cfg.ClientFromReceived
+	if needClient || ptx.QueueID == "" {
+		if h, err := readHeader(msg.Open(), int64(cfg.Limits.MaxHeaderBytes)); err == nil {
+			client, name, qid := fromReceived(h)
+			if needClient && client.IsValid() {
+				tx.client, tx.clientSource = client, "received"
+				ptx.Client, ptx.ClientName = client, name
+			}
+			if ptx.QueueID == "" && (tx.clientSource != "peer" || ss.g.cfg.trustedXforward) {
+				ptx.QueueID = qid
+			}
+		}
+	}
+	sum.queueID = ptx.QueueID
+	return ptx
+}
+
+// execute carries out the verdict.
+func (ss *session) execute(ctx context.Context, tx *transaction, ptx *pipeline.Transaction, msg *spool.Message,
+	findings []pipeline.Finding, v policy.Verdict, sum *summary) error {
+	switch v.Action {
+	case policy.Deliver, policy.Tag:
+		return ss.deliver(tx, msg, findings, v, sum)
+	case policy.Quarantine:
+		if ss.rt.Quarantine == nil {
+			ss.log.Error("policy chose quarantine but no quarantine is configured; deferring the message",
+				zap.String("msg_id", tx.id))
+			ss.ds.reset()
+			return errLocalProblem
+		}
+		qid, err := ss.rt.Quarantine.Quarantine(ctx, QuarantineItem{Tx: ptx, Xforward: tx.xfwd, Findings: findings, Verdict: v})
+		if err != nil {
+			ss.log.Error("cannot quarantine message; deferring it", zap.String("msg_id", tx.id), zap.Error(err))
+			ss.ds.reset()
+			return errLocalProblem
+		}
+		sum.quarantineID = qid
+		ss.ds.reset()
+		return reply(250, [3]int{2, 0, 0}, "Ok: quarantined as "+qid)
+	case policy.Discard:
+		ss.ds.reset()
+		return reply(250, [3]int{2, 0, 0}, "Ok: discarded")
+	case policy.Reject, policy.Tempfail:
+		ss.ds.reset()
+		return verdictReply(v)
+	}
+	ss.log.Error("unknown verdict action; deferring the message", zap.String("action", string(v.Action)))
+	ss.ds.reset()
+	return errLocalProblem
+}
+
+var queuedAs = regexp.MustCompile(`queued as ([0-9A-Za-z]+)`)
+
+func (ss *session) deliver(tx *transaction, msg *spool.Message, findings []pipeline.Finding, v policy.Verdict, sum *summary) error {
+	if ss.ds == nil || ss.ds.broken || !ss.ds.txActive {
+		ss.log.Warn("downstream connection lost before delivery", zap.String("msg_id", tx.id))
+		return errDownstreamFailed
+	}
+	var head strings.Builder
+	head.WriteString(traceHeader(ss.rt.Config.HostnameOrDefault(), tx.id, v, findings))
+	for _, h := range v.Headers {
+		head.WriteString(foldHeader(h.Name, []string{sanitizeText(h.Value)}))
+	}
+	text, err := ss.ds.data([]byte(head.String()), msg.Open())
+	if err != nil {
+		return ss.downstreamError("DATA", tx, err)
+	}
+	if m := queuedAs.FindStringSubmatch(text); m != nil {
+		sum.downstreamID = m[1]
+	}
+	return delivered(text)
+}
+
+// summary is the one log line per message.
+type summary struct {
+	tx           *transaction
+	size         int64
+	queueID      string
+	downstreamID string
+	quarantineID string
+	verdict      string
+	rule         string
+	findings     []pipeline.Finding
+	stages       time.Duration
+	reply        *smtp.SMTPError
+}
+
+func (ss *session) logSummary(s *summary) {
+	fields := []zap.Field{
+		zap.String("msg_id", s.tx.id),
+		zap.String("queue_id", s.queueID),
+		zap.String("downstream_queue_id", s.downstreamID),
+		zap.Stringer("client", s.tx.client),
+		zap.String("client_source", s.tx.clientSource),
+		zap.String("from", s.tx.from),
+		zap.Int("rcpts", len(s.tx.rcpts)),
+		zap.Int64("size", s.size),
+		zap.String("verdict", s.verdict),
+	}
+	if s.rule != "" {
+		fields = append(fields, zap.String("rule", s.rule))
+	}
+	if s.quarantineID != "" {
+		fields = append(fields, zap.String("quarantine_id", s.quarantineID))
+	}
+	if len(s.findings) > 0 {
+		fields = append(fields, zap.Array("findings", findingsLog(s.findings)), zap.Duration("stages", s.stages))
+	}
+	if s.reply != nil {
+		fields = append(fields, zap.String("reply", fmt.Sprintf("%d %d.%d.%d %s", s.reply.Code,
+			s.reply.EnhancedCode[0], s.reply.EnhancedCode[1], s.reply.EnhancedCode[2], s.reply.Message)))
+	}
+	fields = append(fields, zap.Duration("duration", ss.s.now().Sub(s.tx.start)))
+	ss.log.Info("message", fields...)
+}
+
+type findingsLog []pipeline.Finding
+
+func (fs findingsLog) MarshalLogArray(enc zapcore.ArrayEncoder) error {
+	for _, f := range fs {
+		enc.AppendObject(findingLog(f))
+	}
+	return nil
+}
+
+type findingLog pipeline.Finding
+
+func (f findingLog) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	enc.AddString("stage", f.Stage)
+	enc.AddString("status", string(f.Status))
+	if len(f.Categories) > 0 {
+		enc.AddString("categories", strings.Join(f.Categories, ","))
+	}
+	if f.Detail != "" {
+		enc.AddString("detail", f.Detail)
+	}
+	if f.Backend != "" {
+		enc.AddString("backend", f.Backend)
+	}
+	for i, it := range f.Items {
+		if i == 10 {
+			enc.AddInt("more_items", len(f.Items)-10)
+			break
+		}
+		enc.AddString(fmt.Sprintf("item%d", i), it.What+" "+it.Zone+" "+it.Category)
+	}
+	enc.AddDuration("took", f.Duration)
+	return nil
+}

@@ -1,0 +1,88 @@
+package proxy
+
+import (
+	"bufio"
+	"io"
+	"net/netip"
+	"regexp"
+	"strings"
+
+	"github.com/emersion/go-message/textproto"
+
+	"github.com/foxproxy/foxproxy/pipeline"
+	"github.com/foxproxy/foxproxy/policy"
+)
+
+// Version is foxproxy's version, set by the build (-ldflags -X).
+var Version = "0.1.0-dev"
+
+// traceHeader renders the X-Foxproxy header: who handled the message, what
+// each stage found, which rule decided. It is the only change foxproxy makes
+// to a delivered message (besides headers a policy adds).
+func traceHeader(host, id string, v policy.Verdict, findings []pipeline.Finding) string {
+	parts := []string{"foxproxy/" + Version, "host=" + host, "id=" + id}
+	for _, f := range findings {
+		parts = append(parts, f.Trace())
+	}
+	parts = append(parts, "verdict="+string(v.Action), "rule="+pipeline.TraceToken(v.Rule))
+	return foldHeader("X-Foxproxy", parts)
+}
+
+// foldHeader joins parts with "; " and folds (RFC 5322 §2.2.3) so no line
+// is longer than 78 characters where the parts allow it.
+func foldHeader(name string, parts []string) string {
+	var b strings.Builder
+	b.WriteString(name + ":")
+	lineLen := b.Len()
+	for i, p := range parts {
+		sep := " "
+		if i > 0 {
+			b.WriteString(";")
+			lineLen++
+		}
+		if lineLen+len(sep)+len(p) > 78 && i > 0 {
+			b.WriteString("\r\n\t")
+			lineLen = 1
+			sep = ""
+		}
+		b.WriteString(sep + p)
+		lineLen += len(sep) + len(p)
+	}
+	b.WriteString("\r\n")
+	return b.String()
+}
+
+// readHeader reads the message's header block, bounded by limit bytes.
+func readHeader(r io.Reader, limit int64) (textproto.Header, error) {
+	return textproto.ReadHeader(bufio.NewReader(io.LimitReader(r, limit)))
+}
+
+// Postfix's Received header, e.g.
+//
+//	Received: from helo.example (client.example [192.0.2.1])
+//		by mx.example.test (Postfix) with ESMTP id 4ABCDEF
+//		for <rcpt@example.test>; Fri, 27 Nov 2026 14:00:00 +0000 (UTC)
+var (
+	receivedClient = regexp.MustCompile(`^from \S+ \((\S+) \[(?:IPv6:)?([0-9A-Fa-f:.]+)\]`)
+	receivedID     = regexp.MustCompile(`\bby \S+ \(Postfix\) with \S+ id ([0-9A-Za-z]+)\b`)
+)
+
+// fromReceived reads the original client and the upstream queue ID from the
+// top Received header, which the local Postfix wrote. Only used for an
+// upstream that foxproxy trusts and that sent no XFORWARD.
+func fromReceived(h textproto.Header) (client netip.Addr, name, queueID string) {
+	fields := h.FieldsByKey("Received")
+	if !fields.Next() {
+		return netip.Addr{}, "", ""
+	}
+	v := strings.Join(strings.Fields(fields.Value()), " ")
+	if m := receivedClient.FindStringSubmatch(v); m != nil {
+		if a, err := netip.ParseAddr(m[2]); err == nil {
+			client, name = a.Unmap(), m[1]
+		}
+	}
+	if m := receivedID.FindStringSubmatch(v); m != nil {
+		queueID = m[1]
+	}
+	return client, name, queueID
+}
