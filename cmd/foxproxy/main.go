@@ -1,0 +1,188 @@
+// Command foxproxy is an SMTP content filter for Postfix: it receives mail
+// from Postfix, checks it, and re-injects what the policy accepts.
+//
+//	foxproxy [-config FILE]               run (the embedded default without -config)
+//	foxproxy check-config [-config FILE]  validate a configuration and exit
+//	foxproxy version                      print the version
+//
+// Signals: SIGTERM and SIGINT drain and stop; SIGHUP re-reads the
+// configuration and keeps the running one if the new one is bad.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"runtime"
+	"syscall"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/foxproxy/foxproxy/config"
+	"github.com/foxproxy/foxproxy/proxy"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	cmd := "run"
+	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+		cmd, args = args[0], args[1:]
+	}
+	fs := flag.NewFlagSet("foxproxy "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "", "configuration file (YAML); empty: the embedded default")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "foxproxy %s: unexpected argument %q\n", cmd, fs.Arg(0))
+		return 2
+	}
+	switch cmd {
+	case "version":
+		fmt.Fprintf(stdout, "foxproxy %s (%s, %s/%s)\n", proxy.Version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+		return 0
+	case "check-config":
+		return checkConfig(*cfgPath, stdout, stderr)
+	case "run":
+		return serve(*cfgPath, stderr)
+	}
+	fmt.Fprintf(stderr, "foxproxy: unknown command %q (commands: run, check-config, version)\n", cmd)
+	return 2
+}
+
+func loadConfig(path string) (*config.Config, error) {
+	if path == "" {
+		return config.Default(), nil
+	}
+	return config.Load(path)
+}
+
+func checkConfig(path string, stdout, stderr io.Writer) int {
+	cfg, err := loadConfig(path)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s: configuration OK\n", cfg.File)
+	return 0
+}
+
+func newLogger(cfg *config.Config, w io.Writer, level zap.AtomicLevel) *zap.Logger {
+	encCfg := zap.NewProductionEncoderConfig()
+	encCfg.TimeKey = "time"
+	encCfg.EncodeTime = zapcore.ISO8601TimeEncoder
+	encCfg.EncodeDuration = zapcore.MillisDurationEncoder
+	var enc zapcore.Encoder
+	if cfg.Log.Format == "console" {
+		enc = zapcore.NewConsoleEncoder(encCfg)
+	} else {
+		enc = zapcore.NewJSONEncoder(encCfg)
+	}
+	return zap.New(zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(w)), level))
+}
+
+func parseLevel(s string) zapcore.Level {
+	l, err := zapcore.ParseLevel(s)
+	if err != nil {
+		return zapcore.InfoLevel
+	}
+	return l
+}
+
+func serve(path string, stderr io.Writer) int {
+	cfg, err := loadConfig(path)
+	if err != nil {
+		fmt.Fprintf(stderr, "foxproxy: refusing to start: %v\n", err)
+		return 2
+	}
+	level := zap.NewAtomicLevelAt(parseLevel(cfg.Log.Level))
+	log := newLogger(cfg, stderr, level)
+	defer log.Sync()
+
+	rt, err := wire(cfg, log)
+	if err != nil {
+		log.Error("refusing to start", zap.Error(err))
+		return 2
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		log.Error("cannot listen", zap.String("listen", cfg.Listen), zap.Error(err))
+		rt.close()
+		return 1
+	}
+	srv := proxy.NewServer(rt.Runtime, log)
+	log.Info("foxproxy started", zap.String("version", proxy.Version), zap.String("config", cfg.File),
+		zap.Stringer("listen", ln.Addr()), zap.String("downstream", cfg.Downstream), zap.Strings("stages", rt.stageNames()))
+
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	current := rt
+	for {
+		select {
+		case err := <-served:
+			log.Error("server stopped", zap.Error(err))
+			current.close()
+			return 1
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				current = reload(path, srv, current, level, log)
+				continue
+			}
+			log.Info("shutting down: draining sessions", zap.String("signal", sig.String()),
+				zap.Duration("deadline", cfg.Timeouts.Shutdown.D()))
+			ctx, cancel := context.WithTimeout(context.Background(), current.Runtime.Config.Timeouts.Shutdown.D())
+			err := srv.Shutdown(ctx)
+			cancel()
+			if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+				log.Warn("shutdown", zap.Error(err))
+			} else if err != nil {
+				log.Warn("shutdown deadline reached: closed the remaining sessions; their messages were not acknowledged and will be retried")
+			}
+			current.close()
+			log.Info("foxproxy stopped")
+			return 0
+		}
+	}
+}
+
+// reload re-reads the configuration. A bad file is refused with its
+// problems logged, and the running configuration stays.
+func reload(path string, srv *proxy.Server, current *wired, level zap.AtomicLevel, log *zap.Logger) *wired {
+	if path == "" {
+		log.Info("SIGHUP: running on the embedded default configuration; nothing to re-read")
+		return current
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		log.Error("SIGHUP: new configuration refused; keeping the running one", zap.Error(err))
+		return current
+	}
+	next, err := wire(cfg, log)
+	if err != nil {
+		log.Error("SIGHUP: new configuration refused; keeping the running one", zap.Error(err))
+		return current
+	}
+	if keys := srv.Reload(next.Runtime); len(keys) > 0 {
+		log.Warn("SIGHUP: some changed settings take effect only after a restart", zap.Strings("keys", keys))
+	}
+	level.SetLevel(parseLevel(cfg.Log.Level))
+	// Sessions that started on the old runtime keep using it until they
+	// end; its background workers stop with it.
+	current.closeWhenIdle(srv)
+	log.Info("SIGHUP: configuration reloaded", zap.String("config", cfg.File), zap.Strings("stages", next.stageNames()))
+	return next
+}
