@@ -61,7 +61,9 @@ type Server struct {
 	now  func() time.Time
 
 	mu       sync.Mutex
+	idle     *sync.Cond // signalled when a session ends
 	guards   map[*guardConn]struct{}
+	rtUsers  map[*Runtime]int // open sessions per runtime
 	draining bool
 	ln       net.Listener
 }
@@ -69,7 +71,8 @@ type Server struct {
 // NewServer returns a server for rt. Settings that go-smtp fixes at start
 // (max_message_bytes, max_recipients, hostname) need a restart to change.
 func NewServer(rt *Runtime, log *zap.Logger) *Server {
-	s := &Server{log: log, guards: map[*guardConn]struct{}{}, now: time.Now}
+	s := &Server{log: log, guards: map[*guardConn]struct{}{}, rtUsers: map[*Runtime]int{}, now: time.Now}
+	s.idle = sync.NewCond(&s.mu)
 	if rt.Policy == nil {
 		rt.Policy = policy.DeliverAll{}
 	}
@@ -120,6 +123,33 @@ func (s *Server) Reload(rt *Runtime) (needRestart []string) {
 	}
 	s.rt.Store(rt)
 	return needRestart
+}
+
+// WaitRuntimeIdle returns when no session uses rt any more (after a reload,
+// to stop the old runtime's background work safely).
+func (s *Server) WaitRuntimeIdle(rt *Runtime) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for s.rtUsers[rt] > 0 {
+		s.idle.Wait()
+	}
+}
+
+func (s *Server) acquireRuntime() *Runtime {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rt := s.rt.Load()
+	s.rtUsers[rt]++
+	return rt
+}
+
+func (s *Server) releaseRuntime(rt *Runtime) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.rtUsers[rt]--; s.rtUsers[rt] <= 0 {
+		delete(s.rtUsers, rt)
+	}
+	s.idle.Broadcast()
 }
 
 // ListenAndServe listens on the configured address and serves.

@@ -36,6 +36,8 @@ type session struct {
 	port string
 	ds   *downstream
 	tx   *transaction
+
+	released bool // Logout gave rt back
 }
 
 // transaction is one MAIL ... end-of-data exchange.
@@ -60,7 +62,7 @@ func (s *Server) newSession(c *smtp.Conn) (smtp.Session, error) {
 	}
 	peer := addrOf(c.Conn().RemoteAddr())
 	_, port, _ := net.SplitHostPort(c.Conn().RemoteAddr().String())
-	ss := &session{s: s, rt: s.rt.Load(), conn: c, g: g, peer: peer, port: port}
+	ss := &session{s: s, rt: s.acquireRuntime(), conn: c, g: g, peer: peer, port: port}
 	ss.log = s.log.With(zap.String("session", newID()), zap.Stringer("peer", peer))
 	return ss, nil
 }
@@ -213,6 +215,10 @@ func (ss *session) Logout() error {
 	if ss.ds != nil {
 		ss.ds.close()
 		ss.ds = nil
+	}
+	if !ss.released {
+		ss.released = true
+		ss.s.releaseRuntime(ss.rt)
 	}
 	return nil
 }
