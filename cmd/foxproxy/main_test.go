@@ -15,8 +15,8 @@ func TestCommands(t *testing.T) {
 	os.WriteFile(good, []byte("listen: 127.0.0.1:2525\n"), 0o644)
 	os.WriteFile(bad, []byte("listen: 127.0.0.1:2525\nlimits:\n  max_recipients: -1\n"), 0o644)
 	cases := []struct {
-		args       []string
-		code       int
+		args        []string
+		code        int
 		out, errOut string
 	}{
 		{[]string{"version"}, 0, "foxproxy ", ""},
