@@ -45,10 +45,14 @@ type Config struct {
 	// MaxMessageBytes is advertised with SIZE and enforced (552 5.3.4).
 	MaxMessageBytes ByteSize `yaml:"max_message_bytes"`
 
-	Limits   Limits   `yaml:"limits"`
-	Timeouts Timeouts `yaml:"timeouts"`
-	Spool    Spool    `yaml:"spool"`
-	Log      Log      `yaml:"log"`
+	Limits     Limits     `yaml:"limits"`
+	Timeouts   Timeouts   `yaml:"timeouts"`
+	Spool      Spool      `yaml:"spool"`
+	Log        Log        `yaml:"log"`
+	DNS        DNS        `yaml:"dns"`
+	ERS        ERS        `yaml:"ers"`
+	Policy     Policy     `yaml:"policy"`
+	Quarantine Quarantine `yaml:"quarantine"`
 
 	// File is where this configuration came from ("(default)" for the
 	// embedded one). Not a YAML key.
@@ -247,6 +251,7 @@ func (c *Config) validate() []problem {
 	default:
 		add("log.format", "%q is not one of json, console", c.Log.Format)
 	}
+	c.validateSections(add)
 	sortProblems(ps)
 	return ps
 }

@@ -126,6 +126,7 @@ func (d *decoder) decode(n *yaml.Node, path string, v reflect.Value) {
 		for i, item := range n.Content {
 			p := fmt.Sprintf("%s[%d]", path, i)
 			d.lines[p] = item.Line
+			setDefaults(s.Index(i))
 			d.decode(item, p, s.Index(i))
 		}
 		v.Set(s)
@@ -152,6 +153,7 @@ func (d *decoder) decode(n *yaml.Node, path string, v reflect.Value) {
 			}
 			d.lines[p] = k.Line
 			elem := reflect.New(v.Type().Elem()).Elem()
+			setDefaults(elem)
 			d.decode(val, p, elem)
 			m.SetMapIndex(key, elem)
 		}
@@ -159,6 +161,34 @@ func (d *decoder) decode(n *yaml.Node, path string, v reflect.Value) {
 	default:
 		d.fail(n, path, "unsupported configuration type %s", v.Type())
 	}
+}
+
+// defaulter is implemented by list and map elements that have defaults of
+// their own (the embedded default file can only give defaults for keys, not
+// for every element of a list).
+type defaulter interface{ setDefaults() }
+
+func setDefaults(v reflect.Value) {
+	if d, ok := v.Addr().Interface().(defaulter); ok {
+		d.setDefaults()
+	}
+}
+
+// StringList is a list of strings that may also be written as one string.
+type StringList []string
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (l *StringList) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		*l = StringList{n.Value}
+		return nil
+	}
+	var s []string
+	if err := n.Decode(&s); err != nil {
+		return err
+	}
+	*l = s
+	return nil
 }
 
 func isLeaf(t reflect.Type) bool {

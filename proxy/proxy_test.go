@@ -668,3 +668,23 @@ func TestReloadAppliesToNewSessions(t *testing.T) {
 	old.send("NOOP\r\n")
 	old.expect("250 ")
 }
+
+func TestTagSubjectPrefix(t *testing.T) {
+	cases := map[string]string{
+		"Subject: hello\r\nFrom: a\r\n\r\nbody\r\n":        "Subject: [SPAM] hello\r\nFrom: a\r\n\r\nbody\r\n",
+		"From: a\r\nsubject:\thello\r\n\r\nSubject: b\r\n": "From: a\r\nSubject: [SPAM] hello\r\n\r\nSubject: b\r\n",
+		"From: a\r\n\r\nbody\r\n":                          "From: a\r\nSubject: [SPAM]\r\n\r\nbody\r\n",
+	}
+	for in, want := range cases {
+		ds := startDownstream(t)
+		p := startProxy(t, ds.addr, withPolicy(fixedPolicy{Action: policy.Tag, Rule: "t", SubjectPrefix: "[SPAM]",
+			Headers: []policy.Header{{Name: "X-Spam", Value: "yes"}}}))
+		if _, err := sendMail(t, p.addr, "a@example.test", []string{"b@example.test"}, in); err != nil {
+			t.Fatal(err)
+		}
+		_, rest := stripTrace(t, ds.messages()[0].data)
+		if string(rest) != "X-Spam: yes\r\n"+want {
+			t.Errorf("in %q: got %q", in, rest)
+		}
+	}
+}

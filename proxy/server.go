@@ -49,8 +49,11 @@ type Quarantiner interface {
 type QuarantineItem struct {
 	Tx       *pipeline.Transaction
 	Xforward Xforward
-	Findings []pipeline.Finding
-	Verdict  policy.Verdict
+	// MailParams are the MAIL parameters to send again on release
+	// (BODY, SMTPUTF8, RET, ENVID).
+	MailParams map[string]string
+	Findings   []pipeline.Finding
+	Verdict    policy.Verdict
 }
 
 // Server is foxproxy's SMTP server.

@@ -382,7 +382,8 @@ func (ss *session) execute(ctx context.Context, tx *transaction, ptx *pipeline.T
 			ss.ds.reset()
 			return errLocalProblem
 		}
-		qid, err := ss.rt.Quarantine.Quarantine(ctx, QuarantineItem{Tx: ptx, Xforward: tx.xfwd, Findings: findings, Verdict: v})
+		qid, err := ss.rt.Quarantine.Quarantine(ctx, QuarantineItem{Tx: ptx, Xforward: ss.forwardAttrs(tx),
+			MailParams: mailParams(tx.opts), Findings: findings, Verdict: v})
 		if err != nil {
 			ss.log.Error("cannot quarantine message; deferring it", zap.String("msg_id", tx.id), zap.Error(err))
 			ss.ds.reset()
@@ -415,7 +416,11 @@ func (ss *session) deliver(tx *transaction, msg *spool.Message, findings []pipel
 	for _, h := range v.Headers {
 		head.WriteString(foldHeader(h.Name, []string{sanitizeText(h.Value)}))
 	}
-	text, err := ss.ds.data([]byte(head.String()), msg.Open())
+	var content io.Reader = msg.Open()
+	if v.SubjectPrefix != "" {
+		content = prefixSubject(content, sanitizeText(v.SubjectPrefix)+" ", int64(ss.rt.Config.Limits.MaxHeaderBytes))
+	}
+	text, err := ss.ds.data([]byte(head.String()), content)
 	if err != nil {
 		return ss.downstreamError("DATA", tx, err)
 	}
@@ -500,4 +505,25 @@ func (f findingLog) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	}
 	enc.AddDuration("took", f.Duration)
 	return nil
+}
+
+// mailParams records the MAIL parameters a later re-injection must repeat.
+func mailParams(o *smtp.MailOptions) map[string]string {
+	m := map[string]string{}
+	if o == nil {
+		return m
+	}
+	if o.Body != "" {
+		m["BODY"] = string(o.Body)
+	}
+	if o.UTF8 {
+		m["SMTPUTF8"] = ""
+	}
+	if o.Return != "" {
+		m["RET"] = string(o.Return)
+	}
+	if o.EnvelopeID != "" {
+		m["ENVID"] = o.EnvelopeID
+	}
+	return m
 }

@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
+	"errors"
 	"io"
 	"net/netip"
 	"regexp"
@@ -85,4 +87,38 @@ func fromReceived(h textproto.Header) (client netip.Addr, name, queueID string) 
 		queueID = m[1]
 	}
 	return client, name, queueID
+}
+
+// prefixSubject puts prefix in front of the message's Subject (a tag
+// verdict), or adds a Subject when there is none. Only the header block,
+// read up to limit bytes, is touched; the body streams through as is.
+func prefixSubject(r io.Reader, prefix string, limit int64) io.Reader {
+	br := bufio.NewReader(r)
+	var head bytes.Buffer
+	found := false
+	for int64(head.Len()) < limit {
+		line, err := br.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			head.Write(line) // a very long header line: copy it on
+			continue
+		}
+		if !found && len(line) >= 8 && bytes.EqualFold(line[:8], []byte("subject:")) {
+			rest := bytes.TrimLeft(line[8:], " \t")
+			line = append([]byte("Subject: "+prefix), rest...)
+			found = true
+		}
+		if len(bytes.TrimRight(line, "\r\n")) == 0 {
+			if !found {
+				head.WriteString("Subject: " + strings.TrimSpace(prefix) + "\r\n")
+				found = true
+			}
+			head.Write(line)
+			break
+		}
+		head.Write(line)
+		if err != nil {
+			break
+		}
+	}
+	return io.MultiReader(&head, br)
 }

@@ -1,28 +1,106 @@
 package main
 
 import (
+	"context"
+	"fmt"
+
 	"go.uber.org/zap"
 
 	"github.com/foxproxy/foxproxy/config"
 	"github.com/foxproxy/foxproxy/pipeline"
 	"github.com/foxproxy/foxproxy/policy"
 	"github.com/foxproxy/foxproxy/proxy"
+	"github.com/foxproxy/foxproxy/quarantine"
+	"github.com/foxproxy/foxproxy/reputation"
 )
 
 // wired is a runtime plus what must be stopped with it.
 type wired struct {
 	*proxy.Runtime
 	closers []func()
+	ers     *reputation.ERS
 }
 
 // wire builds the stages, the policy and the quarantine from a
-// configuration. This is the one place where stages are put in order.
-func wire(cfg *config.Config, log *zap.Logger) (*wired, error) {
-	w := &wired{Runtime: &proxy.Runtime{Config: cfg}}
+// configuration. This is the one place where stages are put in order: ERS
+// (the client), then the message's content checks. The order is the order
+// of findings in logs and in the trace header.
+func wire(cfg *config.Config, log *zap.Logger) (w *wired, err error) {
+	w = &wired{Runtime: &proxy.Runtime{Config: cfg}}
+	defer func() {
+		if err != nil {
+			w.close()
+		}
+	}()
 	var stages []pipeline.Stage
+
+	var dnsClient *reputation.DNSClient
+	if len(cfg.ERS.Zones) > 0 {
+		dnsClient, err = reputation.NewDNSClient(reputation.DNSConfig{
+			Servers:   cfg.DNS.Servers,
+			Timeout:   cfg.DNS.Timeout.D(),
+			CacheSize: cacheSize(cfg.DNS.CacheSize),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("dns: %w", err)
+		}
+		w.closers = append(w.closers, func() { dnsClient.Close() })
+	}
+
+	if len(cfg.ERS.Zones) > 0 {
+		zones, err := dnsLists(cfg.ERS.Zones)
+		if err != nil {
+			return nil, err
+		}
+		w.ers, err = reputation.NewERS(reputation.ERSConfig{
+			Zones:            zones,
+			Client:           dnsClient,
+			Budget:           cfg.ERS.Budget.D(),
+			RecheckInterval:  cfg.ERS.RecheckInterval.D(),
+			SkipStartupCheck: !cfg.ERS.StartupCheck,
+			Logger:           log.Named("ers"),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("ers: %w", err)
+		}
+		w.closers = append(w.closers, func() { w.ers.Close() })
+		stages = append(stages, w.ers)
+	}
+
 	w.Pipeline = pipeline.New(stages...)
-	w.Policy = policy.DeliverAll{}
+	w.Policy, err = policy.New(cfg.Policy, int64(cfg.Limits.MaxHeaderBytes))
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Quarantine.Dir != "" {
+		store, err := quarantine.Open(cfg.Quarantine.Dir)
+		if err != nil {
+			return nil, err
+		}
+		w.Quarantine = quarantiner{store}
+	}
 	return w, nil
+}
+
+// cacheSize maps the configuration's "0 = no cache" to the DNS client's
+// "negative = no cache".
+func cacheSize(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
+}
+
+func dnsLists(lists []config.DNSList) ([]reputation.Zone, error) {
+	var zones []reputation.Zone
+	for _, l := range lists {
+		codes, err := reputation.ParseCodes(l.Codes)
+		if err != nil {
+			return nil, fmt.Errorf("zone %s: %w", l.Zone, err)
+		}
+		zones = append(zones, reputation.Zone{Name: l.Zone, Codes: codes, TXT: l.TXT})
+	}
+	return zones, nil
 }
 
 func (w *wired) stageNames() []string {
@@ -51,4 +129,27 @@ func (w *wired) closeWhenIdle(srv *proxy.Server) {
 		srv.WaitRuntimeIdle(w.Runtime)
 		w.close()
 	}()
+}
+
+// quarantiner stores the proxy's quarantine verdicts in a quarantine.Store.
+type quarantiner struct{ store *quarantine.Store }
+
+func (q quarantiner) Quarantine(_ context.Context, it proxy.QuarantineItem) (string, error) {
+	tx := it.Tx
+	e := quarantine.Entry{
+		From: tx.From, Rcpts: tx.Rcpts, QueueID: tx.QueueID,
+		Size: tx.Message.Size(), Rule: it.Verdict.Rule, MailOptions: it.MailParams,
+		Xforward: map[string]string{
+			"NAME": it.Xforward.Name, "ADDR": it.Xforward.Addr, "PORT": it.Xforward.Port,
+			"PROTO": it.Xforward.Proto, "HELO": it.Xforward.Helo, "IDENT": it.Xforward.Ident, "SOURCE": it.Xforward.Source,
+		},
+	}
+	if tx.Client.IsValid() {
+		e.Client = tx.Client.String()
+	}
+	for _, f := range it.Findings {
+		e.Findings = append(e.Findings, quarantine.Finding{Stage: f.Stage, Status: string(f.Status),
+			Categories: f.Categories, Detail: f.Detail, Backend: f.Backend})
+	}
+	return q.store.Put(e, tx.Message.Open())
 }

@@ -1,0 +1,326 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/foxproxy/foxproxy/reputation"
+)
+
+// DNS configures the resolver shared by the DNS-list checks (ERS and WRS).
+type DNS struct {
+	// Servers are "ip" or "ip:port"; empty: the nameservers of
+	// /etc/resolv.conf.
+	Servers []string `yaml:"servers"`
+	// Timeout bounds one query attempt.
+	Timeout Duration `yaml:"timeout"`
+	// CacheSize bounds the answer cache (entries).
+	CacheSize int `yaml:"cache_size"`
+}
+
+// ERS configures the email reputation stage: the client's address against
+// DNS block lists.
+type ERS struct {
+	// Zones to query; ERS is off when there are none.
+	Zones []DNSList `yaml:"zones"`
+	// StartupCheck runs RFC 5782's connectivity check on the first message;
+	// a zone that fails it is disabled until a re-check passes.
+	StartupCheck bool `yaml:"startup_check"`
+	// RecheckInterval re-checks a disabled zone. 0 keeps it disabled until
+	// restart (the appliance's old latch): not recommended.
+	RecheckInterval Duration `yaml:"recheck_interval"`
+	// Budget bounds ERS's time on one message.
+	Budget Duration `yaml:"budget"`
+}
+
+// DNSList is one DNS list zone and what its answers mean.
+type DNSList struct {
+	Zone string `yaml:"zone"`
+	// Codes maps answer addresses to category names, e.g.
+	// {127.0.0.2: spam, 127.0.0.4: exploit}. An answer not listed here is
+	// the category "listed".
+	Codes map[string]string `yaml:"codes"`
+	// TXT fetches the listing's TXT record for the reject message.
+	TXT bool `yaml:"txt"`
+}
+
+func (l *DNSList) setDefaults() { l.TXT = true }
+
+// Policy configures the rules that turn findings into a verdict.
+type Policy struct {
+	// Rules are tried in order; the first that matches decides. No match:
+	// deliver.
+	Rules []Rule `yaml:"rules"`
+	// OnScanUnavailable: "tempfail" (default) answers 4xx when no scanner
+	// could scan a message that would otherwise be delivered; "pass"
+	// delivers it unscanned. A rule that tests `scan: unavailable` itself
+	// is obeyed either way.
+	OnScanUnavailable string `yaml:"on_scan_unavailable"`
+}
+
+// Rule is one policy rule.
+type Rule struct {
+	// Name appears in the log line and the trace header; default rule-N.
+	Name string `yaml:"name"`
+	// If holds the conditions, all of which must match; none: always.
+	If Condition `yaml:"if"`
+	// Then is the action: deliver, tag, quarantine, reject, tempfail, discard.
+	Then string `yaml:"then"`
+	// Reply for reject and tempfail (defaults depend on what matched).
+	Reply *Reply `yaml:"reply"`
+	// Headers added by tag (default: X-Foxproxy-Flag: <rule name>).
+	Headers []HeaderField `yaml:"headers"`
+	// SubjectPrefix is put in front of the Subject by tag, e.g. "[SPAM] ".
+	SubjectPrefix string `yaml:"subject_prefix"`
+}
+
+// Condition is the "if" of a rule. Stage conditions list categories or the
+// keywords listed, clean, skipped, disabled (ers, wrs) or clean, infected,
+// unavailable, skipped, error (scan); any item matching is enough. A stage
+// that was skipped or disabled matches only those keywords.
+type Condition struct {
+	ERS      StringList    `yaml:"ers"`
+	WRS      StringList    `yaml:"wrs"`
+	Scan     StringList    `yaml:"scan"`
+	Client   Prefixes      `yaml:"client"`
+	From     StringList    `yaml:"from"`
+	To       StringList    `yaml:"to"`
+	Header   []HeaderMatch `yaml:"header"`
+	SizeOver ByteSize      `yaml:"size_over"`
+}
+
+// HeaderMatch matches when a header field called Name has a value that the
+// regular expression Matches finds (RE2: linear time, no backtracking).
+type HeaderMatch struct {
+	Name    string `yaml:"name"`
+	Matches string `yaml:"matches"`
+}
+
+// HeaderField is a header to add.
+type HeaderField struct {
+	Name  string `yaml:"name"`
+	Value string `yaml:"value"`
+}
+
+// Reply is an SMTP reply chosen by a rule.
+type Reply struct {
+	Code     int    `yaml:"code"`
+	Enhanced string `yaml:"enhanced"` // e.g. "5.7.1"
+	// Text may use {client}, {ers.zone}, {ers.reason}, {wrs.domains},
+	// {scan.threat}.
+	Text string `yaml:"text"`
+}
+
+// Quarantine configures where quarantined mail is kept.
+type Quarantine struct {
+	Dir       string   `yaml:"dir"`
+	Retention Duration `yaml:"retention"`
+}
+
+// Actions and stage keywords understood by the policy.
+var (
+	Actions         = []string{"deliver", "tag", "quarantine", "reject", "tempfail", "discard"}
+	ReputationWords = []string{"listed", "clean", "skipped", "disabled"}
+	ScanWords       = []string{"clean", "infected", "unavailable", "skipped", "error"}
+)
+
+var (
+	headerName   = regexp.MustCompile(`^[!-9;-~]+$`) // RFC 5322 §3.6.8 ftext
+	enhancedCode = regexp.MustCompile(`^[245]\.\d{1,3}\.\d{1,3}$`)
+	categoryName = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]*$`)
+)
+
+func (c *Config) validateSections(add func(key, format string, args ...any)) {
+	for i, s := range c.DNS.Servers {
+		host := s
+		if h, _, err := net.SplitHostPort(s); err == nil {
+			host = h
+		}
+		if net.ParseIP(host) == nil {
+			add(fmt.Sprintf("dns.servers[%d]", i), "%q is not an IP address or ip:port (foxproxy does not resolve its resolvers' names)", s)
+		}
+	}
+	if c.DNS.Timeout <= 0 {
+		add("dns.timeout", "must be positive")
+	}
+	if c.DNS.CacheSize < 0 {
+		add("dns.cache_size", "must not be negative (0 turns the cache off)")
+	}
+
+	seen := map[string]bool{}
+	for i, z := range c.ERS.Zones {
+		key := fmt.Sprintf("ers.zones[%d]", i)
+		c.validateDNSList(key, z, seen, add)
+	}
+	if r := c.ERS.RecheckInterval.D(); r < 0 || (r > 0 && r < time.Second) {
+		add("ers.recheck_interval", "must be 0 (never re-check: not recommended) or at least 1s")
+	}
+	if c.ERS.Budget <= 0 {
+		add("ers.budget", "must be positive")
+	}
+
+	c.validatePolicy(add)
+}
+
+func (c *Config) validateDNSList(key string, l DNSList, seen map[string]bool, add func(key, format string, args ...any)) {
+	codes, err := reputation.ParseCodes(l.Codes)
+	if err != nil {
+		add(key+".codes", "%v", err)
+	}
+	for _, cat := range l.Codes {
+		if !categoryName.MatchString(cat) {
+			add(key+".codes", "category %q must be lower-case letters, digits, '-', '_' or '.'", cat)
+		}
+	}
+	z := reputation.Zone{Name: l.Zone, Codes: codes}
+	if l.Zone == "" {
+		add(key+".zone", "must be set")
+	} else if err := z.Validate(); err != nil {
+		add(key+".zone", "%v", err)
+	}
+	name := strings.ToLower(strings.TrimSuffix(l.Zone, "."))
+	if seen[name] {
+		add(key+".zone", "%q is listed twice", l.Zone)
+	}
+	seen[name] = true
+}
+
+func (c *Config) validatePolicy(add func(key, format string, args ...any)) {
+	switch c.Policy.OnScanUnavailable {
+	case "tempfail", "pass":
+	default:
+		add("policy.on_scan_unavailable", "%q is not one of tempfail, pass", c.Policy.OnScanUnavailable)
+	}
+	names := map[string]bool{}
+	for i, r := range c.Policy.Rules {
+		key := fmt.Sprintf("policy.rules[%d]", i)
+		if r.Name != "" {
+			if names[r.Name] {
+				add(key+".name", "%q is used by an earlier rule", r.Name)
+			}
+			names[r.Name] = true
+		}
+		if !contains(Actions, r.Then) {
+			add(key+".then", "%q is not one of %s", r.Then, strings.Join(Actions, ", "))
+		}
+		checkWords := func(k string, items StringList, words []string, categories bool) {
+			for j, w := range items {
+				if contains(words, w) || (categories && categoryName.MatchString(w)) {
+					continue
+				}
+				if categories {
+					add(fmt.Sprintf("%s.if.%s[%d]", key, k, j), "%q is neither a category nor one of %s", w, strings.Join(words, ", "))
+				} else {
+					add(fmt.Sprintf("%s.if.%s[%d]", key, k, j), "%q is not one of %s", w, strings.Join(words, ", "))
+				}
+			}
+		}
+		checkWords("ers", r.If.ERS, ReputationWords, true)
+		checkWords("wrs", r.If.WRS, ReputationWords, true)
+		checkWords("scan", r.If.Scan, ScanWords, false)
+		if len(r.If.ERS) > 0 && len(c.ERS.Zones) == 0 {
+			add(key+".if.ers", "ERS has no zones configured (ers.zones), so this condition can never match")
+		}
+		for j, a := range append(append(StringList{}, r.If.From...), r.If.To...) {
+			if _, err := filepathMatch(a); err != nil {
+				add(fmt.Sprintf("%s.if", key), "address pattern %d %q: %v", j, a, err)
+			}
+		}
+		for j, h := range r.If.Header {
+			hk := fmt.Sprintf("%s.if.header[%d]", key, j)
+			if !headerName.MatchString(h.Name) {
+				add(hk+".name", "%q is not a header field name", h.Name)
+			}
+			if len(h.Matches) > 1000 {
+				add(hk+".matches", "regular expression longer than 1000 characters")
+			} else if _, err := regexp.Compile(h.Matches); err != nil {
+				add(hk+".matches", "%v", err)
+			}
+		}
+		if r.If.SizeOver < 0 {
+			add(key+".if.size_over", "must not be negative")
+		}
+		if r.Reply != nil {
+			class := map[string]int{"reject": 5, "tempfail": 4}[r.Then]
+			switch {
+			case class == 0:
+				add(key+".reply", "only reject and tempfail send a reply of their own")
+			case r.Reply.Code/100 != class || r.Reply.Code%100 > 99:
+				add(key+".reply.code", "%d does not fit %s (use %dxx)", r.Reply.Code, r.Then, class)
+			}
+			if r.Reply.Enhanced != "" && (!enhancedCode.MatchString(r.Reply.Enhanced) || int(r.Reply.Enhanced[0]-'0') != r.Reply.Code/100) {
+				add(key+".reply.enhanced", "%q is not an enhanced status code of class %d (RFC 3463, e.g. %d.7.1)", r.Reply.Enhanced, r.Reply.Code/100, r.Reply.Code/100)
+			}
+			if strings.ContainsAny(r.Reply.Text, "\r\n") || len(r.Reply.Text) > 400 {
+				add(key+".reply.text", "must be one line of at most 400 characters")
+			}
+		}
+		if (len(r.Headers) > 0 || r.SubjectPrefix != "") && r.Then != "tag" {
+			add(key+".then", "headers and subject_prefix need the action tag")
+		}
+		for j, h := range r.Headers {
+			if !headerName.MatchString(h.Name) {
+				add(fmt.Sprintf("%s.headers[%d].name", key, j), "%q is not a header field name", h.Name)
+			}
+			if strings.ContainsAny(h.Value, "\r\n") {
+				add(fmt.Sprintf("%s.headers[%d].value", key, j), "must be one line")
+			}
+		}
+		if strings.ContainsAny(r.SubjectPrefix, "\r\n") {
+			add(key+".subject_prefix", "must be one line")
+		}
+		if r.Then == "quarantine" && c.Quarantine.Dir == "" {
+			add(key+".then", "quarantine needs quarantine.dir")
+		}
+	}
+	if c.Quarantine.Dir != "" && c.usesQuarantine() {
+		if !filepath.IsAbs(c.Quarantine.Dir) {
+			add("quarantine.dir", "%q must be an absolute path", c.Quarantine.Dir)
+		} else if st, err := os.Stat(c.Quarantine.Dir); err == nil && !st.IsDir() {
+			add("quarantine.dir", "%q is not a directory", c.Quarantine.Dir)
+		}
+	}
+	if c.Quarantine.Retention < 0 {
+		add("quarantine.retention", "must not be negative (0 keeps mail forever)")
+	}
+}
+
+// usesQuarantine reports whether any rule can quarantine.
+func (c *Config) usesQuarantine() bool {
+	for _, r := range c.Policy.Rules {
+		if r.Then == "quarantine" {
+			return true
+		}
+	}
+	return false
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// filepathMatch checks an address pattern's glob syntax.
+func filepathMatch(pattern string) (bool, error) {
+	return filepath.Match(strings.ToLower(pattern), "")
+}
+
+// EnhancedCode parses "5.7.1".
+func EnhancedCode(s string) [3]int {
+	var e [3]int
+	for i, p := range strings.SplitN(s, ".", 3) {
+		n, _ := strconv.Atoi(p)
+		e[i] = n
+	}
+	return e
+}

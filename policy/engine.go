@@ -1,0 +1,370 @@
+package policy
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net/textproto"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	"github.com/foxproxy/foxproxy/config"
+	"github.com/foxproxy/foxproxy/pipeline"
+)
+
+// Engine evaluates the configured rules: in order, first match wins, no
+// match delivers. Verdicts are per message: a rule's "to" condition matches
+// when any recipient matches (see README, "Policy").
+//
+// One safety net sits after the rules: a message that would be delivered
+// although no scanner could scan it is deferred (4xx) instead, unless
+// on_scan_unavailable is "pass" or the deciding rule tested
+// "scan: unavailable" itself. Nothing is delivered unscanned by accident.
+type Engine struct {
+	rules          []rule
+	passUnscanned  bool
+	maxHeaderBytes int64
+	needHeader     bool
+}
+
+type rule struct {
+	name          string
+	cond          condition
+	action        Action
+	reply         *config.Reply
+	headers       []Header
+	subjectPrefix string
+}
+
+type condition struct {
+	ers, wrs, scan []string
+	client         config.Prefixes
+	from, to       []string
+	header         []headerMatch
+	sizeOver       int64
+}
+
+type headerMatch struct {
+	name string
+	re   *regexp.Regexp
+}
+
+var _ Decider = (*Engine)(nil)
+
+// New compiles a validated policy configuration.
+func New(cfg config.Policy, maxHeaderBytes int64) (*Engine, error) {
+	e := &Engine{passUnscanned: cfg.OnScanUnavailable == "pass", maxHeaderBytes: maxHeaderBytes}
+	for i, rc := range cfg.Rules {
+		r := rule{
+			name:          rc.Name,
+			action:        Action(rc.Then),
+			reply:         rc.Reply,
+			subjectPrefix: rc.SubjectPrefix,
+			cond: condition{
+				ers: nonEmpty(rc.If.ERS), wrs: nonEmpty(rc.If.WRS), scan: nonEmpty(rc.If.Scan),
+				client: nonEmptyPrefixes(rc.If.Client), sizeOver: int64(rc.If.SizeOver),
+				from: lower(rc.If.From), to: lower(rc.If.To),
+			},
+		}
+		if r.name == "" {
+			r.name = fmt.Sprintf("rule-%d", i+1)
+		}
+		for _, h := range rc.If.Header {
+			re, err := regexp.Compile(h.Matches)
+			if err != nil {
+				return nil, fmt.Errorf("policy.rules[%d].if.header: %w", i, err)
+			}
+			r.cond.header = append(r.cond.header, headerMatch{name: textproto.CanonicalMIMEHeaderKey(h.Name), re: re})
+			e.needHeader = true
+		}
+		for _, h := range rc.Headers {
+			r.headers = append(r.headers, Header{Name: h.Name, Value: h.Value})
+		}
+		if r.action == Tag && len(r.headers) == 0 {
+			r.headers = []Header{{Name: "X-Foxproxy-Flag", Value: r.name}}
+		}
+		e.rules = append(e.rules, r)
+	}
+	return e, nil
+}
+
+func nonEmptyPrefixes(p config.Prefixes) config.Prefixes {
+	if len(p) == 0 {
+		return nil
+	}
+	return p
+}
+
+// nonEmpty treats an empty list ("ers: []") as no condition.
+func nonEmpty(l config.StringList) []string {
+	if len(l) == 0 {
+		return nil
+	}
+	return l
+}
+
+func lower(l config.StringList) []string {
+	if len(l) == 0 {
+		return nil // no condition
+	}
+	out := make([]string, len(l))
+	for i, s := range l {
+		out[i] = strings.ToLower(s)
+	}
+	return out
+}
+
+// Decide implements Decider.
+func (e *Engine) Decide(tx *pipeline.Transaction, findings []pipeline.Finding) Verdict {
+	ctx := &evalContext{tx: tx, findings: findings, e: e}
+	for i := range e.rules {
+		r := &e.rules[i]
+		if r.cond.matches(ctx) {
+			return e.guard(ctx, r.verdict(ctx), hasWord(r.cond.scan, "unavailable"))
+		}
+	}
+	return e.guard(ctx, Verdict{Action: Deliver, Rule: "default"}, false)
+}
+
+// guard defers delivery of a message no scanner could scan.
+func (e *Engine) guard(ctx *evalContext, v Verdict, explicit bool) Verdict {
+	if e.passUnscanned || explicit || (v.Action != Deliver && v.Action != Tag) {
+		return v
+	}
+	if f, ok := ctx.finding("scan"); ok && f.Status == pipeline.Unavailable {
+		return Verdict{Action: Tempfail, Rule: "on_scan_unavailable", Reply: &Reply{Code: 451, Enhanced: [3]int{4, 7, 1},
+			Text: "Error: scan service temporarily unavailable, try again later"}}
+	}
+	return v
+}
+
+type evalContext struct {
+	tx       *pipeline.Transaction
+	findings []pipeline.Finding
+	e        *Engine
+	header   textproto.MIMEHeader
+	read     bool
+}
+
+func (c *evalContext) finding(stage string) (pipeline.Finding, bool) {
+	for _, f := range c.findings {
+		if f.Stage == stage {
+			return f, true
+		}
+	}
+	return pipeline.Finding{}, false
+}
+
+func (c *evalContext) messageHeader() textproto.MIMEHeader {
+	if !c.read {
+		c.read = true
+		if c.tx.Message != nil {
+			r := textproto.NewReader(bufio.NewReader(io.LimitReader(c.tx.Message.Open(), c.e.maxHeaderBytes)))
+			c.header, _ = r.ReadMIMEHeader() // a broken header still yields what was read
+		}
+	}
+	return c.header
+}
+
+func (cond *condition) matches(c *evalContext) bool {
+	if cond.ers != nil && !stageMatches(c, "ers", cond.ers) {
+		return false
+	}
+	if cond.wrs != nil && !stageMatches(c, "wrs", cond.wrs) {
+		return false
+	}
+	if cond.scan != nil && !stageMatches(c, "scan", cond.scan) {
+		return false
+	}
+	if cond.client != nil && (!c.tx.Client.IsValid() || !cond.client.Contains(c.tx.Client)) {
+		return false
+	}
+	if cond.from != nil && !addressMatches(cond.from, c.tx.From) {
+		return false
+	}
+	if cond.to != nil {
+		any := false
+		for _, r := range c.tx.Rcpts {
+			if addressMatches(cond.to, r) {
+				any = true
+				break
+			}
+		}
+		if !any {
+			return false
+		}
+	}
+	if cond.sizeOver > 0 && (c.tx.Message == nil || c.tx.Message.Size() <= cond.sizeOver) {
+		return false
+	}
+	for _, h := range cond.header {
+		found := false
+		for _, v := range c.messageHeader()[h.name] {
+			if h.re.MatchString(v) {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
+
+// stageMatches: any listed word matches. Categories match only a Listed
+// finding; a skipped or disabled stage matches only those keywords, so "the
+// Web Reputation condition no longer matches" while its service is down.
+func stageMatches(c *evalContext, stage string, words []string) bool {
+	f, ok := c.finding(stage)
+	if !ok {
+		return false
+	}
+	for _, w := range words {
+		switch w {
+		case "listed", "clean", "skipped", "disabled", "infected", "unavailable", "error":
+			if string(f.Status) == w {
+				return true
+			}
+		default:
+			if f.Status == pipeline.Listed && f.Has(w) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func hasWord(words []string, w string) bool {
+	for _, x := range words {
+		if x == w {
+			return true
+		}
+	}
+	return false
+}
+
+// addressMatches: a pattern with "@" is a glob on the whole address
+// ("*@example.com", "postmaster@*"); without, a glob on the domain
+// ("example.com", "*.example.com"); "<>" is the null sender.
+func addressMatches(patterns []string, addr string) bool {
+	addr = strings.ToLower(addr)
+	domain := addr
+	if i := strings.LastIndexByte(addr, '@'); i >= 0 {
+		domain = addr[i+1:]
+	}
+	for _, p := range patterns {
+		switch {
+		case p == "<>":
+			if addr == "" {
+				return true
+			}
+		case strings.Contains(p, "@"):
+			if ok, _ := filepath.Match(p, addr); ok && addr != "" {
+				return true
+			}
+		default:
+			if ok, _ := filepath.Match(p, domain); ok && addr != "" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (r *rule) verdict(c *evalContext) Verdict {
+	v := Verdict{Action: r.action, Rule: r.name}
+	switch r.action {
+	case Tag:
+		v.Headers = r.headers
+		v.SubjectPrefix = r.subjectPrefix
+	case Reject, Tempfail:
+		v.Reply = r.buildReply(c)
+	}
+	return v
+}
+
+func (r *rule) buildReply(c *evalContext) *Reply {
+	rep := &Reply{Code: 550, Enhanced: [3]int{5, 7, 1}}
+	if r.action == Tempfail {
+		rep.Code, rep.Enhanced = 451, [3]int{4, 7, 1}
+	}
+	vars := c.replyVars()
+	if r.reply != nil {
+		rep.Code = r.reply.Code
+		if r.reply.Enhanced != "" {
+			rep.Enhanced = config.EnhancedCode(r.reply.Enhanced)
+		} else {
+			rep.Enhanced[0] = rep.Code / 100
+		}
+		if r.reply.Text != "" {
+			rep.Text = vars.Replace(r.reply.Text)
+			return rep
+		}
+	}
+	rep.Text = r.defaultText(c)
+	return rep
+}
+
+// defaultText explains the rejection by what the rule matched, the way
+// Postfix's reject_rbl_client does for DNS lists.
+func (r *rule) defaultText(c *evalContext) string {
+	if r.action == Tempfail {
+		return "Error: message deferred by policy, try again later"
+	}
+	if r.cond.ers != nil {
+		if f, ok := c.finding("ers"); ok && f.Status == pipeline.Listed {
+			t := fmt.Sprintf("Service unavailable; client host [%s] blocked using %s", c.tx.Client, zoneOf(f))
+			if f.Reason != "" {
+				t += "; " + f.Reason
+			}
+			return t
+		}
+	}
+	if r.cond.wrs != nil {
+		if f, ok := c.finding("wrs"); ok && f.Status == pipeline.Listed {
+			return fmt.Sprintf("Error: message refused: it links to %s, listed by %s", whatOf(f), zoneOf(f))
+		}
+	}
+	if r.cond.scan != nil {
+		if f, ok := c.finding("scan"); ok && f.Status == pipeline.Infected {
+			return fmt.Sprintf("Error: message refused: malware found (%s)", f.Detail)
+		}
+	}
+	return "Error: message refused by policy"
+}
+
+func zoneOf(f pipeline.Finding) string {
+	if len(f.Items) > 0 {
+		return f.Items[0].Zone
+	}
+	return "a block list"
+}
+
+func whatOf(f pipeline.Finding) string {
+	var w []string
+	for i, it := range f.Items {
+		if i == 3 {
+			w = append(w, "...")
+			break
+		}
+		w = append(w, it.What)
+	}
+	return strings.Join(w, ", ")
+}
+
+func (c *evalContext) replyVars() *strings.Replacer {
+	var ersZone, ersReason, wrsDomains, threat string
+	if f, ok := c.finding("ers"); ok && f.Status == pipeline.Listed {
+		ersZone, ersReason = zoneOf(f), f.Reason
+	}
+	if f, ok := c.finding("wrs"); ok && f.Status == pipeline.Listed {
+		wrsDomains = whatOf(f)
+	}
+	if f, ok := c.finding("scan"); ok && f.Status == pipeline.Infected {
+		threat = f.Detail
+	}
+	return strings.NewReplacer("{client}", c.tx.Client.String(), "{ers.zone}", ersZone, "{ers.reason}", ersReason,
+		"{wrs.domains}", wrsDomains, "{scan.threat}", threat)
+}
