@@ -123,3 +123,29 @@ func TestPrefixesContainsMapped(t *testing.T) {
 		t.Fatal("IPv4-mapped loopback must match 127.0.0.0/8")
 	}
 }
+
+func TestERSValidation(t *testing.T) {
+	cases := map[string]string{
+		"ers:\n  zones:\n    - {zone: 'bad zone!'}\n":                             "bad.yaml:3: ers.zones[0].zone:",
+		"ers:\n  zones:\n    - {zone: bl.example, codes: {not-an-ip: spam}}\n":    "bad.yaml:3: ers.zones[0].codes:",
+		"ers:\n  zones:\n    - {zone: bl.example, codes: {127.0.0.2: 'Spam!'}}\n": "category \"Spam!\"",
+		"ers:\n  recheck_interval: -1m\n":                                         "bad.yaml:2: ers.recheck_interval:",
+		"ers:\n  recheck_interval: 10ms\n":                                        "at least 1s",
+		"ers:\n  budget: 0s\n":                                                    "ers.budget: must be positive",
+		"dns:\n  servers: [dns.example.org]\n":                                    "bad.yaml:2: dns.servers[0]:",
+		"ers:\n  zones:\n    - {zone: a.example}\n    - {zone: A.example.}\n":     "listed twice",
+	}
+	for yaml, want := range cases {
+		_, err := Parse([]byte(yaml), "bad.yaml")
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: error %v, want %q", yaml, err, want)
+		}
+	}
+	c, err := Parse([]byte("ers:\n  zones:\n    - {zone: bl.example, codes: {127.0.0.2: spam}}\n  recheck_interval: 0\n"), "ok.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.ERS.Zones[0].TXT || c.ERS.RecheckInterval != 0 || !c.ERS.StartupCheck {
+		t.Fatalf("zone defaults / legacy latch: %+v", c.ERS)
+	}
+}

@@ -62,7 +62,7 @@ var (
 func (z Zone) Validate() error {
 	name := canonicalZone(z.Name)
 	// An IPv6 query name adds 64 bytes; the whole must fit in 253.
-	if _, ok := dns.IsDomainName(name); !ok || name == "" || strings.HasPrefix(name, ".") || len(name) > 253-64 {
+	if _, ok := dns.IsDomainName(name); !ok || name == "" || strings.HasPrefix(name, ".") || len(name) > 253-64 || !hostnameSyntax(name) {
 		return fmt.Errorf("zone %q: not a valid DNS name", z.Name)
 	}
 	for code, cat := range z.Codes {
@@ -74,6 +74,24 @@ func (z Zone) Validate() error {
 		}
 	}
 	return nil
+}
+
+// hostnameSyntax checks that every label is letters, digits, '-' and '_'
+// (RFC 1123 host names, plus the underscore some lists use): DNS itself
+// allows any byte in a label, but a zone name with a space or '!' is a typo.
+func hostnameSyntax(name string) bool {
+	for _, label := range strings.Split(name, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // ParseCodes turns a configuration's code map ("127.0.0.2" → "spam") into
