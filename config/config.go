@@ -51,6 +51,7 @@ type Config struct {
 	Log        Log        `yaml:"log"`
 	DNS        DNS        `yaml:"dns"`
 	ERS        ERS        `yaml:"ers"`
+	Scan       Scan       `yaml:"scan"`
 	Policy     Policy     `yaml:"policy"`
 	Quarantine Quarantine `yaml:"quarantine"`
 

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/foxproxy/foxproxy/reputation"
+	"github.com/foxproxy/foxproxy/scan"
 )
 
 // DNS configures the resolver shared by the DNS-list checks (ERS and WRS).
@@ -117,6 +119,53 @@ type Reply struct {
 	Text string `yaml:"text"`
 }
 
+// Scan configures malware scanning. It is on when smart.url or
+// conventional.url is set.
+type Scan struct {
+	// Mode is smart or conventional; empty: smart when smart.url is set.
+	Mode         string      `yaml:"mode"`
+	Smart        ScannerAddr `yaml:"smart"`
+	Conventional ScannerAddr `yaml:"conventional"`
+	// FallbackToConventional scans a message with the conventional scanner
+	// at once when smart cannot answer.
+	FallbackToConventional bool `yaml:"fallback_to_conventional"`
+	// DisableSmartAfter consecutive smart failures switch the mode to
+	// conventional (with fallback; 0: never switch).
+	DisableSmartAfter int `yaml:"disable_smart_after"`
+	// RecheckInterval probes smart while switched.
+	RecheckInterval Duration `yaml:"recheck_interval"`
+	// StayConventional keeps the switch until restart (the appliance's way).
+	StayConventional bool     `yaml:"stay_conventional"`
+	Timeout          Duration `yaml:"timeout"`
+	DialTimeout      Duration `yaml:"dial_timeout"`
+	MaxConcurrent    int      `yaml:"max_concurrent"`
+	// MaxSize: larger messages are not sent to a scanner; Oversize says
+	// what happens to them (pass | tempfail).
+	MaxSize       ByteSize `yaml:"max_size"`
+	Oversize      string   `yaml:"oversize"`
+	PingTestVirus bool     `yaml:"ping_test_virus"`
+}
+
+// ScannerAddr names a scanner: "icap://host:port/service" (ICAP), or a
+// clamd at "tcp://host:port", "host:port" or "unix:/path".
+type ScannerAddr struct {
+	URL string `yaml:"url"`
+}
+
+// Enabled reports whether any scanner is configured.
+func (s Scan) Enabled() bool { return s.Smart.URL != "" || s.Conventional.URL != "" }
+
+// ActiveMode returns the configured mode with its default filled in.
+func (s Scan) ActiveMode() string {
+	if s.Mode != "" {
+		return s.Mode
+	}
+	if s.Smart.URL != "" {
+		return "smart"
+	}
+	return "conventional"
+}
+
 // Quarantine configures where quarantined mail is kept.
 type Quarantine struct {
 	Dir       string   `yaml:"dir"`
@@ -165,7 +214,75 @@ func (c *Config) validateSections(add func(key, format string, args ...any)) {
 		add("ers.budget", "must be positive")
 	}
 
+	c.validateScan(add)
 	c.validatePolicy(add)
+}
+
+func (c *Config) validateScan(add func(key, format string, args ...any)) {
+	sc := c.Scan
+	switch sc.Mode {
+	case "", "smart", "conventional":
+	default:
+		add("scan.mode", "%q is not one of smart, conventional", sc.Mode)
+	}
+	if !sc.Enabled() {
+		return
+	}
+	for key, u := range map[string]string{"scan.smart.url": sc.Smart.URL, "scan.conventional.url": sc.Conventional.URL} {
+		if u == "" {
+			continue
+		}
+		s, err := scan.NewScanner(u, scan.Options{})
+		if err != nil {
+			add(key, "%v", err)
+			continue
+		}
+		if c, ok := s.(io.Closer); ok {
+			c.Close()
+		}
+	}
+	if sc.ActiveMode() == "smart" && sc.Smart.URL == "" {
+		add("scan.smart.url", "must be set for mode smart")
+	}
+	if sc.ActiveMode() == "conventional" && sc.Conventional.URL == "" {
+		add("scan.conventional.url", "must be set for mode conventional")
+	}
+	if sc.FallbackToConventional && sc.Conventional.URL == "" {
+		add("scan.fallback_to_conventional", "needs scan.conventional.url")
+	}
+	if sc.DisableSmartAfter < 0 {
+		add("scan.disable_smart_after", "must not be negative (0: never switch)")
+	}
+	if sc.RecheckInterval.D() < time.Second {
+		add("scan.recheck_interval", "must be at least 1s")
+	}
+	if sc.Timeout <= 0 {
+		add("scan.timeout", "must be positive")
+	}
+	if sc.DialTimeout <= 0 {
+		add("scan.dial_timeout", "must be positive")
+	}
+	if sc.MaxConcurrent <= 0 {
+		add("scan.max_concurrent", "must be positive")
+	}
+	if sc.MaxSize <= 0 {
+		add("scan.max_size", "must be positive")
+	}
+	switch sc.Oversize {
+	case "pass", "tempfail":
+	default:
+		add("scan.oversize", "%q is not one of pass, tempfail", sc.Oversize)
+	}
+	// A smart timeout followed by a conventional scan must both fit in the
+	// message's time for checks.
+	need := sc.Timeout.D()
+	if sc.FallbackToConventional {
+		need *= 2
+	}
+	if c.Timeouts.Stages.D() <= need {
+		add("timeouts.stages", "%v leaves no room for scanning (scan.timeout %v%s): make it larger than %v",
+			c.Timeouts.Stages, sc.Timeout, map[bool]string{true: ", twice with fallback", false: ""}[sc.FallbackToConventional], need)
+	}
 }
 
 func (c *Config) validateDNSList(key string, l DNSList, seen map[string]bool, add func(key, format string, args ...any)) {

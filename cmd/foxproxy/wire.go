@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 
 	"go.uber.org/zap"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/foxproxy/foxproxy/proxy"
 	"github.com/foxproxy/foxproxy/quarantine"
 	"github.com/foxproxy/foxproxy/reputation"
+	"github.com/foxproxy/foxproxy/scan"
 )
 
 // wired is a runtime plus what must be stopped with it.
@@ -19,6 +21,7 @@ type wired struct {
 	*proxy.Runtime
 	closers []func()
 	ers     *reputation.ERS
+	scan    *scan.Stage
 }
 
 // wire builds the stages, the policy and the quarantine from a
@@ -67,6 +70,15 @@ func wire(cfg *config.Config, log *zap.Logger) (w *wired, err error) {
 		stages = append(stages, w.ers)
 	}
 
+	if cfg.Scan.Enabled() {
+		w.scan, err = buildScan(cfg.Scan, log.Named("scan"))
+		if err != nil {
+			return nil, fmt.Errorf("scan: %w", err)
+		}
+		w.closers = append(w.closers, func() { w.scan.Close() })
+		stages = append(stages, w.scan)
+	}
+
 	w.Pipeline = pipeline.New(stages...)
 	w.Policy, err = policy.New(cfg.Policy, int64(cfg.Limits.MaxHeaderBytes))
 	if err != nil {
@@ -80,6 +92,49 @@ func wire(cfg *config.Config, log *zap.Logger) (w *wired, err error) {
 		w.Quarantine = quarantiner{store}
 	}
 	return w, nil
+}
+
+func buildScan(sc config.Scan, log *zap.Logger) (*scan.Stage, error) {
+	opts := scan.Options{
+		Timeout:       sc.Timeout.D(),
+		DialTimeout:   sc.DialTimeout.D(),
+		MaxConcurrent: sc.MaxConcurrent,
+		PingTestVirus: sc.PingTestVirus,
+	}
+	cfg := scan.Config{
+		Mode:                   scan.Mode(sc.ActiveMode()),
+		FallbackToConventional: sc.FallbackToConventional,
+		DisableSmartAfter:      sc.DisableSmartAfter,
+		RecheckInterval:        sc.RecheckInterval.D(),
+		StayConventional:       sc.StayConventional,
+		MaxSize:                int64(sc.MaxSize),
+		Oversize:               scan.OversizeAction(sc.Oversize),
+		Logger:                 log,
+	}
+	var err error
+	if sc.Smart.URL != "" {
+		if cfg.Smart, err = scan.NewScanner(sc.Smart.URL, opts); err != nil {
+			return nil, err
+		}
+	}
+	if sc.Conventional.URL != "" {
+		if cfg.Conventional, err = scan.NewScanner(sc.Conventional.URL, opts); err != nil {
+			closeScanner(cfg.Smart)
+			return nil, err
+		}
+	}
+	st, err := scan.NewStage(cfg)
+	if err != nil {
+		closeScanner(cfg.Smart)
+		closeScanner(cfg.Conventional)
+	}
+	return st, err
+}
+
+func closeScanner(s scan.Scanner) {
+	if c, ok := s.(io.Closer); ok {
+		c.Close()
+	}
 }
 
 // cacheSize maps the configuration's "0 = no cache" to the DNS client's

@@ -64,7 +64,12 @@ func StartCICAP(t testing.TB, clamd *Clamd) *CICAP {
 		"Module common clamd_mod.so",
 		"clamd_mod.ClamdHost " + chost,
 		"clamd_mod.ClamdPort " + cport,
-		"Service avscan virus_scan.so",
+		// Debian's own virus_scan.conf: the avscan alias runs in simple mode.
+		// In its default mode virus_scan starts answering a body over ~4 KB
+		// before it is scanned and, on a hit, truncates it without naming
+		// the threat.
+		"Service virus_scan virus_scan.so",
+		"ServiceAlias avscan virus_scan?allow204=on&sizelimit=off&mode=simple",
 		"virus_scan.ScanFileTypes TEXT DATA EXECUTABLE ARCHIVE GIF JPEG MSOFFICE",
 		"virus_scan.DefaultEngine clamd",
 		// Objects above MaxObjectSize (default 5M) pass unscanned; match
