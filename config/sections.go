@@ -64,6 +64,10 @@ type Policy struct {
 	// delivers it unscanned. A rule that tests `scan: unavailable` itself
 	// is obeyed either way.
 	OnScanUnavailable string `yaml:"on_scan_unavailable"`
+	// OnInfected is what happens to infected mail that no rule about scan
+	// results decided: quarantine (default), reject, tempfail or deliver.
+	// Enabling a scanner must never mean delivering what it found.
+	OnInfected string `yaml:"on_infected"`
 }
 
 // Rule is one policy rule.
@@ -314,6 +318,14 @@ func (c *Config) validatePolicy(add func(key, format string, args ...any)) {
 	default:
 		add("policy.on_scan_unavailable", "%q is not one of tempfail, pass", c.Policy.OnScanUnavailable)
 	}
+	switch c.Policy.OnInfected {
+	case "quarantine", "reject", "tempfail", "deliver":
+	default:
+		add("policy.on_infected", "%q is not one of quarantine, reject, tempfail, deliver", c.Policy.OnInfected)
+	}
+	if c.Policy.OnInfected == "quarantine" && c.Scan.Enabled() && c.Quarantine.Dir == "" {
+		add("policy.on_infected", "quarantine needs quarantine.dir")
+	}
 	names := map[string]bool{}
 	for i, r := range c.Policy.Rules {
 		key := fmt.Sprintf("policy.rules[%d]", i)
@@ -396,7 +408,7 @@ func (c *Config) validatePolicy(add func(key, format string, args ...any)) {
 			add(key+".then", "quarantine needs quarantine.dir")
 		}
 	}
-	if c.Quarantine.Dir != "" && c.usesQuarantine() {
+	if c.Quarantine.Dir != "" && c.UsesQuarantine() {
 		if !filepath.IsAbs(c.Quarantine.Dir) {
 			add("quarantine.dir", "%q must be an absolute path", c.Quarantine.Dir)
 		} else if st, err := os.Stat(c.Quarantine.Dir); err == nil && !st.IsDir() {
@@ -408,8 +420,12 @@ func (c *Config) validatePolicy(add func(key, format string, args ...any)) {
 	}
 }
 
-// usesQuarantine reports whether any rule can quarantine.
-func (c *Config) usesQuarantine() bool {
+// UsesQuarantine reports whether any verdict can quarantine: a rule, or
+// infected mail under on_infected: quarantine.
+func (c *Config) UsesQuarantine() bool {
+	if c.Scan.Enabled() && c.Policy.OnInfected == "quarantine" {
+		return true
+	}
 	for _, r := range c.Policy.Rules {
 		if r.Then == "quarantine" {
 			return true

@@ -24,6 +24,7 @@ import (
 type Engine struct {
 	rules          []rule
 	passUnscanned  bool
+	onInfected     Action
 	maxHeaderBytes int64
 	needHeader     bool
 }
@@ -54,7 +55,10 @@ var _ Decider = (*Engine)(nil)
 
 // New compiles a validated policy configuration.
 func New(cfg config.Policy, maxHeaderBytes int64) (*Engine, error) {
-	e := &Engine{passUnscanned: cfg.OnScanUnavailable == "pass", maxHeaderBytes: maxHeaderBytes}
+	e := &Engine{passUnscanned: cfg.OnScanUnavailable == "pass", onInfected: Action(cfg.OnInfected), maxHeaderBytes: maxHeaderBytes}
+	if e.onInfected == "" {
+		e.onInfected = Quarantine
+	}
 	for i, rc := range cfg.Rules {
 		r := rule{
 			name:          rc.Name,
@@ -121,18 +125,33 @@ func (e *Engine) Decide(tx *pipeline.Transaction, findings []pipeline.Finding) V
 	for i := range e.rules {
 		r := &e.rules[i]
 		if r.cond.matches(ctx) {
-			return e.guard(ctx, r.verdict(ctx), hasWord(r.cond.scan, "unavailable"))
+			return e.guard(ctx, r.verdict(ctx), r.cond.scan != nil)
 		}
 	}
 	return e.guard(ctx, Verdict{Action: Deliver, Rule: "default"}, false)
 }
 
-// guard defers delivery of a message no scanner could scan.
-func (e *Engine) guard(ctx *evalContext, v Verdict, explicit bool) Verdict {
-	if e.passUnscanned || explicit || (v.Action != Deliver && v.Action != Tag) {
+// guard keeps a delivering verdict from delivering what the scan could not
+// clear, unless the deciding rule looked at the scan result itself:
+// infected mail gets on_infected, unscanned mail is deferred (unless
+// on_scan_unavailable is pass).
+func (e *Engine) guard(ctx *evalContext, v Verdict, ruleTestedScan bool) Verdict {
+	if ruleTestedScan || (v.Action != Deliver && v.Action != Tag) {
 		return v
 	}
-	if f, ok := ctx.finding("scan"); ok && f.Status == pipeline.Unavailable {
+	f, ok := ctx.finding("scan")
+	if !ok {
+		return v
+	}
+	switch {
+	case f.Status == pipeline.Infected && e.onInfected != Deliver:
+		g := Verdict{Action: e.onInfected, Rule: "on_infected"}
+		if g.Action == Reject || g.Action == Tempfail {
+			r := rule{action: g.Action, cond: condition{scan: []string{"infected"}}}
+			g.Reply = r.buildReply(ctx)
+		}
+		return g
+	case f.Status == pipeline.Unavailable && !e.passUnscanned:
 		return Verdict{Action: Tempfail, Rule: "on_scan_unavailable", Reply: &Reply{Code: 451, Enhanced: [3]int{4, 7, 1},
 			Text: "Error: scan service temporarily unavailable, try again later"}}
 	}

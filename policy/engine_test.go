@@ -153,7 +153,8 @@ func TestRuleValidation(t *testing.T) {
 		"policy:\n  rules:\n    - {if: {ers: spam}, then: reject}\n":                          "ERS has no zones configured",
 		"policy:\n  rules:\n    - {if: {header: [{name: s, matches: '('}]}, then: discard}\n": "policy.rules[0].if.header[0].matches",
 		"policy:\n  rules:\n    - {then: reject, reply: {code: 451}}\n":                       "451 does not fit reject",
-		"policy:\n  rules:\n    - {then: quarantine}\n":                                       "quarantine needs quarantine.dir",
+		"quarantine: {dir: ''}\npolicy:\n  rules:\n    - {then: quarantine}\n":                "quarantine needs quarantine.dir",
+		"quarantine: {dir: ''}\nscan: {conventional: {url: 'unix:/x'}}\n":                     "policy.on_infected: quarantine needs quarantine.dir",
 		"policy:\n  rules:\n    - {then: deliver, subject_prefix: x}\n":                       "need the action tag",
 		"policy:\n  on_scan_unavailable: maybe\n":                                             "policy.on_scan_unavailable",
 	}
@@ -169,5 +170,27 @@ func TestActionsAgreeWithConfig(t *testing.T) {
 	mine := []string{string(Deliver), string(Tag), string(Quarantine), string(Reject), string(Tempfail), string(Discard)}
 	if !slices.Equal(mine, config.Actions) {
 		t.Fatalf("policy actions %v, config accepts %v", mine, config.Actions)
+	}
+}
+
+// Turning a scanner on never delivers what it finds, even without a rule
+// about scan results, and even when an earlier rule says deliver.
+func TestOnInfectedGuard(t *testing.T) {
+	e := engine(t, "policy:\n  rules:\n    - {name: partner, if: {client: [192.0.2.0/24]}, then: deliver}\n")
+	for _, client := range []string{"192.0.2.1", "198.51.100.1"} {
+		v := e.Decide(tx(client, "a@b.example", nil, ""), []pipeline.Finding{scanVir})
+		if v.Action != Quarantine || v.Rule != "on_infected" {
+			t.Errorf("infected from %s: %+v", client, v)
+		}
+	}
+	rej := engine(t, "policy: {on_infected: reject}\n")
+	v := rej.Decide(tx("198.51.100.1", "", nil, ""), []pipeline.Finding{scanVir})
+	if v.Action != Reject || v.Reply.Code != 550 || v.Reply.Text != "Error: message refused: malware found (Eicar-Test-Signature)" {
+		t.Fatalf("on_infected reject: %+v %+v", v, v.Reply)
+	}
+	// A rule that looks at the scan itself is obeyed.
+	tag := engine(t, "policy:\n  rules:\n    - {if: {scan: infected}, then: tag}\n")
+	if v := tag.Decide(tx("198.51.100.1", "", nil, ""), []pipeline.Finding{scanVir}); v.Action != Tag {
+		t.Fatalf("explicit scan rule: %+v", v)
 	}
 }

@@ -84,7 +84,7 @@ func wire(cfg *config.Config, log *zap.Logger) (w *wired, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if cfg.Quarantine.Dir != "" {
+	if cfg.Quarantine.Dir != "" && cfg.UsesQuarantine() {
 		store, err := quarantine.Open(cfg.Quarantine.Dir)
 		if err != nil {
 			return nil, err
