@@ -62,6 +62,7 @@ type Server struct {
 	rt   atomic.Pointer[Runtime]
 	smtp *smtp.Server
 	now  func() time.Time
+	obs  Observer
 
 	mu       sync.Mutex
 	idle     *sync.Cond // signalled when a session ends
@@ -74,7 +75,7 @@ type Server struct {
 // NewServer returns a server for rt. Settings that go-smtp fixes at start
 // (max_message_bytes, max_recipients, hostname) need a restart to change.
 func NewServer(rt *Runtime, log *zap.Logger) *Server {
-	s := &Server{log: log, guards: map[*guardConn]struct{}{}, rtUsers: map[*Runtime]int{}, now: time.Now}
+	s := &Server{log: log, guards: map[*guardConn]struct{}{}, rtUsers: map[*Runtime]int{}, now: time.Now, obs: nopObserver{}}
 	s.idle = sync.NewCond(&s.mu)
 	if rt.Policy == nil {
 		rt.Policy = policy.DeliverAll{}
@@ -283,8 +284,10 @@ func (s *Server) admit(c net.Conn) *guardConn {
 		s.mu.Lock()
 		delete(s.guards, g)
 		s.mu.Unlock()
+		s.obs.SessionClosed()
 	}
 	s.guards[g] = struct{}{}
+	s.obs.SessionOpened()
 	return g
 }
 

@@ -95,7 +95,9 @@ func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 		return d.mail(from, opts, ss.forwardAttrs(tx))
 	})
 	if err != nil {
-		return ss.downstreamError("MAIL", tx, err)
+		r := ss.downstreamError("MAIL", tx, err)
+		ss.s.obs.Refused("MAIL", r.(*smtp.SMTPError).Code)
+		return r
 	}
 	if bad := ss.ds.conn.xforwardProblems(); len(bad) > 0 {
 		ss.log.Warn("downstream refused XFORWARD; its log will show foxproxy as the client",
@@ -193,10 +195,13 @@ func (ss *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 		return errNoTransaction
 	}
 	if ss.ds == nil || ss.ds.broken {
+		ss.s.obs.Refused("RCPT", errDownstreamFailed.Code)
 		return errDownstreamFailed
 	}
 	if err := ss.ds.rcpt(to, opts); err != nil {
-		return ss.downstreamError("RCPT", tx, err)
+		r := ss.downstreamError("RCPT", tx, err)
+		ss.s.obs.Refused("RCPT", r.(*smtp.SMTPError).Code)
+		return r
 	}
 	tx.rcpts = append(tx.rcpts, to)
 	return nil
@@ -237,6 +242,7 @@ func (ss *session) Data(r io.Reader) (result error) {
 			ss.log.Error("internal error while handling a message", zap.String("msg_id", tx.id),
 				zap.Any("panic", v), zap.ByteString("stack", debug.Stack()))
 			result = errLocalProblem
+			sum.verdict = "error"
 		}
 		se, _ := result.(*smtp.SMTPError)
 		sum.reply = se
@@ -245,9 +251,17 @@ func (ss *session) Data(r io.Reader) (result error) {
 
 	msg, err := ss.receive(r, tx)
 	if err != nil {
+		sum.verdict = "aborted" // never complete: the client left, or spooling failed
+		if err == errTooBig {
+			sum.verdict = "refused"
+		}
 		return err
 	}
-	defer msg.Close()
+	ss.s.obs.Spooled(msg.Size())
+	defer func() {
+		msg.Close()
+		ss.s.obs.Spooled(-msg.Size())
+	}()
 	sum.size = msg.Size()
 	if t := ss.g.Taint(); t.any() {
 		ss.log.Warn("message refused: line ending abuse in content (possible SMTP smuggling)",
@@ -469,8 +483,18 @@ func (ss *session) logSummary(s *summary) {
 		fields = append(fields, zap.String("reply", fmt.Sprintf("%d %d.%d.%d %s", s.reply.Code,
 			s.reply.EnhancedCode[0], s.reply.EnhancedCode[1], s.reply.EnhancedCode[2], s.reply.Message)))
 	}
-	fields = append(fields, zap.Duration("duration", ss.s.now().Sub(s.tx.start)))
+	now := ss.s.now()
+	fields = append(fields, zap.Duration("duration", now.Sub(s.tx.start)))
 	ss.log.Info("message", fields...)
+	ev := MessageEvent{
+		Time: now, ID: s.tx.id, QueueID: s.queueID, DownstreamQueueID: s.downstreamID, QuarantineID: s.quarantineID,
+		Client: s.tx.client, From: s.tx.from, Rcpts: len(s.tx.rcpts), Size: s.size,
+		Verdict: s.verdict, Rule: s.rule, Findings: s.findings, Stages: s.stages, Duration: now.Sub(s.tx.start),
+	}
+	if s.reply != nil {
+		ev.ReplyCode = s.reply.Code
+	}
+	ss.s.obs.Message(ev)
 }
 
 type findingsLog []pipeline.Finding

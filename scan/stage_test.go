@@ -595,3 +595,24 @@ func (s *slowScanner) Scan(ctx context.Context, r io.Reader, size int64) (Result
 	<-ctx.Done()
 	return Result{}, &Error{Scanner: "slow", Kind: ErrUnavailable, Msg: "INSTREAM", Err: ctx.Err()}
 }
+
+// Probe notices a scanner that went away, and its return, without mail.
+func TestProbeRecordsBothScanners(t *testing.T) {
+	smart, conv := newFake("smart", Clean, nil), newFake("conv", Clean, nil)
+	st, err := NewStage(Config{Mode: ModeSmart, Smart: smart, Conventional: conv, FallbackToConventional: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	conv.setPing(errDown)
+	st.Probe(context.Background())
+	h := st.Health()
+	if h.Smart.State != StateUp || h.Conventional.State != StateDown || h.Active != ModeSmart {
+		t.Fatalf("after a failed probe of conventional: %+v %+v", h.Smart, h.Conventional)
+	}
+	conv.setPing(nil)
+	st.Probe(context.Background())
+	if h := st.Health(); h.Conventional.State != StateUp || h.Conventional.Probes != 2 {
+		t.Fatalf("after recovery: %+v", h.Conventional)
+	}
+}

@@ -17,7 +17,7 @@
 # freshclam would try the network. Daemons that ran before this script are left alone.
 set -euo pipefail
 
-PACKAGES=(postfix swaks rbldnsd clamav-daemon c-icap libc-icap-mod-virus-scan bind9-dnsutils)
+PACKAGES=(postfix swaks rbldnsd clamav-daemon c-icap libc-icap-mod-virus-scan bind9-dnsutils chromium)
 
 say() { printf 'install-test-deps: %s\n' "$*"; }
 

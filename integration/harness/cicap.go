@@ -84,6 +84,9 @@ func StartCICAP(t testing.TB, clamd *Clamd) *CICAP {
 	// -N: no daemon fork, so the PID started is the main process; stopping it
 	// stops its children.
 	c.proc = newProcess(t, "c-icap", bin, []string{"-N", "-f", confPath}, filepath.Join(c.dir, "c-icap.out"))
+	// On SIGTERM c-icap waits for its clients' idle keep-alive connections
+	// (foxproxy keeps a few): an outage must not take that long.
+	c.proc.KillAfter = 2 * time.Second
 	c.start(t)
 	return c
 }
@@ -131,7 +134,8 @@ func (c *CICAP) URL() string { return "icap://" + c.addr + "/avscan" }
 // Addr is c-icap's address, "127.0.0.1:PORT".
 func (c *CICAP) Addr() string { return c.addr }
 
-// Stop stops c-icap (SIGTERM to the main process, by PID) and waits for its exit.
+// Stop stops c-icap (SIGTERM to the main process, by PID, and SIGKILL to its
+// process group 2 s later if it still waits for clients) and waits for its exit.
 func (c *CICAP) Stop() {
 	c.t.Helper()
 	c.proc.Stop()

@@ -20,6 +20,11 @@ type Process struct {
 	// StopTimeout is how long Stop waits after SIGTERM before it sends SIGKILL
 	// (default 10 s). Set it before calling Stop.
 	StopTimeout time.Duration
+	// KillAfter, when set, makes a process that outlives SIGTERM by this long
+	// get SIGKILL (to its whole process group) without that being an error:
+	// for daemons whose SIGTERM waits for clients (c-icap waits for idle
+	// keep-alive connections), where an outage is what the test wants.
+	KillAfter time.Duration
 
 	t    testing.TB
 	name string
@@ -82,7 +87,7 @@ func (p *Process) start() error {
 	// If the test binary dies without running its cleanups (a -timeout panic,
 	// a kill), the kernel sends the child SIGTERM instead of leaving it behind.
 	// Best effort: a daemon that changes its user (rbldnsd) loses this setting.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM, Setpgid: p.KillAfter > 0}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", p.path, err)
 	}
@@ -124,6 +129,15 @@ func (p *Process) stop() error {
 		timeout = stopTimeout
 	}
 	_ = r.cmd.Process.Signal(syscall.SIGTERM)
+	if p.KillAfter > 0 {
+		select {
+		case <-r.done:
+		case <-time.After(p.KillAfter):
+			_ = syscall.Kill(-pid, syscall.SIGKILL) // the group: its children too
+			<-r.done
+		}
+		return nil
+	}
 	select {
 	case <-r.done:
 		return nil

@@ -1,0 +1,102 @@
+package admin
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/foxproxy/foxproxy/proxy"
+)
+
+func TestRecentKeepsTheLast50NewestFirst(t *testing.T) {
+	r := NewRecent()
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	for i := 0; i < 120; i++ {
+		r.Message(proxy.MessageEvent{Time: now.Add(time.Duration(i) * time.Second), ID: string(rune('a' + i%26)),
+			Verdict: "deliver", Client: netip.MustParseAddr("192.0.2.1")})
+	}
+	recent, rate, total := r.Snapshot(now.Add(120 * time.Second))
+	if len(recent) != 50 || total != 120 {
+		t.Fatalf("%d recent, %d total", len(recent), total)
+	}
+	if !recent[0].Time.After(recent[1].Time) || recent[0].Time != now.Add(119*time.Second) {
+		t.Fatalf("not newest first: %v %v", recent[0].Time, recent[1].Time)
+	}
+	// 120 messages within the 5-minute window: 24 per minute.
+	if rate != 24 {
+		t.Fatalf("rate %v per minute", rate)
+	}
+	// Ten minutes later the window is empty.
+	if _, rate, _ := r.Snapshot(now.Add(10 * time.Minute)); rate != 0 {
+		t.Fatalf("stale rate %v", rate)
+	}
+}
+
+func testHandler(t *testing.T, downstream string) *Handler {
+	m := NewMonitor(downstream, time.Hour, zap.NewNop())
+	m.ProbeNow(context.Background())
+	return &Handler{Monitor: m, Recent: NewRecent(), Registry: prometheus.NewRegistry(),
+		Info: Info{Version: "test", Started: time.Now(), Listen: func() string { return "127.0.0.1:1" }, Sessions: func() int { return 0 }}}
+}
+
+func TestReadyzFollowsTheDownstream(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("220-mx.example ESMTP\r\n220 ready\r\n"))
+			c.Close()
+		}
+	}()
+	up := testHandler(t, ln.Addr().String())
+	srv := httptest.NewServer(up.ServeMux())
+	defer srv.Close()
+	if err := Ready(context.Background(), srv.URL); err != nil {
+		t.Fatalf("ready with a greeting downstream: %v", err)
+	}
+	ln.Close()
+	up.Monitor.ProbeNow(context.Background())
+	if err := Ready(context.Background(), srv.URL); err == nil || !strings.Contains(err.Error(), "downstream") {
+		t.Fatalf("ready with the downstream gone: %v", err)
+	}
+}
+
+func TestStatusNegotiatesHTMLAndJSON(t *testing.T) {
+	h := testHandler(t, "127.0.0.1:1")
+	srv := httptest.NewServer(h.ServeMux())
+	defer srv.Close()
+	req, _ := http.NewRequest("GET", srv.URL+"/status", nil)
+	req.Header.Set("Accept", "text/html,application/xhtml+xml")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
+		t.Fatalf("browser got %v %v", resp.Header.Get("Content-Type"), err)
+	}
+	resp.Body.Close()
+	st, err := Fetch(context.Background(), srv.URL)
+	if err != nil || st.Version != "test" || len(st.Dependencies) != 1 || st.Dependencies[0].OK || st.Healthy() {
+		t.Fatalf("JSON status: %+v %v", st, err)
+	}
+	var b bytes.Buffer
+	Print(&b, st)
+	if !strings.Contains(b.String(), "PROBLEM: 1 of 1 dependencies not up") || !strings.Contains(b.String(), "! downstream smtpd") {
+		t.Fatalf("terminal output:\n%s", b.String())
+	}
+	if resp, _ := http.Get(srv.URL + "/debug/pprof/"); resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("pprof served without admin_pprof: %d", resp.StatusCode)
+	}
+}

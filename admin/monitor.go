@@ -1,0 +1,206 @@
+package admin
+
+import (
+	"bufio"
+	"context"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Prober is a dependency owner that can check its dependencies on demand
+// (the scan stage pings its scanners, ERS asks its zones' test points). The
+// monitor calls Probe on a schedule so a dependency that goes away, or
+// comes back, shows within one interval even while no mail arrives.
+type Prober interface {
+	Probe(ctx context.Context)
+}
+
+// Sources are the dependencies of the running configuration. A SIGHUP
+// replaces them.
+type Sources struct {
+	// Dependencies returns their current health.
+	Dependencies func() []Dependency
+	// Probers are probed every interval.
+	Probers []Prober
+	// ScanMode returns the scan stage's active mode and why ("" without
+	// scanning).
+	ScanMode func() (mode, reason string)
+}
+
+// Monitor probes the downstream smtpd and the sources' dependencies every
+// interval and keeps their health.
+type Monitor struct {
+	interval time.Duration
+	timeout  time.Duration
+	log      *zap.Logger
+	sources  atomic.Pointer[Sources]
+	ds       downstreamHealth
+	now      func() time.Time
+}
+
+// NewMonitor returns a monitor for the downstream at addr.
+func NewMonitor(downstream string, interval time.Duration, log *zap.Logger) *Monitor {
+	m := &Monitor{interval: interval, timeout: 5 * time.Second, log: log, now: time.Now}
+	m.ds.addr = downstream
+	m.ds.state = "unknown"
+	m.SetSources(&Sources{})
+	return m
+}
+
+// SetSources installs the running configuration's dependencies.
+func (m *Monitor) SetSources(s *Sources) { m.sources.Store(s) }
+
+// SetDownstream changes the downstream address (after a reload).
+func (m *Monitor) SetDownstream(addr string) {
+	m.ds.mu.Lock()
+	defer m.ds.mu.Unlock()
+	if addr != m.ds.addr {
+		m.ds.addr, m.ds.state, m.ds.since = addr, "unknown", m.now()
+	}
+}
+
+// Run probes at once and then every interval until ctx ends.
+func (m *Monitor) Run(ctx context.Context) {
+	for {
+		m.ProbeNow(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(m.interval):
+		}
+	}
+}
+
+// ProbeNow probes everything once, in parallel, and returns when done.
+func (m *Monitor) ProbeNow(ctx context.Context) {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		m.probeDownstream(ctx)
+	}()
+	for _, p := range m.sources.Load().Probers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.Probe(ctx)
+		}()
+	}
+	wg.Wait()
+}
+
+// Dependencies returns the downstream's and the sources' health.
+func (m *Monitor) Dependencies() []Dependency {
+	deps := []Dependency{m.ds.dependency()}
+	if f := m.sources.Load().Dependencies; f != nil {
+		deps = append(deps, f()...)
+	}
+	return deps
+}
+
+// ScanMode returns the scan stage's active mode and why.
+func (m *Monitor) ScanMode() (string, string) {
+	if f := m.sources.Load().ScanMode; f != nil {
+		return f()
+	}
+	return "", ""
+}
+
+// DownstreamOK reports whether the last probe of the downstream answered.
+func (m *Monitor) DownstreamOK() bool {
+	m.ds.mu.Lock()
+	defer m.ds.mu.Unlock()
+	return m.ds.state == "up"
+}
+
+type downstreamHealth struct {
+	mu        sync.Mutex
+	addr      string
+	state     string
+	since     time.Time
+	lastErr   string
+	lastOK    time.Time
+	probes    uint64
+	failures  uint64
+	nextProbe time.Time
+}
+
+func (d *downstreamHealth) dependency() Dependency {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return Dependency{Kind: "downstream", Name: "smtpd", Target: d.addr, State: d.state, OK: d.state == "up",
+		Since: d.since, LastError: d.lastErr, NextProbe: d.nextProbe,
+		Counters: map[string]uint64{"probes": d.probes, "failures": d.failures}}
+}
+
+// probeDownstream connects, reads the greeting and says QUIT: what the
+// proxy needs from the downstream before any message.
+func (m *Monitor) probeDownstream(ctx context.Context) {
+	m.ds.mu.Lock()
+	addr := m.ds.addr
+	m.ds.mu.Unlock()
+	err := greet(ctx, addr, m.timeout)
+	now := m.now()
+	m.ds.mu.Lock()
+	defer m.ds.mu.Unlock()
+	if addr != m.ds.addr {
+		return // changed meanwhile
+	}
+	m.ds.probes++
+	m.ds.nextProbe = now.Add(m.interval)
+	from := m.ds.state
+	if err != nil {
+		m.ds.failures++
+		m.ds.lastErr = err.Error()
+		if from != "down" {
+			m.ds.state, m.ds.since = "down", now
+			m.log.Warn("dependency state changed", zap.String("kind", "downstream"), zap.String("name", addr),
+				zap.String("from", from), zap.String("to", "down"), zap.String("reason", err.Error()))
+		}
+		return
+	}
+	m.ds.lastOK = now
+	if from != "up" {
+		m.ds.state, m.ds.since = "up", now
+		m.log.Info("dependency state changed", zap.String("kind", "downstream"), zap.String("name", addr),
+			zap.String("from", from), zap.String("to", "up"), zap.String("reason", "greeting received"))
+	}
+}
+
+func greet(ctx context.Context, addr string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	deadline, _ := ctx.Deadline()
+	c.SetDeadline(deadline)
+	br := bufio.NewReader(c)
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			return err
+		}
+		if !strings.HasPrefix(line, "220") {
+			return &greetingError{strings.TrimSpace(line)}
+		}
+		if len(line) < 4 || line[3] != '-' {
+			break
+		}
+	}
+	c.Write([]byte("QUIT\r\n"))
+	br.ReadString('\n')
+	return nil
+}
+
+type greetingError struct{ line string }
+
+func (e *greetingError) Error() string { return "unexpected greeting: " + e.line }

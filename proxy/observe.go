@@ -1,0 +1,60 @@
+package proxy
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/foxproxy/foxproxy/pipeline"
+)
+
+// Observer is told what the proxy does, for metrics and the status page.
+// Its methods are called on the mail path: they must be cheap and must
+// never block.
+type Observer interface {
+	// SessionOpened and SessionClosed bracket every admitted connection.
+	SessionOpened()
+	SessionClosed()
+	// Refused is called when MAIL or RCPT is refused (code is the reply's).
+	Refused(command string, code int)
+	// Spooled is the change in bytes of message content held (in memory
+	// or in spill files).
+	Spooled(delta int64)
+	// Message is called once per message that reached DATA, with what
+	// happened to it.
+	Message(MessageEvent)
+}
+
+// MessageEvent is one message's outcome: what the summary log line says.
+type MessageEvent struct {
+	Time              time.Time
+	ID                string
+	QueueID           string
+	DownstreamQueueID string
+	QuarantineID      string
+	Client            netip.Addr
+	From              string
+	Rcpts             int
+	Size              int64
+	Verdict           string // deliver, tag, ... or "refused", "error" when no verdict was reached
+	Rule              string
+	Findings          []pipeline.Finding
+	Stages            time.Duration
+	Duration          time.Duration
+	ReplyCode         int
+}
+
+type nopObserver struct{}
+
+func (nopObserver) SessionOpened()       {}
+func (nopObserver) SessionClosed()       {}
+func (nopObserver) Refused(string, int)  {}
+func (nopObserver) Spooled(int64)        {}
+func (nopObserver) Message(MessageEvent) {}
+
+// SetObserver installs o; call it before Serve.
+func (s *Server) SetObserver(o Observer) {
+	if o == nil {
+		o = nopObserver{}
+	}
+	s.obs = o
+}
