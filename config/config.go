@@ -14,6 +14,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -44,6 +45,13 @@ type Config struct {
 	ClientFromReceived bool `yaml:"client_from_received"`
 	// MaxMessageBytes is advertised with SIZE and enforced (552 5.3.4).
 	MaxMessageBytes ByteSize `yaml:"max_message_bytes"`
+	// AdminListen serves /healthz, /readyz, /metrics and /status; empty: off.
+	AdminListen string `yaml:"admin_listen"`
+	// AdminProbeInterval is how often every dependency is probed, so the
+	// status shows an outage (and its end) even while no mail flows.
+	AdminProbeInterval Duration `yaml:"admin_probe_interval"`
+	// AdminPprof adds /debug/pprof to the admin listener.
+	AdminPprof bool `yaml:"admin_pprof"`
 
 	Limits     Limits     `yaml:"limits"`
 	Timeouts   Timeouts   `yaml:"timeouts"`
@@ -58,6 +66,9 @@ type Config struct {
 	// File is where this configuration came from ("(default)" for the
 	// embedded one). Not a YAML key.
 	File string `yaml:"-"`
+
+	// lines maps the key paths written in File to their lines (see Line).
+	lines map[string]int
 }
 
 // Limits bound what one client can make foxproxy do.
@@ -141,6 +152,7 @@ func parse(data []byte, name string, base *Config) (*Config, error) {
 		return nil, d.errs
 	}
 	c.File = name
+	c.lines = d.lines
 	for _, p := range c.validate() {
 		d.errs = append(d.errs, &Error{File: name, Line: d.lineOf(p.key), Key: p.key, Msg: p.msg})
 	}
@@ -149,6 +161,11 @@ func parse(data []byte, name string, base *Config) (*Config, error) {
 	}
 	return c, nil
 }
+
+// Line returns the line of File where key (a path like "policy.on_infected"
+// or "policy.rules[2]", as in error messages) is written, or 0 when the key
+// is not in the file and keeps its default.
+func (c *Config) Line(key string) int { return c.lines[key] }
 
 // lineOf finds the line of key, or of its closest ancestor that is in the
 // file (a problem with a default value has no line).
@@ -202,6 +219,10 @@ func (c *Config) validate() []problem {
 	}
 	checkAddr("listen", c.Listen, true)
 	checkAddr("downstream", c.Downstream, true)
+	checkAddr("admin_listen", c.AdminListen, false)
+	if c.AdminProbeInterval.D() < time.Second {
+		add("admin_probe_interval", "must be at least 1s")
+	}
 	if len(c.AllowedClients) == 0 {
 		add("allowed_clients", "must list at least one network; foxproxy is never an open relay")
 	}

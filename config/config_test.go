@@ -149,3 +149,20 @@ func TestERSValidation(t *testing.T) {
 		t.Fatalf("zone defaults / legacy latch: %+v", c.ERS)
 	}
 }
+
+// Line tells where a key is written, so tools (policy test) can point at a
+// rule; keys left at their defaults have no line.
+func TestLine(t *testing.T) {
+	c, err := Parse([]byte("listen: 127.0.0.1:2600\npolicy:\n  rules:\n    - {name: a, then: deliver}\n\n    - name: b\n      then: discard\n"), "lines.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for key, want := range map[string]int{"listen": 1, "policy.rules[0]": 4, "policy.rules[1]": 6, "policy.rules[1].then": 7, "policy.on_infected": 0, "downstream": 0} {
+		if got := c.Line(key); got != want {
+			t.Errorf("Line(%q) = %d, want %d", key, got, want)
+		}
+	}
+	if Default().Line("listen") == 0 {
+		t.Error("the embedded default's keys have lines in it")
+	}
+}

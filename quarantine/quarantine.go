@@ -41,6 +41,16 @@ type Entry struct {
 	// MailOptions keeps the envelope parameters (BODY, SMTPUTF8, DSN) that a
 	// release must send again.
 	MailOptions map[string]string `json:"mail_options,omitempty"`
+	// Released records partial releases: recipients the downstream accepted
+	// are delivered and leave Rcpts, which keeps only those still to send.
+	Released []Release `json:"released,omitempty"`
+}
+
+// Release is one release that delivered the message to some recipients.
+type Release struct {
+	Time     time.Time `json:"time"`
+	Rcpts    []string  `json:"rcpts"`
+	QueuedAs string    `json:"queued_as,omitempty"`
 }
 
 // Finding is a stage's finding as stored.
@@ -65,6 +75,20 @@ type Store struct {
 func Open(dir string) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("quarantine: %w", err)
+	}
+	return &Store{dir: dir, now: time.Now}, nil
+}
+
+// OpenExisting opens a quarantine directory that must exist already (for
+// the command line, which should not create directories where a mistyped
+// configuration points).
+func OpenExisting(dir string) (*Store, error) {
+	st, err := os.Stat(dir)
+	if err != nil {
+		return nil, fmt.Errorf("quarantine: %w", err)
+	}
+	if !st.IsDir() {
+		return nil, fmt.Errorf("quarantine: %s is not a directory", dir)
 	}
 	return &Store{dir: dir, now: time.Now}, nil
 }
@@ -195,7 +219,12 @@ func (s *Store) List() ([]Entry, error) {
 		}
 		out = append(out, e)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].Time.Equal(out[j].Time) {
+			return out[i].Time.Before(out[j].Time)
+		}
+		return out[i].ID < out[j].ID
+	})
 	return out, nil
 }
 
@@ -210,6 +239,28 @@ func (s *Store) Delete(id string) error {
 		return fmt.Errorf("quarantine: %w", err)
 	}
 	os.Remove(s.path(id, ".eml"))
+	os.Remove(s.path(id, claimExt))
+	return syncDir(s.dir)
+}
+
+// Update replaces an existing entry's metadata (after a partial release),
+// atomically: readers see the old or the new version, never a mix.
+func (s *Store) Update(e Entry) error {
+	if _, err := s.Get(e.ID); err != nil {
+		return err
+	}
+	meta, err := json.MarshalIndent(e, "", "  ")
+	if err != nil {
+		return fmt.Errorf("quarantine: %w", err)
+	}
+	tmp, err := s.writeTemp(e.ID+".json", strings.NewReader(string(meta)))
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, s.path(e.ID, ".json")); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("quarantine: %w", err)
+	}
 	return syncDir(s.dir)
 }
 
@@ -239,9 +290,11 @@ func (s *Store) Purge(age time.Duration) (int, error) {
 			continue
 		}
 		orphan := strings.HasPrefix(name, ".tmp-")
-		if id, ok := strings.CutSuffix(name, ".eml"); ok {
-			if _, err := os.Stat(s.path(id, ".json")); errors.Is(err, os.ErrNotExist) {
-				orphan = true
+		for _, ext := range []string{".eml", claimExt} {
+			if id, ok := strings.CutSuffix(name, ext); ok {
+				if _, err := os.Stat(s.path(id, ".json")); errors.Is(err, os.ErrNotExist) {
+					orphan = true
+				}
 			}
 		}
 		if orphan {

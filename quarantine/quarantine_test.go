@@ -96,3 +96,98 @@ func TestPurgeByAge(t *testing.T) {
 		t.Fatal("young entry purged")
 	}
 }
+
+// A partial release rewrites the metadata in place; readers never see a
+// mix.
+func TestUpdate(t *testing.T) {
+	s, _ := Open(t.TempDir())
+	id, _ := s.Put(Entry{From: "a@b", Rcpts: []string{"x@y", "z@y"}}, strings.NewReader("m"))
+	e, _ := s.Get(id)
+	e.Rcpts = []string{"z@y"}
+	e.Released = []Release{{Time: time.Now(), Rcpts: []string{"x@y"}, QueuedAs: "4ABC"}}
+	if err := s.Update(e); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Get(id)
+	if err != nil || len(got.Rcpts) != 1 || got.Rcpts[0] != "z@y" || got.Released[0].QueuedAs != "4ABC" {
+		t.Fatalf("after Update: %+v, %v", got, err)
+	}
+	if files, _ := os.ReadDir(s.Dir()); len(files) != 2 {
+		t.Fatalf("files %v", files)
+	}
+	if err := s.Update(Entry{ID: "20260101T000000-00000000"}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Update of a missing entry: %v", err)
+	}
+}
+
+// One claim at a time; an uncertain claim blocks until forced; a running
+// claimer is never overridden; Delete and Purge clear claims.
+func TestClaim(t *testing.T) {
+	s, _ := Open(t.TempDir())
+	id, _ := s.Put(Entry{From: "a@b"}, strings.NewReader("m"))
+	c, err := s.Claim(id, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ce *ClaimedError
+	for _, force := range []bool{false, true} {
+		if _, err := s.Claim(id, force); !errors.As(err, &ce) || !ce.Running || ce.PID != os.Getpid() {
+			t.Fatalf("second claim (force %v): %v", force, err)
+		}
+	}
+	c.Drop()
+	c, err = s.Claim(id, false)
+	if err != nil {
+		t.Fatalf("claim after Drop: %v", err)
+	}
+	if err := c.KeepUncertain("connection lost after the final dot"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Claim(id, false); !errors.As(err, &ce) || ce.Uncertain == "" || !strings.Contains(err.Error(), "may have been delivered") {
+		t.Fatalf("claim after an uncertain release: %v", err)
+	}
+	if got, ok := s.Claimed(id); !ok || got.Uncertain != "connection lost after the final dot" {
+		t.Fatalf("Claimed: %+v %v", got, ok)
+	}
+	c, err = s.Claim(id, true)
+	if err != nil {
+		t.Fatalf("forced claim: %v", err)
+	}
+	// A crashed claimer: a PID that is not running.
+	os.WriteFile(filepath.Join(s.Dir(), id+claimExt), []byte(`{"pid":2147483000,"time":"2026-01-01T00:00:00Z"}`), 0o600)
+	if _, err := s.Claim(id, false); !errors.As(err, &ce) || ce.Running || !strings.Contains(err.Error(), "was interrupted") {
+		t.Fatalf("claim of a crashed release: %v", err)
+	}
+	if err := s.Delete(id); err != nil {
+		t.Fatal(err)
+	}
+	if files, _ := os.ReadDir(s.Dir()); len(files) != 0 {
+		t.Fatalf("Delete left %v", files)
+	}
+	if _, err := s.Claim(id, false); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("claim of a deleted entry: %v", err)
+	}
+	_ = c
+
+	// A claim whose entry is gone is an orphan for Purge.
+	os.WriteFile(filepath.Join(s.Dir(), "20260101T000000-00000000"+claimExt), []byte("{}"), 0o600)
+	s.now = func() time.Time { return time.Now().Add(2 * time.Minute) }
+	s.Purge(time.Hour)
+	if files, _ := os.ReadDir(s.Dir()); len(files) != 0 {
+		t.Fatalf("orphan claim not purged: %v", files)
+	}
+}
+
+func TestOpenExisting(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "q")
+	if _, err := OpenExisting(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("missing dir: %v", err)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("OpenExisting created the directory")
+	}
+	os.Mkdir(dir, 0o700)
+	if _, err := OpenExisting(dir); err != nil {
+		t.Fatal(err)
+	}
+}

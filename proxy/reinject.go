@@ -1,0 +1,223 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-smtp"
+)
+
+// ReinjectOptions says where Reinject delivers: normally the configured
+// downstream with its timeouts.
+type ReinjectOptions struct {
+	Addr     string // host:port of the re-injection smtpd
+	Hostname string // EHLO name
+	// Timeouts; zero values mean 30s, 5m and 10m, like the defaults of
+	// timeouts.downstream_connect, _command and _data.
+	ConnectTimeout, CommandTimeout, DataTimeout time.Duration
+}
+
+// Envelope is the SMTP envelope of a message received earlier, to be sent
+// again as it was received.
+type Envelope struct {
+	From  string   // "" is the null sender
+	Rcpts []string // at least one
+	// MailParams are the MAIL parameters recorded at receipt (see
+	// QuarantineItem.MailParams): BODY, SMTPUTF8 (present: set), RET, ENVID.
+	MailParams map[string]string
+	// Xforward is what the downstream hears about the original client,
+	// for the downstream's log (orig_client=, orig_queue_id=).
+	Xforward Xforward
+	// Size, when known, is announced with SIZE=.
+	Size int64
+}
+
+// Reinjected is the outcome of a Reinject that delivered to at least one
+// recipient.
+type Reinjected struct {
+	// Reply is the downstream's reply to the end of data, e.g.
+	// "2.0.0 Ok: queued as 4Xyz"; QueuedAs is the ID in it, if any.
+	Reply    string
+	QueuedAs string
+	// Accepted are the recipients the message went to; Refused the ones
+	// the downstream refused at RCPT (it was not sent to them).
+	Accepted []string
+	Refused  []RcptRefusal
+	// XforwardRefused is set when the downstream refused XFORWARD: the
+	// message went, but the downstream's log names this host as the client.
+	XforwardRefused string
+}
+
+// RcptRefusal is a recipient that the downstream refused.
+type RcptRefusal struct {
+	Rcpt  string
+	Code  int    // e.g. 550
+	Reply string // e.g. "5.1.1 <x@example.org>: Recipient address rejected: User unknown"
+}
+
+// ReinjectError is a Reinject that delivered nothing because the
+// downstream refused: the sender, every recipient, or the message.
+type ReinjectError struct {
+	Stage   string // "MAIL", "RCPT" or "DATA"
+	Code    int    // the downstream's reply code (for RCPT: the first refusal's)
+	Reply   string
+	Refused []RcptRefusal // for RCPT: every recipient and why
+}
+
+func (e *ReinjectError) Error() string {
+	if e.Stage == "RCPT" && len(e.Refused) > 0 {
+		parts := make([]string, len(e.Refused))
+		for i, r := range e.Refused {
+			parts[i] = fmt.Sprintf("<%s>: %d %s", r.Rcpt, r.Code, r.Reply)
+		}
+		return "downstream refused every recipient: " + strings.Join(parts, "; ")
+	}
+	return fmt.Sprintf("downstream refused %s: %d %s", e.Stage, e.Code, e.Reply)
+}
+
+// Temporary reports whether the downstream's refusal was a 4xx.
+func (e *ReinjectError) Temporary() bool { return e.Code/100 == 4 }
+
+// ErrReinjectUncertain is wrapped by a Reinject error when the message was
+// sent but no reply to its end came (the connection broke or timed out
+// after the final dot): the downstream may have queued it.
+var ErrReinjectUncertain = errors.New("the message was sent but the downstream's reply never came: it may have been queued")
+
+var reinjectQueuedAs = regexp.MustCompile(`queued as ([0-9A-Za-z]+)`)
+
+// Reinject delivers a message received earlier (a quarantined one, on
+// release) to the re-injection smtpd in one SMTP transaction, with its
+// original envelope: XFORWARD with env.Xforward (when the downstream offers
+// it), MAIL with env.From and the recorded parameters, RCPT for each
+// recipient, then content as it is (the caller adds any header lines in
+// front). It is the same client the proxy uses for live mail.
+//
+// It returns an error when nothing was delivered: a *ReinjectError when
+// the downstream refused, an error wrapping ErrReinjectUncertain when the
+// outcome is unknown, and otherwise a connection or content problem
+// before the final dot (nothing sent). When some recipients are refused
+// and others accepted, the message goes to the accepted ones, and
+// Reinjected.Refused lists the others: the caller decides what becomes of
+// them. ctx bounds the whole exchange.
+func Reinject(ctx context.Context, o ReinjectOptions, env Envelope, content io.Reader) (*Reinjected, error) {
+	if len(env.Rcpts) == 0 {
+		return nil, errors.New("reinject: no recipients")
+	}
+	opts, err := reinjectMailOptions(env)
+	if err != nil {
+		return nil, err
+	}
+	if o.ConnectTimeout <= 0 {
+		o.ConnectTimeout = 30 * time.Second
+	}
+	if o.CommandTimeout <= 0 {
+		o.CommandTimeout = 5 * time.Minute
+	}
+	if o.DataTimeout <= 0 {
+		o.DataTimeout = 10 * time.Minute
+	}
+	d, err := dialDownstream(ctx, dsOptions{addr: o.Addr, hostname: o.Hostname,
+		connectTimeout: o.ConnectTimeout, commandTimeout: o.CommandTimeout, dataTimeout: o.DataTimeout})
+	if err != nil {
+		return nil, fmt.Errorf("connect to downstream %s: %w", o.Addr, err)
+	}
+	// ctx ending breaks off the exchange: every read and write then fails.
+	stop := context.AfterFunc(ctx, func() { d.conn.Close() })
+	defer stop()
+	defer d.close()
+
+	res := &Reinjected{}
+	if err := d.mail(env.From, opts, env.Xforward); err != nil {
+		return nil, reinjectFailure("MAIL", err)
+	}
+	if bad := d.conn.xforwardProblems(); len(bad) > 0 {
+		res.XforwardRefused = fmt.Sprintf("%s: %d %s", bad[0].cmd, bad[0].code, bad[0].reply)
+	}
+	for _, rcpt := range env.Rcpts {
+		err := d.rcpt(rcpt, nil)
+		var se *smtp.SMTPError
+		switch {
+		case err == nil:
+			res.Accepted = append(res.Accepted, rcpt)
+		case errors.As(err, &se) && se.Code != 421:
+			res.Refused = append(res.Refused, RcptRefusal{Rcpt: rcpt, Code: se.Code, Reply: smtpReplyText(se)})
+		default:
+			return nil, reinjectFailure("RCPT", err)
+		}
+	}
+	if len(res.Accepted) == 0 {
+		d.reset()
+		return nil, &ReinjectError{Stage: "RCPT", Code: res.Refused[0].Code, Reply: res.Refused[0].Reply, Refused: res.Refused}
+	}
+
+	// The content goes through go-smtp's DataCommand directly (not
+	// downstream.data) to tell the two kinds of failure apart: before the
+	// final dot nothing is delivered; after it, without a reply, the
+	// outcome is unknown.
+	w, err := d.client.Data()
+	if err != nil {
+		return nil, reinjectFailure("DATA", d.note(err))
+	}
+	if _, err := io.Copy(w, content); err != nil {
+		d.broken = true // the final dot must never follow a partial message
+		return nil, fmt.Errorf("reinject: sending the message: %w", err)
+	}
+	resp, err := w.CloseWithResponse()
+	d.txActive = false
+	if err != nil {
+		var se *smtp.SMTPError
+		if errors.As(err, &se) {
+			return nil, reinjectFailure("DATA", d.note(err))
+		}
+		d.broken = true
+		return nil, fmt.Errorf("reinject: %w (%v)", ErrReinjectUncertain, err)
+	}
+	res.Reply = strings.TrimSpace(resp.StatusText)
+	if m := reinjectQueuedAs.FindStringSubmatch(res.Reply); m != nil {
+		res.QueuedAs = m[1]
+	}
+	return res, nil
+}
+
+// reinjectFailure turns a downstream reply into a *ReinjectError; other
+// errors (network, timeouts) are wrapped as they are.
+func reinjectFailure(stage string, err error) error {
+	var se *smtp.SMTPError
+	if errors.As(err, &se) && se.Code >= 400 {
+		return &ReinjectError{Stage: stage, Code: se.Code, Reply: smtpReplyText(se)}
+	}
+	return fmt.Errorf("reinject: %s: %w", stage, err)
+}
+
+func smtpReplyText(se *smtp.SMTPError) string {
+	text := strings.ReplaceAll(se.Message, "\n", " ")
+	if se.EnhancedCode != (smtp.EnhancedCode{}) && se.EnhancedCode != smtp.NoEnhancedCode {
+		text = fmt.Sprintf("%d.%d.%d %s", se.EnhancedCode[0], se.EnhancedCode[1], se.EnhancedCode[2], text)
+	}
+	return text
+}
+
+// reinjectMailOptions rebuilds the MAIL parameters recorded at receipt.
+func reinjectMailOptions(env Envelope) (*smtp.MailOptions, error) {
+	opts := &smtp.MailOptions{Size: env.Size}
+	for k, v := range env.MailParams {
+		switch strings.ToUpper(k) {
+		case "BODY":
+			opts.Body = smtp.BodyType(strings.ToUpper(v))
+		case "SMTPUTF8":
+			opts.UTF8 = true
+		case "RET":
+			opts.Return = smtp.DSNReturn(strings.ToUpper(v))
+		case "ENVID":
+			opts.EnvelopeID = v
+		default:
+			return nil, fmt.Errorf("reinject: unknown MAIL parameter %q", k)
+		}
+	}
+	return opts, nil
+}
