@@ -18,7 +18,10 @@ FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/foxproxy /usr/local/bin/foxproxy
 COPY deploy/foxproxy.docker.yaml /etc/foxproxy/foxproxy.yaml
 USER nonroot:nonroot
-# SMTP from Postfix; admin (metrics, health) once enabled in the config.
+# SMTP from Postfix; admin: /metrics, /status, /healthz, /readyz.
 EXPOSE 10025 10080
+# The binary asks its own /readyz: a static image has no curl.
+HEALTHCHECK --interval=30s --timeout=10s --start-period=10s --retries=3 \
+  CMD ["/usr/local/bin/foxproxy", "healthcheck", "-admin", "http://127.0.0.1:10080"]
 ENTRYPOINT ["/usr/local/bin/foxproxy"]
 CMD ["-config", "/etc/foxproxy/foxproxy.yaml"]

@@ -24,16 +24,20 @@ type foxproxy struct {
 	*harness.Process
 	Addr       string
 	ConfigPath string
+	// Admin is the admin endpoint's base URL.
+	Admin string
 }
 
 // startFoxproxy writes a configuration (the YAML lines given, plus listen,
 // downstream and fast timeouts unless given) and starts the binary on it.
 func startFoxproxy(t *testing.T, listen, downstream string, extra ...string) *foxproxy {
 	t.Helper()
+	adminAddr := harness.FreeAddr(t)
 	cfg := []string{
 		"listen: " + listen,
 		"downstream: " + downstream,
 		"hostname: foxproxy.test",
+		"admin_listen: " + adminAddr,
 	}
 	cfg = append(cfg, extra...)
 	path := filepath.Join(t.TempDir(), "foxproxy.yaml")
@@ -43,7 +47,7 @@ func startFoxproxy(t *testing.T, listen, downstream string, extra ...string) *fo
 	p := harness.RunProcess(t, harness.BuildFoxproxy(t), "-config", path)
 	p.WaitLog(t, `"foxproxy started"`, 20*time.Second)
 	harness.WaitPort(t, listen, 5*time.Second)
-	return &foxproxy{Process: p, Addr: listen, ConfigPath: path}
+	return &foxproxy{Process: p, Addr: listen, ConfigPath: path, Admin: "http://" + adminAddr}
 }
 
 // messages returns foxproxy's per-message log lines, decoded.

@@ -4,6 +4,15 @@
 //	foxproxy [-config FILE]               run (the embedded default without -config)
 //	foxproxy check-config [-config FILE]  validate a configuration and exit
 //	foxproxy version                      print the version
+//	foxproxy quarantine list|show|release|delete|purge [-config FILE] ...
+//	                                      work with quarantined mail (quarantine.go)
+//	foxproxy policy test [-config FILE] --client IP --from A --to B MESSAGE.eml
+//	                                      dry-run the checks and rules on a message (policytest.go)
+//	foxproxy status [-admin URL]          the running foxproxy's dependencies (ops.go)
+//	foxproxy healthcheck [-admin URL]     exit 0 when /readyz says ready (ops.go)
+//
+// Exit status: 0 success, 1 failure, 2 usage error (for run: a refused
+// configuration).
 //
 // Signals: SIGTERM and SIGINT drain and stop; SIGHUP re-reads the
 // configuration and keeps the running one if the new one is bad.
@@ -37,6 +46,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
 		cmd, args = args[0], args[1:]
 	}
+	// Commands with flags and arguments of their own.
+	switch cmd {
+	case "quarantine":
+		return quarantineCmd(args, stdout, stderr)
+	case "policy":
+		return policyCmd(args, stdout, stderr)
+	case "status":
+		return statusCmd(args, stdout, stderr)
+	case "healthcheck":
+		return healthcheckCmd(args, stdout, stderr)
+	}
 	fs := flag.NewFlagSet("foxproxy "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "", "configuration file (YAML); empty: the embedded default")
@@ -56,7 +76,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "run":
 		return serve(*cfgPath, stderr)
 	}
-	fmt.Fprintf(stderr, "foxproxy: unknown command %q (commands: run, check-config, version)\n", cmd)
+	fmt.Fprintf(stderr, "foxproxy: unknown command %q (commands: run, check-config, status, healthcheck, version, quarantine, policy)\n", cmd)
 	return 2
 }
 
@@ -74,6 +94,7 @@ func checkConfig(path string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	fmt.Fprintf(stdout, "%s: configuration OK\n", cfg.File)
+	printSummary(stdout, cfg)
 	return 0
 }
 
@@ -121,8 +142,11 @@ func serve(path string, stderr io.Writer) int {
 		return 1
 	}
 	srv := proxy.NewServer(rt.Runtime, log)
+	ops := startOps(cfg, rt, srv, log)
+	defer ops.stop()
 	log.Info("foxproxy started", zap.String("version", proxy.Version), zap.String("config", cfg.File),
-		zap.Stringer("listen", ln.Addr()), zap.String("downstream", cfg.Downstream), zap.Strings("stages", rt.stageNames()))
+		zap.Stringer("listen", ln.Addr()), zap.String("downstream", cfg.Downstream), zap.Strings("stages", rt.stageNames()),
+		zap.String("admin", cfg.AdminListen))
 
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
@@ -140,6 +164,7 @@ func serve(path string, stderr io.Writer) int {
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
 				current = reload(path, srv, current, level, log)
+				ops.use(current)
 				continue
 			}
 			log.Info("shutting down: draining sessions", zap.String("signal", sig.String()),

@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 
 	"go.uber.org/zap"
 
+	"github.com/foxproxy/foxproxy/admin"
 	"github.com/foxproxy/foxproxy/config"
 	"github.com/foxproxy/foxproxy/pipeline"
 	"github.com/foxproxy/foxproxy/policy"
@@ -20,6 +22,7 @@ import (
 type wired struct {
 	*proxy.Runtime
 	closers []func()
+	dns     *reputation.DNSClient
 	ers     *reputation.ERS
 	scan    *scan.Stage
 }
@@ -48,6 +51,7 @@ func wire(cfg *config.Config, log *zap.Logger) (w *wired, err error) {
 			return nil, fmt.Errorf("dns: %w", err)
 		}
 		w.closers = append(w.closers, func() { dnsClient.Close() })
+		w.dns = dnsClient
 	}
 
 	if len(cfg.ERS.Zones) > 0 {
@@ -184,6 +188,70 @@ func (w *wired) closeWhenIdle(srv *proxy.Server) {
 		srv.WaitRuntimeIdle(w.Runtime)
 		w.close()
 	}()
+}
+
+// sources reports this runtime's dependencies to the admin side, in one
+// shape whoever owns them.
+func (w *wired) sources() *admin.Sources {
+	src := &admin.Sources{Dependencies: w.dependencies}
+	if w.scan != nil {
+		src.Probers = append(src.Probers, w.scan)
+		src.ScanMode = func() (string, string) {
+			h := w.scan.Health()
+			return string(h.Active), h.Reason
+		}
+	}
+	return src
+}
+
+func (w *wired) dependencies() []admin.Dependency {
+	var deps []admin.Dependency
+	if w.ers != nil {
+		servers := strings.Join(w.dns.Servers(), ",")
+		for _, h := range w.ers.Health() {
+			deps = append(deps, admin.Dependency{
+				Kind: "ers", Name: h.Zone, State: string(h.State), OK: h.State == reputation.StateUp,
+				Target: servers, Since: h.Since, LastError: h.LastError, NextProbe: h.NextProbe,
+				Counters: map[string]uint64{"lookups": h.Lookups, "listed": h.Listed, "failures": h.Failures,
+					"checks": h.Checks, "check_failures": h.CheckFailures},
+			})
+		}
+	}
+	if w.scan != nil {
+		h := w.scan.Health()
+		for _, b := range []*scan.BackendHealth{h.Smart, h.Conventional} {
+			if b == nil {
+				continue
+			}
+			d := admin.Dependency{
+				Kind: "scan", Name: b.Role, State: string(b.State), OK: b.State == scan.StateUp,
+				Target: b.Scanner, Since: b.Since, LastError: b.LastError,
+				Counters: map[string]uint64{"scans": b.Scans, "clean": b.Clean, "infected": b.Infected,
+					"failures": b.Failures, "unavailable": b.Unavailable, "probes": b.Probes},
+			}
+			if b.Role == "smart" && h.Active != h.Mode {
+				d.Detail = "switched to " + string(h.Active) + ": " + h.Reason
+				d.NextProbe = h.NextProbe
+			}
+			deps = append(deps, d)
+		}
+	}
+	return deps
+}
+
+// counters are the running configuration's cumulative counters for the
+// metrics (names in metrics.CounterNames).
+func (w *wired) counters() map[string]uint64 {
+	c := map[string]uint64{}
+	if w.dns != nil {
+		st := w.dns.Stats()
+		c["dns_lookups_total"] = st.Lookups
+		c["dns_cache_hits_total"] = st.CacheHits
+		c["dns_cache_misses_total"] = st.Lookups - st.CacheHits
+		c["dns_queries_total"] = st.Queries
+		c["dns_failures_total"] = st.Failures
+	}
+	return c
 }
 
 // quarantiner stores the proxy's quarantine verdicts in a quarantine.Store.
