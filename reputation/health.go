@@ -11,7 +11,8 @@ import (
 	"go.uber.org/zap/zapcore"
 )
 
-// State is the health state of one ERS zone.
+// State is the health state of one ERS zone (below) or of one WRS
+// backend's circuit breaker (StateClosed, StateOpen, StateHalfOpen).
 type State string
 
 const (
@@ -35,7 +36,10 @@ const (
 // reported down. A single failure is not worth a log line.
 const downAfter = 3
 
-// Health is a snapshot of one zone's health, for the status endpoint.
+// Health is a snapshot of one zone's health, for the status endpoint. ERS
+// has one per zone; WRS one per backend (its breaker), where Zone is the
+// backend's name (a zone, or "safebrowsing") and State one of the breaker
+// states.
 type Health struct {
 	Zone  string
 	State State
@@ -53,7 +57,11 @@ type Health struct {
 	// Failures those that failed.
 	Lookups, Listed, Failures uint64
 	// Checks counts connectivity checks, CheckFailures the failed ones.
+	// For a WRS backend they count the breaker's probes.
 	Checks, CheckFailures uint64
+	// Skipped counts messages a WRS backend was not asked about because
+	// its breaker was open (always 0 for ERS).
+	Skipped uint64
 }
 
 var (
