@@ -59,6 +59,7 @@ type Config struct {
 	Log        Log        `yaml:"log"`
 	DNS        DNS        `yaml:"dns"`
 	ERS        ERS        `yaml:"ers"`
+	WRS        WRS        `yaml:"wrs"`
 	Scan       Scan       `yaml:"scan"`
 	Policy     Policy     `yaml:"policy"`
 	Quarantine Quarantine `yaml:"quarantine"`

@@ -54,6 +54,61 @@ type DNSList struct {
 
 func (l *DNSList) setDefaults() { l.TXT = true }
 
+// WRS configures the web reputation stage: the links in each message
+// against DNS URI block lists and/or the Safe Browsing Lookup API.
+type WRS struct {
+	Zones        []URIList    `yaml:"zones"`
+	SafeBrowsing SafeBrowsing `yaml:"safebrowsing"`
+	// MaxURLs bounds the distinct URLs looked up per message.
+	MaxURLs int `yaml:"max_urls"`
+	// UnwrapRedirectors also looks up the targets of known redirectors
+	// (Google /url, Safe Links, URL Defense, Facebook).
+	UnwrapRedirectors bool `yaml:"unwrap_redirectors"`
+	// Budget bounds WRS's time on one message.
+	Budget Duration `yaml:"budget"`
+	// BreakerFailures consecutive failures of a backend open its breaker:
+	// WRS then skips it at once and probes it every BreakerProbeInterval.
+	BreakerFailures      int      `yaml:"breaker_failures"`
+	BreakerProbeInterval Duration `yaml:"breaker_probe_interval"`
+	Feedback             Feedback `yaml:"feedback"`
+}
+
+// URIList is one DNS URI block list.
+type URIList struct {
+	Zone string `yaml:"zone"`
+	// Codes maps whole answers to categories; Bitmask maps bits of the
+	// last octet (SURBL/URIBL style, 1..128) to categories. Not both.
+	Codes   map[string]string `yaml:"codes"`
+	Bitmask map[int]string    `yaml:"bitmask"`
+	// SkipIPs leaves IP-literal URLs out (domain-only lists like DBL).
+	SkipIPs bool `yaml:"skip_ips"`
+	// TestPoint is the name that must be listed for the breaker's probe
+	// (default "test", RFC 5782 §5).
+	TestPoint string `yaml:"test_point"`
+}
+
+// SafeBrowsing configures the Safe Browsing v4 Lookup API; off without an
+// API key.
+type SafeBrowsing struct {
+	APIKey  string   `yaml:"api_key"`
+	BaseURL string   `yaml:"base_url"`
+	Timeout Duration `yaml:"timeout"`
+	// ThreatTypes maps the API's threat types to categories; empty: the
+	// defaults (SOCIAL_ENGINEERING: phish, MALWARE: malware, ...).
+	ThreatTypes map[string]string `yaml:"threat_types"`
+}
+
+// Feedback configures where WRS reports the URLs it saw and their verdicts.
+type Feedback struct {
+	URL       string `yaml:"url"`
+	File      string `yaml:"file"`
+	QueueSize int    `yaml:"queue_size"`
+	BatchSize int    `yaml:"batch_size"`
+}
+
+// Enabled reports whether WRS has a backend.
+func (w WRS) Enabled() bool { return len(w.Zones) > 0 || w.SafeBrowsing.APIKey != "" }
+
 // Policy configures the rules that turn findings into a verdict.
 type Policy struct {
 	// Rules are tried in order; the first that matches decides. No match:
@@ -218,8 +273,61 @@ func (c *Config) validateSections(add func(key, format string, args ...any)) {
 		add("ers.budget", "must be positive")
 	}
 
+	c.validateWRS(add)
 	c.validateScan(add)
 	c.validatePolicy(add)
+}
+
+func (c *Config) validateWRS(add func(key, format string, args ...any)) {
+	w := c.WRS
+	seen := map[string]bool{}
+	for i, z := range w.Zones {
+		key := fmt.Sprintf("wrs.zones[%d]", i)
+		codes, err := reputation.ParseCodes(z.Codes)
+		if err != nil {
+			add(key+".codes", "%v", err)
+			continue
+		}
+		dz := reputation.DNSZone{Name: z.Zone, Codes: codes, Bitmask: z.Bitmask, SkipIPs: z.SkipIPs, TestPoint: z.TestPoint}
+		if z.Zone == "" {
+			add(key+".zone", "must be set")
+		} else if err := dz.Validate(); err != nil {
+			add(key, "%v", err)
+		}
+		name := strings.ToLower(strings.TrimSuffix(z.Zone, "."))
+		if seen[name] {
+			add(key+".zone", "%q is listed twice", z.Zone)
+		}
+		seen[name] = true
+	}
+	if w.SafeBrowsing.APIKey != "" {
+		sb := reputation.SafeBrowsingConfig{APIKey: w.SafeBrowsing.APIKey, BaseURL: w.SafeBrowsing.BaseURL,
+			Timeout: w.SafeBrowsing.Timeout.D(), ThreatTypes: w.SafeBrowsing.ThreatTypes}
+		if err := sb.Validate(); err != nil {
+			add("wrs.safebrowsing", "%v", err)
+		}
+	}
+	if w.MaxURLs <= 0 || w.MaxURLs > 500 {
+		add("wrs.max_urls", "must be between 1 and 500")
+	}
+	if w.Budget <= 0 {
+		add("wrs.budget", "must be positive")
+	}
+	if w.BreakerFailures <= 0 {
+		add("wrs.breaker_failures", "must be positive")
+	}
+	if w.BreakerProbeInterval.D() < time.Second {
+		add("wrs.breaker_probe_interval", "must be at least 1s")
+	}
+	if w.Feedback.URL != "" || w.Feedback.File != "" {
+		fc := reputation.FeedbackConfig{URL: w.Feedback.URL, File: w.Feedback.File, QueueSize: w.Feedback.QueueSize, BatchSize: w.Feedback.BatchSize}
+		if err := fc.Validate(); err != nil {
+			add("wrs.feedback", "%v", err)
+		}
+		if !w.Enabled() {
+			add("wrs.feedback", "needs WRS (wrs.zones or wrs.safebrowsing.api_key)")
+		}
+	}
 }
 
 func (c *Config) validateScan(add func(key, format string, args ...any)) {
@@ -355,6 +463,9 @@ func (c *Config) validatePolicy(add func(key, format string, args ...any)) {
 		checkWords("scan", r.If.Scan, ScanWords, false)
 		if len(r.If.ERS) > 0 && len(c.ERS.Zones) == 0 {
 			add(key+".if.ers", "ERS has no zones configured (ers.zones), so this condition can never match")
+		}
+		if len(r.If.WRS) > 0 && !c.WRS.Enabled() {
+			add(key+".if.wrs", "WRS has no backend configured (wrs.zones or wrs.safebrowsing), so this condition can never match")
 		}
 		for j, a := range append(append(StringList{}, r.If.From...), r.If.To...) {
 			if _, err := filepathMatch(a); err != nil {

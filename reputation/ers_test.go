@@ -656,3 +656,28 @@ func TestERSInPipeline(t *testing.T) {
 		t.Errorf("Run: %+v, %v", fs, err)
 	}
 }
+
+// Probe shows a list going away and coming back without any message, and
+// never disables a zone that passed its check.
+func TestERSProbe(t *testing.T) {
+	s := twoLists(t)
+	c := newClient(t, DNSConfig{Timeout: 200 * time.Millisecond}, s.Addr)
+	e, logs := newERS(t, ERSConfig{Zones: []Zone{blZone}, Client: c, RecheckInterval: time.Minute})
+	e.Probe(context.Background())
+	if h := e.Health()[0]; h.State != StateUp {
+		t.Fatalf("after the first probe: %+v", h)
+	}
+	s.set("bl.test", func(z *fakeZone) { z.rcode = dns.RcodeServerFailure })
+	e.Probe(context.Background())
+	if h := e.Health()[0]; h.State != StateDown {
+		t.Fatalf("probe with the list failing: %+v", h)
+	}
+	s.set("bl.test", func(z *fakeZone) { z.rcode = 0 })
+	e.Probe(context.Background())
+	if h := e.Health()[0]; h.State != StateUp {
+		t.Fatalf("probe after recovery: %+v", h)
+	}
+	if got := changes(logs, "bl.test"); !slices.Equal(got, []string{"unchecked>up", "up>down", "down>up"}) {
+		t.Fatalf("changes %v", got)
+	}
+}

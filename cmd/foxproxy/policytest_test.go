@@ -23,6 +23,7 @@ policy:
     - {if: {header: [{name: Subject, matches: "(?i)lottery"}]}, then: tag, subject_prefix: "[SPAM]"}
   on_infected: reject
 quarantine: {dir: QDIR}
+wrs: {zones: [{zone: uribl.example.test}], budget: 200ms}
 `
 
 func writePolicyTest(t *testing.T, cfgText string) (cfg, msg, lfMsg, qdir string) {
@@ -55,7 +56,7 @@ func TestPolicyTest(t *testing.T) {
 				"reply     550 5.7.1 Service unavailable; client host [198.51.100.7] blocked using a block list"}, nil},
 		{"first match wins", []string{"--client", "192.0.2.9", "--finding", "ers=listed:spam", msg}, 0,
 			[]string{`verdict   deliver, rule "partners", policy.rules[0] (` + cfg + `:6)`}, nil},
-		{"wrs not configured but injected", []string{"--finding", "wrs=listed:phish,malware", msg}, 0,
+		{"wrs injected", []string{"--finding", "wrs=listed:phish,malware", msg}, 0,
 			[]string{"wrs=listed(malware,phish)", `verdict   quarantine, rule "phish", policy.rules[2] (` + cfg + `:8)`,
 				"store     in quarantine.dir " + qdir + " (not in this dry run)"}, nil},
 		{"skipped wrs never matches a category", []string{"--finding", "wrs=skipped:timeout", msg}, 0,

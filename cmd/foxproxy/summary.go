@@ -22,6 +22,18 @@ func printSummary(w io.Writer, cfg *config.Config) {
 	} else {
 		fmt.Fprintf(w, "  ers:        off (no ers.zones)\n")
 	}
+	if cfg.WRS.Enabled() {
+		var backends []string
+		for _, z := range cfg.WRS.Zones {
+			backends = append(backends, z.Zone)
+		}
+		if cfg.WRS.SafeBrowsing.APIKey != "" {
+			backends = append(backends, "safebrowsing")
+		}
+		fmt.Fprintf(w, "  wrs:        %s, up to %d urls per message\n", strings.Join(backends, ", "), cfg.WRS.MaxURLs)
+	} else {
+		fmt.Fprintf(w, "  wrs:        off (no wrs.zones or wrs.safebrowsing.api_key)\n")
+	}
 	if cfg.Scan.Enabled() {
 		fmt.Fprintf(w, "  scan:       %s\n", scanners(cfg))
 	} else {

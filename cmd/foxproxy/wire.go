@@ -15,6 +15,7 @@ import (
 	"github.com/foxproxy/foxproxy/proxy"
 	"github.com/foxproxy/foxproxy/quarantine"
 	"github.com/foxproxy/foxproxy/reputation"
+	"github.com/foxproxy/foxproxy/reputation/urls"
 	"github.com/foxproxy/foxproxy/scan"
 )
 
@@ -22,9 +23,11 @@ import (
 type wired struct {
 	*proxy.Runtime
 	closers []func()
-	dns     *reputation.DNSClient
-	ers     *reputation.ERS
-	scan    *scan.Stage
+	dns      *reputation.DNSClient
+	ers      *reputation.ERS
+	wrs      *reputation.WRS
+	feedback *reputation.Feedback
+	scan     *scan.Stage
 }
 
 // wire builds the stages, the policy and the quarantine from a
@@ -41,7 +44,7 @@ func wire(cfg *config.Config, log *zap.Logger) (w *wired, err error) {
 	var stages []pipeline.Stage
 
 	var dnsClient *reputation.DNSClient
-	if len(cfg.ERS.Zones) > 0 {
+	if len(cfg.ERS.Zones) > 0 || len(cfg.WRS.Zones) > 0 {
 		dnsClient, err = reputation.NewDNSClient(reputation.DNSConfig{
 			Servers:   cfg.DNS.Servers,
 			Timeout:   cfg.DNS.Timeout.D(),
@@ -74,6 +77,13 @@ func wire(cfg *config.Config, log *zap.Logger) (w *wired, err error) {
 		stages = append(stages, w.ers)
 	}
 
+	if cfg.WRS.Enabled() {
+		if err := w.buildWRS(cfg.WRS, dnsClient, log.Named("wrs")); err != nil {
+			return nil, fmt.Errorf("wrs: %w", err)
+		}
+		stages = append(stages, w.wrs)
+	}
+
 	if cfg.Scan.Enabled() {
 		w.scan, err = buildScan(cfg.Scan, log.Named("scan"))
 		if err != nil {
@@ -96,6 +106,48 @@ func wire(cfg *config.Config, log *zap.Logger) (w *wired, err error) {
 		w.Quarantine = quarantiner{store}
 	}
 	return w, nil
+}
+
+func (w *wired) buildWRS(c config.WRS, dnsClient *reputation.DNSClient, log *zap.Logger) error {
+	wc := reputation.WRSConfig{
+		Client:  dnsClient,
+		Budget:  c.Budget.D(),
+		Breaker: reputation.BreakerConfig{Failures: c.BreakerFailures, ProbeInterval: c.BreakerProbeInterval.D()},
+		Logger:  log,
+	}
+	wc.Extractor.Limits.MaxURLs = c.MaxURLs
+	if c.UnwrapRedirectors {
+		wc.Extractor.Redirectors = urls.DefaultRedirectors()
+	}
+	for _, z := range c.Zones {
+		codes, err := reputation.ParseCodes(z.Codes)
+		if err != nil {
+			return fmt.Errorf("zone %s: %w", z.Zone, err)
+		}
+		wc.Zones = append(wc.Zones, reputation.DNSZone{Name: z.Zone, Codes: codes, Bitmask: z.Bitmask, SkipIPs: z.SkipIPs, TestPoint: z.TestPoint})
+	}
+	if sb := c.SafeBrowsing; sb.APIKey != "" {
+		wc.SafeBrowsing = &reputation.SafeBrowsingConfig{APIKey: sb.APIKey, BaseURL: sb.BaseURL, Timeout: sb.Timeout.D(),
+			ThreatTypes: sb.ThreatTypes, ClientVersion: proxy.Version}
+	}
+	if c.Feedback.URL != "" || c.Feedback.File != "" {
+		fb, err := reputation.NewFeedback(reputation.FeedbackConfig{URL: c.Feedback.URL, File: c.Feedback.File,
+			QueueSize: c.Feedback.QueueSize, BatchSize: c.Feedback.BatchSize, Logger: log.Named("feedback")})
+		if err != nil {
+			return err
+		}
+		w.feedback = fb
+		w.closers = append(w.closers, func() { fb.Close() })
+		wc.Feedback = fb
+	}
+	wrs, err := reputation.NewWRS(wc)
+	if err != nil {
+		return err
+	}
+	w.wrs = wrs
+	// Closed before the feedback it reports to (closers run in reverse).
+	w.closers = append(w.closers, func() { wrs.Close() })
+	return nil
 }
 
 func buildScan(sc config.Scan, log *zap.Logger) (*scan.Stage, error) {
@@ -194,6 +246,9 @@ func (w *wired) closeWhenIdle(srv *proxy.Server) {
 // shape whoever owns them.
 func (w *wired) sources() *admin.Sources {
 	src := &admin.Sources{Dependencies: w.dependencies}
+	if w.ers != nil {
+		src.Probers = append(src.Probers, w.ers)
+	}
 	if w.scan != nil {
 		src.Probers = append(src.Probers, w.scan)
 		src.ScanMode = func() (string, string) {
@@ -215,6 +270,30 @@ func (w *wired) dependencies() []admin.Dependency {
 				Counters: map[string]uint64{"lookups": h.Lookups, "listed": h.Listed, "failures": h.Failures,
 					"checks": h.Checks, "check_failures": h.CheckFailures},
 			})
+		}
+	}
+	if w.wrs != nil {
+		for _, h := range w.wrs.Health() {
+			d := admin.Dependency{
+				Kind: "wrs", Name: h.Zone, State: string(h.State), OK: h.State == reputation.StateClosed,
+				Since: h.Since, LastError: h.LastError, NextProbe: h.NextProbe,
+				Counters: map[string]uint64{"lookups": h.Lookups, "listed": h.Listed, "failures": h.Failures,
+					"skipped": h.Skipped, "probes": h.Checks},
+			}
+			if h.Zone != reputation.SafeBrowsingName && w.dns != nil {
+				d.Target = strings.Join(w.dns.Servers(), ",")
+			}
+			deps = append(deps, d)
+		}
+	}
+	if w.feedback != nil {
+		for _, st := range w.feedback.Stats() {
+			state, ok := "up", !st.Down
+			if st.Down {
+				state = "down"
+			}
+			deps = append(deps, admin.Dependency{Kind: "wrs-feedback", Name: st.Sink, State: state, OK: ok, LastError: st.LastError,
+				Counters: map[string]uint64{"queued": st.Queued, "sent": st.Sent, "dropped": st.Dropped, "pending": uint64(st.Pending)}})
 		}
 	}
 	if w.scan != nil {
@@ -250,6 +329,15 @@ func (w *wired) counters() map[string]uint64 {
 		c["dns_cache_misses_total"] = st.Lookups - st.CacheHits
 		c["dns_queries_total"] = st.Queries
 		c["dns_failures_total"] = st.Failures
+	}
+	if w.feedback != nil {
+		var sent, dropped uint64
+		for _, st := range w.feedback.Stats() {
+			sent += st.Sent
+			dropped += st.Dropped
+		}
+		c["wrs_feedback_sent_total"] = sent
+		c["wrs_feedback_dropped_total"] = dropped
 	}
 	return c
 }
