@@ -22,7 +22,7 @@ import (
 // wired is a runtime plus what must be stopped with it.
 type wired struct {
 	*proxy.Runtime
-	closers []func()
+	closers  []func()
 	dns      *reputation.DNSClient
 	ers      *reputation.ERS
 	wrs      *reputation.WRS
