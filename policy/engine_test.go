@@ -27,6 +27,8 @@ func engine(t *testing.T, yaml string) *Engine {
 const rules = `
 ers:
   zones: [{zone: bl.example.test, codes: {127.0.0.2: spam, 127.0.0.4: exploit}}]
+wrs:
+  zones: [{zone: uribl.example.test}]
 policy:
   rules:
     - {name: partner, if: {client: [192.0.2.0/24]}, then: deliver}
