@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/foxproxy/foxproxy/quarantine"
 )
 
@@ -353,5 +355,30 @@ func TestQuarantineReleaseWhileAnotherRuns(t *testing.T) {
 	}
 	if len(ds.commands()) != 0 {
 		t.Fatal("contacted the downstream")
+	}
+}
+
+// The running daemon enforces quarantine.retention by itself.
+func TestPurgeEveryEnforcesRetention(t *testing.T) {
+	store, err := quarantine.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, _ := store.Put(quarantine.Entry{Time: time.Now().Add(-48 * time.Hour)}, strings.NewReader("old"))
+	young, _ := store.Put(quarantine.Entry{}, strings.NewReader("young"))
+	stop := purgeEvery(store, 24*time.Hour, time.Hour, zap.NewNop())
+	defer stop()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, err := store.Get(old); err != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("entry past retention not purged")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := store.Get(young); err != nil {
+		t.Fatalf("young entry purged: %v", err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -104,6 +105,10 @@ func wire(cfg *config.Config, log *zap.Logger) (w *wired, err error) {
 			return nil, err
 		}
 		w.Quarantine = quarantiner{store}
+		if r := cfg.Quarantine.Retention.D(); r > 0 {
+			stop := purgeEvery(store, r, time.Hour, log.Named("quarantine"))
+			w.closers = append(w.closers, stop)
+		}
 	}
 	return w, nil
 }
@@ -190,6 +195,32 @@ func buildScan(sc config.Scan, log *zap.Logger) (*scan.Stage, error) {
 func closeScanner(s scan.Scanner) {
 	if c, ok := s.(io.Closer); ok {
 		c.Close()
+	}
+}
+
+// purgeEvery enforces the quarantine's retention while foxproxy runs: at
+// start and then every interval, entries older than retention are deleted.
+func purgeEvery(store *quarantine.Store, retention, interval time.Duration, log *zap.Logger) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		for {
+			if n, err := store.Purge(retention); err != nil {
+				log.Warn("quarantine purge failed", zap.Error(err))
+			} else if n > 0 {
+				log.Info("quarantine purged", zap.Int("deleted", n), zap.Duration("retention", retention))
+			}
+			select {
+			case <-done:
+				return
+			case <-time.After(interval):
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-finished
 	}
 }
 
