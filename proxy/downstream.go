@@ -27,6 +27,7 @@ import (
 type downstream struct {
 	client       *smtp.Client
 	conn         *dsConn
+	bw           *bufio.Writer // content writer, reused across messages
 	xfwdAttrs    map[string]bool
 	transactions int  // completed or reset transactions on this connection
 	txActive     bool // a MAIL was accepted and not yet finished or reset
@@ -85,16 +86,33 @@ func (d *downstream) rcpt(to string, opts *smtp.RcptOptions) error {
 
 // data sends header (foxproxy's added header lines) followed by the message
 // and returns the downstream's final reply text.
-func (d *downstream) data(header []byte, msg io.Reader) (string, error) {
+//
+// The content goes through a dotStuffer straight to the connection, not
+// through go-smtp's DotWriter, which handles a byte at a time (15% of
+// foxproxy's CPU on 10 KB messages). Only the final CRLF goes through the
+// DotWriter, so its Close adds just the ".\r\n".
+func (d *downstream) data(header []byte, msg io.Reader, deadline time.Time) (string, error) {
 	w, err := d.client.Data()
 	if err != nil {
 		return "", d.note(err)
 	}
-	if _, err := w.Write(header); err != nil {
+	if d.bw == nil {
+		d.bw = bufio.NewWriterSize(d.conn, 32<<10)
+	}
+	d.conn.SetWriteDeadline(deadline)
+	st := dotStuffer{w: d.bw, start: true}
+	if _, err := st.Write(header); err != nil {
 		d.broken = true
 		return "", err
 	}
-	if _, err := io.Copy(w, msg); err != nil {
+	bp := copyBufs.Get().(*[]byte)
+	_, err = io.CopyBuffer(&st, msg, *bp)
+	copyBufs.Put(bp)
+	if err != nil {
+		d.broken = true
+		return "", err
+	}
+	if err := st.finish(w); err != nil {
 		d.broken = true
 		return "", err
 	}
@@ -268,4 +286,78 @@ func rewriteBody(line []byte, body smtp.BodyType, eightBit bool) []byte {
 		out = append(out, " BODY="+string(body)...)
 	}
 	return append(out, line[i+len(added):]...)
+}
+
+// dotStuffer writes message content with RFC 5321 §4.5.2 dot-stuffing. The
+// content's lines end in CRLF (the guard refuses anything else), so a line
+// starts after each LF. The last two bytes are held back: finish sends a
+// final CRLF through go-smtp's DotWriter (whose Close then writes ".\r\n"),
+// or, for content without one, writes them here and lets Close add the CRLF.
+type dotStuffer struct {
+	w     *bufio.Writer
+	start bool // at the start of a line
+	tail  [2]byte
+	nt    int
+}
+
+func (s *dotStuffer) Write(p []byte) (int, error) {
+	n := len(p)
+	if len(p) < 2 {
+		for _, c := range p {
+			if s.nt == 2 {
+				if err := s.stuff(s.tail[:1]); err != nil {
+					return 0, err
+				}
+				s.tail[0] = s.tail[1]
+				s.nt = 1
+			}
+			s.tail[s.nt] = c
+			s.nt++
+		}
+		return n, nil
+	}
+	if err := s.stuff(s.tail[:s.nt]); err != nil {
+		return 0, err
+	}
+	if err := s.stuff(p[:len(p)-2]); err != nil {
+		return 0, err
+	}
+	s.nt = copy(s.tail[:], p[len(p)-2:])
+	return n, nil
+}
+
+func (s *dotStuffer) stuff(b []byte) error {
+	for len(b) > 0 {
+		if s.start && b[0] == '.' {
+			s.w.WriteByte('.')
+		}
+		i := bytes.IndexByte(b, '\n')
+		if i < 0 {
+			s.start = false
+			_, err := s.w.Write(b)
+			return err
+		}
+		if _, err := s.w.Write(b[:i+1]); err != nil {
+			return err
+		}
+		s.start = true
+		b = b[i+1:]
+	}
+	return nil
+}
+
+// finish writes what was held back and flushes; dot is go-smtp's DotWriter,
+// still in its initial state.
+func (s *dotStuffer) finish(dot io.Writer) error {
+	if s.nt == 2 && s.tail == [2]byte{'\r', '\n'} {
+		if err := s.w.Flush(); err != nil {
+			return err
+		}
+		_, err := dot.Write(s.tail[:])
+		return err
+	}
+	if err := s.stuff(s.tail[:s.nt]); err != nil {
+		return err
+	}
+	return s.w.Flush()
 }

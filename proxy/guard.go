@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -26,11 +27,10 @@ import (
 //   - adds XFORWARD to the EHLO reply for trusted clients;
 //   - follows DATA (by go-smtp's 354) and BDAT (by its size argument) so
 //     message content is passed through as content and never read as
-//     commands; a body line starting with "XFORWARD" stays body;
+//     commands; a body line starting with "XFORWARD" stays body. DATA
+//     content is read by the guard itself, for the session (content.go);
 //   - notes bare CR, bare LF and NUL in message content (SMTP smuggling,
-//     RFC 5321 §2.3.8) for the session to reject the message. Its
-//     end-of-data detection is go-smtp's own state machine, byte for byte,
-//     so both always agree where a message ends;
+//     RFC 5321 §2.3.8) for the session to reject the message;
 //   - bounds command line length and count, and enforces the idle and data
 //     timeouts (go-smtp's own read timeout would cap a whole DATA transfer at
 //     one command timeout).
@@ -44,7 +44,7 @@ type guardConn struct {
 	mode      readMode
 	lastVerb  string // verb of the last line handed over, until settled
 	lastArg   string
-	dataState int
+	content   contentState
 	dataEnd   time.Time // deadline for the whole message content
 	chunkLeft int64
 	chunkLast bool
@@ -57,6 +57,11 @@ type guardConn struct {
 	lineHead  [4]byte
 	ehloArmed bool // the reply being written answers EHLO: amend it
 	ehloFirst bool // the first line of that reply has been written
+
+	// dataOffered is set while a DATA command is with go-smtp: a Data call
+	// that sees it runs on the connection's goroutine (BDAT's runs on its
+	// own) and may take the content from the guard.
+	dataOffered atomic.Bool
 
 	// Shared with the session and the server (under mu).
 	mu      sync.Mutex
@@ -89,8 +94,9 @@ type readMode int
 
 const (
 	modeCommand readMode = iota
-	modeData
-	modeChunk
+	modeData             // DATA content, read by the session through Content
+	modeFakeEnd          // content consumed: go-smtp gets an empty message's ".\r\n"
+	modeChunk            // BDAT chunk, read by go-smtp
 )
 
 // taint records what kind of line-ending abuse a message contained.
@@ -141,7 +147,19 @@ func (g *guardConn) Read(p []byte) (int, error) {
 	g.settle()
 	switch g.mode {
 	case modeData:
-		return g.readData(p)
+		// The session did not read the whole content (it refused the
+		// message early, or never asked): skip the rest, then let go-smtp
+		// see the end of an empty message.
+		if err := g.skipContent(); err != nil {
+			return 0, err
+		}
+		fallthrough
+	case modeFakeEnd:
+		g.mode = modeCommand
+		g.pending = []byte(".\r\n")
+		n := copy(p, g.pending)
+		g.pending = g.pending[n:]
+		return n, nil
 	case modeChunk:
 		return g.readChunk(p)
 	}
@@ -165,6 +183,8 @@ func (g *guardConn) Read(p []byte) (int, error) {
 		verb, arg := commandVerb(line)
 		g.lastVerb, g.lastArg = verb, arg
 		switch verb {
+		case "DATA":
+			g.dataOffered.Store(true)
 		case "EHLO":
 			g.wmu.Lock()
 			g.ehloArmed = true
@@ -202,9 +222,10 @@ func (g *guardConn) settle() {
 	case "RSET", "HELO", "EHLO":
 		g.endTransaction()
 	case "DATA":
+		g.dataOffered.Store(false)
 		if code == 354 {
 			g.mode = modeData
-			g.dataState = 0
+			g.content = contentState{state: csStart}
 			g.dataEnd = g.cfg.now().Add(g.cfg.dataTimeout)
 		}
 	case "BDAT":
@@ -362,116 +383,6 @@ func (g *guardConn) fill() error {
 	g.Conn.SetReadDeadline(d)
 	_, err := g.br.Peek(1)
 	return err
-}
-
-// End-of-data states: go-smtp's dataReader state machine (data.go), kept
-// identical so the guard switches back to commands exactly where go-smtp
-// stops reading content.
-const (
-	dsBeginLine = iota
-	dsDot
-	dsDotCR
-	dsCR
-	dsData
-	dsEOF
-)
-
-func (g *guardConn) readData(p []byte) (int, error) {
-	if err := g.fill(); err != nil {
-		return 0, err
-	}
-	n := min(len(p), g.br.Buffered())
-	buf, _ := g.br.Peek(n)
-	// Whether a CR is bare depends on the byte after it. For the last byte
-	// take it from the buffer if it is there; else hold the CR back for the
-	// next Read, or, for a lone CR, wait for one more byte.
-	next := -1
-	if buf[n-1] == '\r' {
-		switch {
-		case g.br.Buffered() > n:
-			more, _ := g.br.Peek(n + 1)
-			next = int(more[n])
-		case n > 1:
-			n--
-			buf = buf[:n]
-		default:
-			more, err := g.br.Peek(2)
-			if err != nil {
-				return 0, err
-			}
-			next = int(more[1])
-		}
-	}
-	copy(p, buf)
-	// go-smtp's end-of-data detection misses "<CR><LF>.<CR><LF>" after a
-	// bare CR (its state machine drops to "data" on CR CR). A bare CR makes
-	// the message refused anyway, so the guard hands go-smtp a blank in its
-	// place: then go-smtp's framing is RFC 5321's, and content cannot hide
-	// an end of data from one side only.
-	for i := 0; i < n; i++ {
-		if p[i] != '\r' {
-			continue
-		}
-		after := next
-		if i+1 < n {
-			after = int(p[i+1])
-		}
-		if after != '\n' {
-			p[i] = ' '
-		}
-	}
-	state := g.dataState
-	end := -1
-	for i, c := range p[:n] {
-		switch state {
-		case dsBeginLine:
-			switch c {
-			case '.':
-				state = dsDot
-			case '\r':
-				state = dsCR
-			default:
-				state = dsData
-			}
-		case dsDot:
-			if c == '\r' {
-				state = dsDotCR
-			} else {
-				state = dsData
-			}
-		case dsDotCR:
-			if c == '\n' {
-				state = dsEOF
-			} else {
-				state = dsData
-			}
-		case dsCR:
-			if c == '\n' {
-				state = dsBeginLine
-			} else {
-				state = dsData
-			}
-		case dsData:
-			if c == '\r' {
-				state = dsCR
-			}
-		}
-		if state == dsEOF {
-			end = i + 1
-			break
-		}
-	}
-	if end >= 0 {
-		n = end
-	}
-	g.scanContent(buf[:n], false)
-	g.br.Discard(n)
-	g.dataState = state
-	if end >= 0 {
-		g.mode = modeCommand
-		g.endTransaction()
-	}
-	return n, nil
 }
 
 func (g *guardConn) readChunk(p []byte) (int, error) {

@@ -15,7 +15,10 @@ import (
 )
 
 // sinkSession accepts everything and keeps the last message.
-type sinkSession struct{ got *[]byte }
+type sinkSession struct {
+	got *[]byte
+	g   *guardConn
+}
 
 func (s sinkSession) Reset()                               {}
 func (s sinkSession) Logout() error                        { return nil }
@@ -31,7 +34,9 @@ func startSink(t testing.TB) (addr string, last *[]byte) {
 		t.Fatal(err)
 	}
 	got := new([]byte)
-	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) { return sinkSession{got}, nil }))
+	srv := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
+		return sinkSession{got: got, g: c.Conn().(*guardConn)}, nil
+	}))
 	srv.MaxLineLength = 0
 	srv.ErrorLog = zapPrintf{zap.NewNop()}
 	go srv.Serve(&plainGuardListener{ln})

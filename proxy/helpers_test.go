@@ -148,6 +148,9 @@ func (s *dsSession) Rcpt(to string, opts *smtp.RcptOptions) error {
 	return nil
 }
 func (s *dsSession) Data(r io.Reader) error {
+	if c := s.g.Content(); c != nil {
+		r = c
+	}
 	b, err := io.ReadAll(r)
 	if err != nil {
 		return err

@@ -1,0 +1,184 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"net"
+	"net/textproto"
+	"testing"
+	"time"
+)
+
+// dotStuff renders CRLF-clean content as DATA puts it on the wire.
+func dotStuff(content []byte) []byte {
+	var b bytes.Buffer
+	start := true
+	for i, c := range content {
+		if start && c == '.' {
+			b.WriteByte('.')
+		}
+		b.WriteByte(c)
+		start = c == '\n' && i > 0 && content[i-1] == '\r'
+	}
+	if !bytes.HasSuffix(content, []byte("\r\n")) && len(content) > 0 {
+		b.WriteString("\r\n")
+	}
+	b.WriteString(".\r\n")
+	return b.Bytes()
+}
+
+// crlfClean turns every bare CR or LF into a space and ends with CRLF.
+func crlfClean(b []byte) []byte {
+	out := bytes.ReplaceAll(b, []byte("\r\n"), []byte{0xff, 0xfe})
+	out = bytes.Map(func(r rune) rune {
+		if r == '\r' || r == '\n' || r == 0 {
+			return ' '
+		}
+		return r
+	}, out)
+	out = bytes.ReplaceAll(out, []byte{0xff, 0xfe}, []byte("\r\n"))
+	if !bytes.HasSuffix(out, []byte("\r\n")) {
+		out = append(out, "\r\n"...)
+	}
+	return out
+}
+
+// readAllIn reads the guard's content with reads of the given size.
+func contentThroughGuard(t *testing.T, wire []byte, readSize int) ([]byte, taint, []byte) {
+	t.Helper()
+	client, server := net.Pipe()
+	defer client.Close()
+	g := newGuardConn(server, guardConfig{maxLine: 4096, maxCommands: 100, commandTimeout: 5 * time.Second, dataTimeout: 5 * time.Second})
+	go func() {
+		client.Write(wire)
+		client.Write([]byte("NOOP\r\n"))
+	}()
+	g.mode = modeData
+	g.content = contentState{state: csStart}
+	g.dataEnd = time.Now().Add(5 * time.Second)
+	var got []byte
+	buf := make([]byte, readSize)
+	r := contentReader{g}
+	for {
+		n, err := r.Read(buf)
+		got = append(got, buf[:n]...)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("read: %v", err)
+		}
+	}
+	// go-smtp then sees an empty message, and the next command intact.
+	rest := make([]byte, 64)
+	n, _ := io.ReadAtLeast(g, rest, 3)
+	m, _ := g.Read(rest[n:])
+	return got, g.Taint(), rest[:n+m]
+}
+
+func FuzzContentRoundTrip(f *testing.F) {
+	for _, s := range []string{"Subject: x\r\n\r\nbody\r\n", ".\r\n..\r\n...x\r\n", "", "a", ".", "\r\n.\r\n", "x\r\n.\r"} {
+		f.Add([]byte(s), uint8(7))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte, size uint8) {
+		content := crlfClean(raw)
+		for _, rs := range []int{1, 2, int(size%64) + 1, 32 << 10} {
+			got, tn, next := contentThroughGuard(t, dotStuff(content), rs)
+			if !bytes.Equal(got, content) || tn.any() {
+				t.Fatalf("read size %d: got %q (taint %v), want %q", rs, got, tn, content)
+			}
+			if string(next) != ".\r\nNOOP\r\n" {
+				t.Fatalf("after the content go-smtp would read %q", next)
+			}
+		}
+	})
+}
+
+func TestContentTaint(t *testing.T) {
+	cases := map[string]taint{
+		"a\nb\r\n.\r\n":        {bareLF: true},
+		"a\rb\r\n.\r\n":        {bareCR: true},
+		"a\x00b\r\n.\r\n":      {nul: true},
+		"a\r\r\n.\r\n":         {bareCR: true},
+		".\rx\r\n.\r\n":        {bareCR: true},
+		"x\r\n.\n.\r\n.\r\n":   {bareLF: true},
+		"clean\r\n..\r\n.\r\n": {},
+	}
+	for wire, want := range cases {
+		for _, rs := range []int{1, 3, 1024} {
+			_, got, next := contentThroughGuard(t, []byte(wire), rs)
+			if got != want || string(next) != ".\r\nNOOP\r\n" {
+				t.Errorf("%q (reads of %d): taint %+v, next %q; want %+v", wire, rs, got, next, want)
+			}
+		}
+	}
+}
+
+func BenchmarkContent10K(b *testing.B) {
+	line := []byte("A line of a typical message body, about seventy characters long...\r\n")
+	var content []byte
+	for len(content) < 10<<10 {
+		content = append(content, line...)
+	}
+	wire := dotStuff(content)
+	b.SetBytes(int64(len(content)))
+	b.ReportAllocs()
+	buf := make([]byte, 32<<10)
+	for b.Loop() {
+		g := &guardConn{br: newBufReader(wire), mode: modeData, content: contentState{state: csStart}}
+		g.cfg.now = time.Now
+		g.dataEnd = time.Now().Add(time.Hour)
+		g.cfg.commandTimeout = time.Hour
+		g.Conn = nopConn{}
+		for {
+			if _, err := g.readContent(buf); err != nil {
+				break
+			}
+		}
+	}
+}
+
+func newBufReader(b []byte) *bufio.Reader { return bufio.NewReaderSize(bytes.NewReader(b), 64<<10) }
+
+// nopConn is a net.Conn whose deadlines do nothing (for benchmarks that read
+// from memory).
+type nopConn struct{ net.Conn }
+
+func (nopConn) SetReadDeadline(time.Time) error { return nil }
+
+// The dotStuffer, fed in any pieces, puts exactly what go-smtp's DotWriter
+// (net/textproto) would on the wire.
+func FuzzDotStufferMatchesDotWriter(f *testing.F) {
+	for _, s := range []string{"a\r\n.b\r\n..\r\n", ".", "x", "\r\n", ".\r\n.", "no end"} {
+		f.Add([]byte(s), uint8(3))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte, piece uint8) {
+		content := crlfClean(raw)
+		if len(raw)%2 == 1 { // also content that does not end in CRLF
+			content = bytes.TrimSuffix(content, []byte("\r\n"))
+		}
+		var want bytes.Buffer
+		dw := textproto.NewWriter(bufio.NewWriter(&want)).DotWriter()
+		dw.Write(content)
+		dw.Close()
+
+		var got bytes.Buffer
+		bw := bufio.NewWriter(&got)
+		dot := textproto.NewWriter(bw).DotWriter()
+		st := dotStuffer{w: bw, start: true}
+		size := int(piece%7) + 1
+		for b := content; len(b) > 0; {
+			n := min(size, len(b))
+			st.Write(b[:n])
+			b = b[n:]
+		}
+		if err := st.finish(dot); err != nil {
+			t.Fatal(err)
+		}
+		dot.Close()
+		if !bytes.Equal(got.Bytes(), want.Bytes()) {
+			t.Fatalf("pieces of %d:\n got %q\nwant %q", size, got.Bytes(), want.Bytes())
+		}
+	})
+}
