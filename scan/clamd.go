@@ -41,18 +41,15 @@ type Clamd struct {
 	opts          Options
 	lim           *limiter
 
-	poolMu sync.Mutex
-	idle   []*clamdConn
-	closed bool
+	pool idlePool[*clamdConn]
 }
 
 // clamdConn is a connection to clamd, in a session once id > 0.
 type clamdConn struct {
 	net.Conn
-	br        *bufio.Reader
-	id        int // number of the last request sent in the session
-	idleSince time.Time
-	reused    bool
+	br     *bufio.Reader
+	id     int // number of the last request sent in the session
+	reused bool
 }
 
 var _ Scanner = (*Clamd)(nil)
@@ -344,21 +341,7 @@ func upload(w io.Writer, head []byte, eof bool, r io.Reader, restRead *atomic.Bo
 // getConn returns an idle session that still looks alive, or a new
 // connection.
 func (c *Clamd) getConn(ctx context.Context) (*clamdConn, error) {
-	now := time.Now()
-	for {
-		c.poolMu.Lock()
-		n := len(c.idle)
-		if n == 0 {
-			c.poolMu.Unlock()
-			break
-		}
-		cc := c.idle[n-1]
-		c.idle = c.idle[:n-1]
-		c.poolMu.Unlock()
-		if now.Sub(cc.idleSince) > c.opts.IdleTimeout || !connAlive(cc.Conn) {
-			cc.Close()
-			continue
-		}
+	if cc, ok := c.pool.get(time.Now(), c.opts.IdleTimeout, func(cc *clamdConn) bool { return connAlive(cc.Conn) }); ok {
 		cc.reused = true
 		return cc, nil
 	}
@@ -376,24 +359,12 @@ func (c *Clamd) putConn(cc *clamdConn) {
 		return
 	}
 	cc.SetDeadline(time.Time{})
-	cc.idleSince = time.Now()
-	c.poolMu.Lock()
-	if c.closed || len(c.idle) >= c.opts.MaxIdle {
-		c.poolMu.Unlock()
-		cc.Close()
-		return
-	}
-	c.idle = append(c.idle, cc)
-	c.poolMu.Unlock()
+	c.pool.put(cc, time.Now(), c.opts.MaxIdle)
 }
 
 // Close ends the idle sessions. Scans in flight finish normally.
 func (c *Clamd) Close() error {
-	c.poolMu.Lock()
-	idle := c.idle
-	c.idle, c.closed = nil, true
-	c.poolMu.Unlock()
-	for _, cc := range idle {
+	for _, cc := range c.pool.drain() {
 		cc.Write([]byte("zEND\x00"))
 		cc.Close()
 	}

@@ -512,9 +512,7 @@ func TestClamdStaleSession(t *testing.T) {
 	// Not noticed by the liveness check: a session whose peer is gone.
 	a, b := net.Pipe()
 	b.Close()
-	c.poolMu.Lock()
-	c.idle = []*clamdConn{{Conn: pipeConn{a}, br: bufio.NewReader(a), id: 3, idleSince: time.Now()}}
-	c.poolMu.Unlock()
+	c.pool.replace(&clamdConn{Conn: pipeConn{a}, br: bufio.NewReader(a), id: 3})
 	if _, err := c.Scan(context.Background(), strings.NewReader("x"), 1); err != nil {
 		t.Fatalf("retry after a dead session: %v", err)
 	}

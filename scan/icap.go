@@ -50,19 +50,16 @@ type ICAP struct {
 	svc     *ServiceOptions
 	svcExp  time.Time
 
-	poolMu sync.Mutex
-	idle   []*icapConn
-	closed bool
+	pool idlePool[*icapConn]
 }
 
 var _ Scanner = (*ICAP)(nil)
 
 type icapConn struct {
 	net.Conn
-	br        *bufio.Reader
-	bw        *bufio.Writer
-	idleSince time.Time
-	reused    bool
+	br     *bufio.Reader
+	bw     *bufio.Writer
+	reused bool
 }
 
 const (
@@ -136,11 +133,7 @@ func (c *ICAP) ServiceOptions() (ServiceOptions, bool) {
 
 // Close drops the idle connections. Scans in flight finish normally.
 func (c *ICAP) Close() error {
-	c.poolMu.Lock()
-	idle := c.idle
-	c.idle, c.closed = nil, true
-	c.poolMu.Unlock()
-	for _, cc := range idle {
+	for _, cc := range c.pool.drain() {
 		cc.Close()
 	}
 	return nil
@@ -498,21 +491,7 @@ func (c *ICAP) optionsOn(ctx context.Context, cc *icapConn) (o ServiceOptions, r
 
 // getConn returns an idle connection that still looks alive, or a new one.
 func (c *ICAP) getConn(ctx context.Context) (*icapConn, error) {
-	now := c.now()
-	for {
-		c.poolMu.Lock()
-		n := len(c.idle)
-		if n == 0 {
-			c.poolMu.Unlock()
-			break
-		}
-		cc := c.idle[n-1]
-		c.idle = c.idle[:n-1]
-		c.poolMu.Unlock()
-		if now.Sub(cc.idleSince) > c.opts.IdleTimeout || !connAlive(cc.Conn) {
-			cc.Close()
-			continue
-		}
+	if cc, ok := c.pool.get(c.now(), c.opts.IdleTimeout, func(cc *icapConn) bool { return connAlive(cc.Conn) }); ok {
 		cc.reused = true
 		return cc, nil
 	}
@@ -535,19 +514,11 @@ func (c *ICAP) putConn(cc *icapConn) {
 		return
 	}
 	cc.SetDeadline(time.Time{})
-	cc.idleSince = c.now()
-	c.poolMu.Lock()
 	max := c.opts.MaxIdle
 	c.svcMu.Lock()
 	if c.svc != nil && c.svc.MaxConnections > 0 {
 		max = min(max, c.svc.MaxConnections)
 	}
 	c.svcMu.Unlock()
-	if c.closed || len(c.idle) >= max {
-		c.poolMu.Unlock()
-		cc.Close()
-		return
-	}
-	c.idle = append(c.idle, cc)
-	c.poolMu.Unlock()
+	c.pool.put(cc, c.now(), max)
 }

@@ -576,9 +576,7 @@ func TestICAPStaleRetry(t *testing.T) {
 	}
 	a, b := net.Pipe()
 	b.Close()
-	c.poolMu.Lock()
-	c.idle = []*icapConn{{Conn: pipeConn{a}, br: bufio.NewReader(a), bw: bufio.NewWriter(a), idleSince: time.Now()}}
-	c.poolMu.Unlock()
+	c.pool.replace(&icapConn{Conn: pipeConn{a}, br: bufio.NewReader(a), bw: bufio.NewWriter(a)})
 	if _, err := c.Scan(context.Background(), strings.NewReader("hello"), 5); err != nil {
 		t.Fatalf("retry after a dead pooled connection: %v", err)
 	}
@@ -586,9 +584,7 @@ func TestICAPStaleRetry(t *testing.T) {
 	// dead connection and a message bigger than the buffered head.
 	a, b = net.Pipe()
 	b.Close()
-	c.poolMu.Lock()
-	c.idle = []*icapConn{{Conn: pipeConn{a}, br: bufio.NewReader(a), bw: bufio.NewWriter(a), idleSince: time.Now()}}
-	c.poolMu.Unlock()
+	c.pool.replace(&icapConn{Conn: pipeConn{a}, br: bufio.NewReader(a), bw: bufio.NewWriter(a)})
 	big := bytes.Repeat([]byte("y"), 3*icapChunk)
 	_, err := c.Scan(context.Background(), bytes.NewReader(big), int64(len(big)))
 	wantKind(t, err, ErrUnavailable)

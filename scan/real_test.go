@@ -277,9 +277,7 @@ func TestRealClamd(t *testing.T) {
 					t.Errorf("%s: got %v, %v; want %v", tc.name, res, err, tc.want)
 				}
 			}
-			c.poolMu.Lock()
-			idle := len(c.idle)
-			c.poolMu.Unlock()
+			idle, _ := c.pool.state()
 			if idle != 1 {
 				t.Errorf("%d idle sessions after sequential scans, want 1", idle)
 			}
@@ -381,9 +379,7 @@ func TestRealICAP(t *testing.T) {
 					t.Errorf("%s: got %v, %v; want %v", sc.name, res, err, sc.want)
 				}
 			}
-			c.poolMu.Lock()
-			idle := len(c.idle)
-			c.poolMu.Unlock()
+			idle, _ := c.pool.state()
 			if idle != 1 {
 				t.Errorf("%d idle connections after sequential scans, want 1 kept alive", idle)
 			}

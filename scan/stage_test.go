@@ -482,9 +482,7 @@ func TestStageCloseClosesScanners(t *testing.T) {
 		t.Fatalf("%+v", f)
 	}
 	s.Close()
-	icap.poolMu.Lock()
-	defer icap.poolMu.Unlock()
-	if !icap.closed || len(icap.idle) != 0 {
+	if idle, closed := icap.pool.state(); !closed || idle != 0 {
 		t.Fatal("the ICAP pool was not closed")
 	}
 }
