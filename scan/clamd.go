@@ -176,15 +176,8 @@ func (c *Clamd) Scan(ctx context.Context, r io.Reader, size int64) (Result, erro
 	// on a session found dead can be sent again.
 	bp := chunkPool.Get().(*[]byte)
 	defer chunkPool.Put(bp)
-	first := (*bp)[:clamdFirst]
-	n, err := io.ReadFull(r, first)
-	first = first[:n]
-	eof := false
-	switch err {
-	case nil:
-	case io.EOF, io.ErrUnexpectedEOF:
-		eof = true
-	default:
+	first, eof, err := readHead(r, (*bp)[:clamdFirst])
+	if err != nil {
 		return Result{}, newErr(c.name, ErrScanFailed, err, "reading message")
 	}
 	for attempt := 0; ; attempt++ {

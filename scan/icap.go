@@ -179,15 +179,8 @@ func (c *ICAP) scan(ctx context.Context, r io.Reader, size int64) (Result, error
 	// request that failed on a stale connection be sent again.
 	bp := chunkPool.Get().(*[]byte)
 	defer chunkPool.Put(bp)
-	first := (*bp)[:icapChunk]
-	n, rerr := io.ReadFull(r, first)
-	first = first[:n]
-	eof := false
-	switch rerr {
-	case nil:
-	case io.EOF, io.ErrUnexpectedEOF:
-		eof = true
-	default:
+	first, eof, rerr := readHead(r, (*bp)[:icapChunk])
+	if rerr != nil {
 		return Result{}, newErr(c.name, ErrScanFailed, rerr, "reading message")
 	}
 	lim := c.lims

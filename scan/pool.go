@@ -73,3 +73,17 @@ func (p *idlePool[C]) state() (idle int, closed bool) {
 	defer p.mu.Unlock()
 	return len(p.idle), p.closed
 }
+
+// readHead reads the first len(buf) bytes of a message (all of it when it
+// is shorter: eof). Scanners keep the head so that a request that failed on
+// a connection found dead can be sent again.
+func readHead(r io.Reader, buf []byte) (head []byte, eof bool, err error) {
+	n, err := io.ReadFull(r, buf)
+	switch err {
+	case nil:
+		return buf[:n], false, nil
+	case io.EOF, io.ErrUnexpectedEOF:
+		return buf[:n], true, nil
+	}
+	return nil, false, err
+}
