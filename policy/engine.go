@@ -18,9 +18,10 @@ import (
 // when any recipient matches (see README, "Policy").
 //
 // One safety net sits after the rules: a message that would be delivered
-// although no scanner could scan it is deferred (4xx) instead, unless
-// on_scan_unavailable is "pass" or the deciding rule tested
-// "scan: unavailable" itself. Nothing is delivered unscanned by accident.
+// although no scanner could scan it (scan unavailable, or error: an
+// answer that could not be used) is deferred (4xx) instead, unless
+// on_scan_unavailable is "pass" or the deciding rule tested the scan
+// itself. Nothing is delivered unscanned by accident.
 type Engine struct {
 	rules          []rule
 	passUnscanned  bool
@@ -151,7 +152,10 @@ func (e *Engine) guard(ctx *evalContext, v Verdict, ruleTestedScan bool) Verdict
 			g.Reply = r.buildReply(ctx)
 		}
 		return g
-	case f.Status == pipeline.Unavailable && !e.passUnscanned:
+	case (f.Status == pipeline.Unavailable || f.Status == pipeline.Error) && !e.passUnscanned:
+		// Error: the scanner answered something unusable (a malformed
+		// reply, an error of its own). The message is as unscanned as
+		// when no scanner answered at all.
 		return Verdict{Action: Tempfail, Rule: "on_scan_unavailable", Reply: &Reply{Code: 451, Enhanced: [3]int{4, 7, 1},
 			Text: "Error: scan service temporarily unavailable, try again later"}}
 	}

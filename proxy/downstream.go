@@ -51,12 +51,15 @@ func dialDownstream(ctx context.Context, o dsOptions) (*downstream, error) {
 	}
 	conn := &dsConn{Conn: nc, br: bufio.NewReader(nc)}
 	c := smtp.NewClient(conn)
-	c.CommandTimeout = o.commandTimeout
+	// The greeting and the EHLO reply are part of connecting
+	// (timeouts.downstream_connect); go-smtp waits CommandTimeout for them.
+	c.CommandTimeout = o.connectTimeout
 	c.SubmissionTimeout = o.dataTimeout
 	if err := c.Hello(o.hostname); err != nil {
 		c.Close()
 		return nil, err
 	}
+	c.CommandTimeout = o.commandTimeout
 	ds := &downstream{client: c, conn: conn, xfwdAttrs: map[string]bool{}}
 	if ok, attrs := c.Extension("XFORWARD"); ok {
 		for _, a := range strings.Fields(strings.ToUpper(attrs)) {

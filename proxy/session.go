@@ -171,18 +171,23 @@ func (e *dialError) Error() string { return "connect to downstream: " + e.err.Er
 func (e *dialError) Unwrap() error { return e.err }
 
 // downstreamError logs what went wrong with the downstream and picks the
-// reply: the downstream's own 4xx/5xx is mirrored, anything else is 4xx.
+// reply: the downstream's own 4xx/5xx to a command of the transaction is
+// mirrored, anything else (connecting included) is 4xx.
 func (ss *session) downstreamError(stage string, tx *transaction, err error) error {
+	var de *dialError
 	var se *smtp.SMTPError
-	if errors.As(err, &se) {
+	if !errors.As(err, &de) && errors.As(err, &se) {
 		ss.log.Info("downstream refused "+stage, zap.String("msg_id", tx.id),
 			zap.Int("code", se.Code), zap.String("reply", se.Message))
 		return mirrored(se)
 	}
 	ss.log.Warn("downstream failed at "+stage, zap.String("msg_id", tx.id),
 		zap.String("downstream", ss.rt.Config.Downstream), zap.Error(err))
-	var de *dialError
-	if errors.As(err, &de) {
+	if de != nil {
+		// Also a 4xx or 5xx greeting or EHLO reply: it refuses the
+		// connection, not this message, so it is never mirrored (a 5xx
+		// would bounce the mail); Postfix's own smtp client skips a 5xx
+		// greeting too (smtp_skip_5xx_greeting).
 		return errDownstreamUnavailable
 	}
 	return errDownstreamFailed
