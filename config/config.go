@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -142,7 +143,16 @@ func Parse(data []byte, name string) (*Config, error) {
 func parse(data []byte, name string, base *Config) (*Config, error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, &Error{File: name, Line: yamlErrorLine(err), Msg: cleanYAMLError(err)}
+		line := yamlErrorLine(err)
+		if line == 0 {
+			// yaml names no line for what its reader refuses (bad UTF-8, a
+			// control character): find it. Nor for a problem on the first
+			// line: its marks count lines from 0 and omit line 0.
+			if line = badCharLine(data); line == 0 {
+				line = 1
+			}
+		}
+		return nil, &Error{File: name, Line: line, Msg: cleanYAMLError(err)}
 	}
 	d := &decoder{file: name, lines: map[string]int{}}
 	c := base
@@ -190,6 +200,26 @@ func yamlErrorLine(err error) int {
 		num, _, _ := strings.Cut(rest, ":")
 		n, _ := strconv.Atoi(num)
 		return n
+	}
+	return 0
+}
+
+// badCharLine returns the line of the first byte that is not UTF-8 or is
+// a character YAML does not allow (YAML 1.2 §5.1), or 0 if there is none.
+func badCharLine(data []byte) int {
+	line := 1
+	for i := 0; i < len(data); {
+		r, size := utf8.DecodeRune(data[i:])
+		allowed := r == '\t' || r == '\n' || r == '\r' || r >= 0x20 && r <= 0x7e || r == 0x85 ||
+			r >= 0xa0 && r <= 0xd7ff || r >= 0xe000 && r <= 0xfffd || r >= 0x10000 && r <= 0x10ffff
+		if (r == utf8.RuneError && size <= 1) || !allowed {
+			return line
+		}
+		// Line breaks as YAML counts them (§5.4): CRLF, CR, LF, NEL, LS, PS.
+		if r == '\n' || r == '\r' && (i+1 == len(data) || data[i+1] != '\n') || r == 0x85 || r == 0x2028 || r == 0x2029 {
+			line++
+		}
+		i += size
 	}
 	return 0
 }

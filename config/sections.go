@@ -388,12 +388,13 @@ func (c *Config) validateScan(add func(key, format string, args ...any)) {
 	// A smart timeout followed by a conventional scan must both fit in the
 	// message's time for checks.
 	need := sc.Timeout.D()
-	if sc.FallbackToConventional {
+	fallback := sc.FallbackToConventional && sc.ActiveMode() == "smart"
+	if fallback {
 		need *= 2
 	}
 	if c.Timeouts.Stages.D() <= need {
 		add("timeouts.stages", "%v leaves no room for scanning (scan.timeout %v%s): make it larger than %v",
-			c.Timeouts.Stages, sc.Timeout, map[bool]string{true: ", twice with fallback", false: ""}[sc.FallbackToConventional], need)
+			c.Timeouts.Stages, sc.Timeout, map[bool]string{true: ", twice with fallback", false: ""}[fallback], need)
 	}
 }
 

@@ -96,16 +96,25 @@ func prefixSubject(r io.Reader, prefix string, limit int64) io.Reader {
 	br := bufio.NewReader(r)
 	var head bytes.Buffer
 	found := false
+	inLine := false // the last read ended inside a line longer than the buffer
 	for int64(head.Len()) < limit {
 		line, err := br.ReadSlice('\n')
-		if errors.Is(err, bufio.ErrBufferFull) {
-			head.Write(line) // a very long header line: copy it on
-			continue
-		}
-		if !found && len(line) >= 8 && bytes.EqualFold(line[:8], []byte("subject:")) {
+		start := !inLine
+		inLine = errors.Is(err, bufio.ErrBufferFull)
+		// A Subject line may be longer than the buffer: its first part
+		// starts with the field name.
+		if start && !found && len(line) >= 8 && bytes.EqualFold(line[:8], []byte("subject:")) {
 			rest := bytes.TrimLeft(line[8:], " \t")
 			line = append([]byte("Subject: "+prefix), rest...)
 			found = true
+		}
+		if inLine || !start {
+			// A part of a very long header line: copy it on.
+			head.Write(line)
+			if err != nil && !inLine {
+				break
+			}
+			continue
 		}
 		if len(bytes.TrimRight(line, "\r\n")) == 0 {
 			if !found {
