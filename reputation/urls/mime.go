@@ -10,6 +10,7 @@ import (
 	"mime"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/emersion/go-message"
 	_ "github.com/emersion/go-message/charset" // charset support for message.New
@@ -47,7 +48,6 @@ type walker struct {
 	schemeless bool   // whether text may yield scheme-less URLs here
 	pend       []byte // incomplete token carried between feeds
 	scratch    []byte
-	readBuf    []byte
 }
 
 func newWalker(x *Extractor) *walker {
@@ -491,7 +491,9 @@ func (w *walker) multipart(body io.Reader, mt, boundary, path, where string, dep
 		w.leafText(body, leafLabel(path, false))
 		return
 	}
-	g := &partHeaderGuard{r: body, dash: []byte("--" + boundary), max: w.lim.MaxHeaderBytes}
+	g := guards.Get().(*partHeaderGuard)
+	g.reset(body, []byte("--"+boundary), w.lim.MaxHeaderBytes)
+	defer guards.Put(g)
 	mr := textproto.NewMultipartReader(g, boundary)
 	child := "text/plain"
 	if mt == "multipart/digest" {
@@ -631,6 +633,15 @@ type partHeaderGuard struct {
 	cur  []byte // the chunk being served
 	off  int    // served bytes of cur
 	rerr error  // the error that ended r
+}
+
+// guards recycles partHeaderGuards (8 KiB of buffers each, one per
+// multipart).
+var guards = sync.Pool{New: func() any { return new(partHeaderGuard) }}
+
+// reset prepares a recycled guard for a new multipart body.
+func (g *partHeaderGuard) reset(r io.Reader, dash []byte, max int) {
+	*g = partHeaderGuard{r: r, dash: dash, max: max}
 }
 
 // guardChunk is the multipart reader's buffer size.

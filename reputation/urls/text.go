@@ -474,15 +474,19 @@ func uniSpace(b []byte) int {
 	return 0
 }
 
+// readBufs are plain's read buffers: one per text part otherwise, which was
+// a third of the bytes WRS allocated per message.
+var readBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
 // plain scans a text/plain body.
 func (w *walker) plain(r io.Reader) error {
-	if w.readBuf == nil {
-		w.readBuf = make([]byte, 32<<10)
-	}
+	bp := readBufs.Get().(*[]byte)
+	defer readBufs.Put(bp)
+	buf := *bp
 	for {
-		n, err := r.Read(w.readBuf)
+		n, err := r.Read(buf)
 		if n > 0 {
-			w.feedText(w.readBuf[:n])
+			w.feedText(buf[:n])
 		}
 		if err != nil || w.done {
 			w.flushText()
