@@ -379,8 +379,8 @@ func (ss *session) pipelineTransaction(tx *transaction, msg *spool.Message, sum 
 	}
 	needClient := tx.clientSource == "peer" && ss.g.cfg.trustedXforward && cfg.ClientFromReceived
 	if needClient || ptx.QueueID == "" {
-		if h, err := readHeader(msg.Open(), int64(cfg.Limits.MaxHeaderBytes)); err == nil {
-			client, name, qid := fromReceived(h)
+		if v := topReceived(msg.Open(), int64(cfg.Limits.MaxHeaderBytes)); v != "" {
+			client, name, qid := fromReceived(v)
 			if needClient && client.IsValid() {
 				tx.client, tx.clientSource = client, "received"
 				ptx.Client, ptx.ClientName = client, name

@@ -196,3 +196,17 @@ func FuzzParseXforward(f *testing.F) {
 		}
 	})
 }
+
+func TestTopReceived(t *testing.T) {
+	cases := map[string]string{
+		"Received: from a (b [192.0.2.1])\r\n\tby mx (Postfix) with ESMTP id X1\r\nReceived: from older\r\n\r\nbody": "from a (b [192.0.2.1]) \tby mx (Postfix) with ESMTP id X1",
+		"Subject: s\r\nreceived: from x\r\n\r\n":                                                "from x",
+		"Subject: s\r\n\r\nReceived: from body\r\n":                                             "",
+		"X-Long: " + strings.Repeat("y", 5000) + "\r\nReceived: from after-a-long-line\r\n\r\n": "from after-a-long-line",
+	}
+	for in, want := range cases {
+		if got := topReceived(strings.NewReader(in), 1<<20); got != want {
+			t.Errorf("topReceived(%.40q...) = %q, want %q", in, got, want)
+		}
+	}
+}
