@@ -1,0 +1,215 @@
+package proxy
+
+import (
+	"io"
+	"math"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+	"go.uber.org/zap"
+
+	"github.com/foxproxy/foxproxy/pipeline"
+	"github.com/foxproxy/foxproxy/policy"
+)
+
+// tinyMessage is a short plain-text mail with a Postfix Received header,
+// about 400 bytes: the per-message cost of the SMTP path without content
+// cost.
+const tinyMessage = "Received: from mail.example.net (mail.example.net [198.51.100.7])\r\n" +
+	"\tby mx.example.test (Postfix) with ESMTPS id 4NbQ3k1x2Zz9sT\r\n" +
+	"\tfor <rcpt@example.test>; Fri, 27 Nov 2026 14:00:00 +0000 (UTC)\r\n" +
+	"From: <sender@example.net>\r\n" +
+	"To: <rcpt@example.test>\r\n" +
+	"Subject: hello\r\n" +
+	"Date: Fri, 27 Nov 2026 14:00:00 +0000\r\n" +
+	"Message-ID: <tiny@example.net>\r\n" +
+	"\r\n" +
+	"Hello, this is a tiny message.\r\n"
+
+// discardDownstream is an in-process re-injection smtpd: go-smtp behind a
+// trusting guard (so it offers XFORWARD, as Postfix's does) that accepts
+// every message and throws it away.
+func discardDownstream(b *testing.B) string {
+	b.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
+		return &discardSession{g: c.Conn().(*guardConn)}, nil
+	}))
+	srv.Domain = "downstream.test"
+	srv.MaxLineLength = 0
+	srv.ErrorLog = zapPrintf{zap.NewNop()}
+	go srv.Serve(&benchGuardListener{ln})
+	b.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
+// benchGuardListener is plainGuardListener without its command limit, which
+// a kept session of a benchmark runs past.
+type benchGuardListener struct{ net.Listener }
+
+func (l *benchGuardListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return newGuardConn(c, guardConfig{trustedXforward: true, maxLine: 4096, maxCommands: math.MaxInt,
+		maxXforward: 255, commandTimeout: time.Minute, dataTimeout: time.Minute}), nil
+}
+
+type discardSession struct{ g *guardConn }
+
+func (s *discardSession) Reset()        {}
+func (s *discardSession) Logout() error { return nil }
+func (s *discardSession) Mail(string, *smtp.MailOptions) error {
+	return nil
+}
+func (s *discardSession) Rcpt(string, *smtp.RcptOptions) error { return nil }
+func (s *discardSession) Data(r io.Reader) error {
+	if c := s.g.Content(); c != nil {
+		r = c
+	}
+	_, err := io.Copy(io.Discard, r)
+	return err
+}
+
+// benchProxy serves foxproxy in-process (no stages, deliver all, a
+// discarding logger) in front of a discarding downstream.
+func benchProxy(b *testing.B) string {
+	b.Helper()
+	cfg := testConfig(discardDownstream(b))
+	cfg.Limits.MaxCommands = math.MaxInt // a kept session runs past the default
+	rt := &Runtime{Config: cfg}
+	srv := NewServer(rt, zap.NewNop())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	go srv.Serve(ln)
+	b.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
+func benchTransaction(b *testing.B, c *smtp.Client) {
+	if err := c.Mail("sender@example.net", nil); err != nil {
+		b.Fatal(err)
+	}
+	if err := c.Rcpt("rcpt@example.test", nil); err != nil {
+		b.Fatal(err)
+	}
+	w, err := c.Data()
+	if err != nil {
+		b.Fatal(err)
+	}
+	io.WriteString(w, tinyMessage)
+	if err := w.Close(); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// BenchmarkSessionTinyMessage is one whole SMTP session through foxproxy
+// per iteration, as Postfix's smtp client opens one per message when it
+// has no cached connection: connect, greeting, EHLO, MAIL, RCPT, DATA,
+// the tiny message, QUIT, and for foxproxy the same towards the
+// downstream. The client and the downstream run in the same process, so
+// their cost is included; ns/op is a whole session's round trips on
+// loopback, allocs/op counts all three sides.
+//
+//	go test -run '^$' -bench SessionTinyMessage -benchmem ./proxy/
+func BenchmarkSessionTinyMessage(b *testing.B) {
+	addr := benchProxy(b)
+	b.ReportAllocs()
+	for b.Loop() {
+		c, err := smtp.Dial(addr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := c.Hello("client.test"); err != nil {
+			b.Fatal(err)
+		}
+		benchTransaction(b, c)
+		if err := c.Quit(); err != nil {
+			b.Fatal(err)
+		}
+		c.Close()
+	}
+}
+
+// BenchmarkTransactionTinyMessage is one transaction per iteration on a
+// session kept open (smtp-source -d, or Postfix with a cached
+// connection): MAIL, RCPT, DATA, the tiny message, and foxproxy's
+// transaction on its reused downstream connection.
+func BenchmarkTransactionTinyMessage(b *testing.B) {
+	addr := benchProxy(b)
+	c, err := smtp.Dial(addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Hello("client.test"); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		benchTransaction(b, c)
+	}
+}
+
+// traceFindings are what a message with ERS, WRS and scan on gets.
+var traceFindings = []pipeline.Finding{
+	{Stage: "ers", Status: pipeline.Clean},
+	{Stage: "wrs", Status: pipeline.Listed, Categories: []string{"phish", "spam"}},
+	{Stage: "scan", Status: pipeline.Clean, Backend: "smart"},
+}
+
+// BenchmarkTraceHeader renders the X-Foxproxy header of a message with
+// three findings (folded onto two lines).
+func BenchmarkTraceHeader(b *testing.B) {
+	v := policy.Verdict{Action: policy.Tag, Rule: "wrs-spam"}
+	b.ReportAllocs()
+	for b.Loop() {
+		if h := traceHeader("mx.example.org", "7ubt2krp4qj5dwoc", v, traceFindings); !strings.HasPrefix(h, "X-Foxproxy: ") {
+			b.Fatal(h)
+		}
+	}
+}
+
+// BenchmarkFoldHeader is a policy's added header (one short part).
+func BenchmarkFoldHeader(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		foldHeader("X-Foxproxy-Flag", []string{"wrs-spam"})
+	}
+}
+
+// message10K is a 10 KB message with a Subject in a header block of ten
+// lines.
+func message10K() string {
+	var s strings.Builder
+	s.WriteString(tinyMessage[:strings.Index(tinyMessage, "\r\n\r\n")+4])
+	for s.Len() < 10<<10 {
+		s.WriteString("A line of a typical message body, about seventy characters long...\r\n")
+	}
+	return s.String()
+}
+
+// BenchmarkPrefixSubject is a tag verdict's subject prefix on a 10 KB
+// message: the header block is rewritten, the body streams through.
+// SetBytes counts the whole message, which is read to the end.
+func BenchmarkPrefixSubject(b *testing.B) {
+	msg := message10K()
+	buf := make([]byte, 32<<10)
+	b.SetBytes(int64(len(msg)))
+	b.ReportAllocs()
+	for b.Loop() {
+		r := prefixSubject(strings.NewReader(msg), "[SPAM] ", 1<<20)
+		if _, err := io.CopyBuffer(io.Discard, r, buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
