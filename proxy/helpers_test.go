@@ -57,7 +57,13 @@ type dsMessage struct {
 
 func startDownstream(t *testing.T) *testDownstream {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return startDownstreamAt(t, "127.0.0.1:0")
+}
+
+// startDownstreamAt starts a test downstream on addr (a port of 0 picks one).
+func startDownstreamAt(t *testing.T, addr string) *testDownstream {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -557,22 +557,6 @@ func restartDownstreamOn(t *testing.T, old *testDownstream) *testDownstream {
 	return d
 }
 
-func startDownstreamAt(t *testing.T, addr string) *testDownstream {
-	t.Helper()
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := &testDownstream{t: t, ln: ln, addr: addr, rejectRcpt: map[string]*smtp.SMTPError{}}
-	d.srv = smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
-		return &dsSession{d: d, g: c.Conn().(*guardConn)}, nil
-	}))
-	d.srv.EnableDSN, d.srv.EnableSMTPUTF8 = true, true
-	go d.srv.Serve(&plainGuardListener{ln})
-	t.Cleanup(func() { d.srv.Close() })
-	return d
-}
-
 func TestAllowedClients(t *testing.T) {
 	ds := startDownstream(t)
 	p := startProxy(t, ds.addr, withConfig(func(c *config.Config) {
