@@ -183,22 +183,25 @@ func greet(ctx context.Context, addr string, timeout time.Duration) error {
 	defer c.Close()
 	deadline, _ := ctx.Deadline()
 	c.SetDeadline(deadline)
+	// Bounded like every wait: lines within the 4 KiB buffer, at most
+	// 100 of them, all within the deadline.
 	br := bufio.NewReader(c)
-	for {
-		line, err := br.ReadString('\n')
+	for range 100 {
+		b, err := br.ReadSlice('\n')
 		if err != nil {
 			return err
 		}
+		line := string(b)
 		if !strings.HasPrefix(line, "220") {
 			return &greetingError{strings.TrimSpace(line)}
 		}
 		if len(line) < 4 || line[3] != '-' {
-			break
+			c.Write([]byte("QUIT\r\n"))
+			br.ReadSlice('\n')
+			return nil
 		}
 	}
-	c.Write([]byte("QUIT\r\n"))
-	br.ReadString('\n')
-	return nil
+	return &greetingError{"more than 100 greeting lines"}
 }
 
 type greetingError struct{ line string }

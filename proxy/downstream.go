@@ -8,7 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/textproto"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -262,14 +262,30 @@ func (c *dsConn) Read(p []byte) (int, error) {
 }
 
 // readReply reads one complete (possibly multi-line) reply.
+// A reply is at most maxReplyLines lines, each within the read buffer
+// (4 KiB): RFC 5321 §4.5.3.1.5 allows 512 bytes a line.
+const maxReplyLines = 100
+
 func (c *dsConn) readReply() (int, string, error) {
-	tp := textproto.NewReader(c.br)
-	code, msg, err := tp.ReadResponse(0)
-	var te *textproto.Error
-	if err != nil && !errors.As(err, &te) {
-		return 0, "", fmt.Errorf("downstream: %w", err)
+	var text []string
+	for range maxReplyLines {
+		line, err := c.br.ReadSlice('\n')
+		if err != nil {
+			return 0, "", fmt.Errorf("downstream: reading a reply: %w", err)
+		}
+		l := strings.TrimRight(string(line), "\r\n")
+		code, err := strconv.Atoi(l[:min(3, len(l))])
+		if len(l) < 3 || err != nil || (len(l) > 3 && l[3] != ' ' && l[3] != '-') {
+			return 0, "", fmt.Errorf("downstream: malformed reply line %q", truncate(l, 80))
+		}
+		if len(l) > 4 {
+			text = append(text, l[4:])
+		}
+		if len(l) == 3 || l[3] == ' ' {
+			return code, strings.Join(text, "\n"), nil
+		}
 	}
-	return code, msg, nil
+	return 0, "", fmt.Errorf("downstream: reply longer than %d lines", maxReplyLines)
 }
 
 // rewriteBody makes the MAIL command carry the upstream's BODY parameter:

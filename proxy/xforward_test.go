@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"net/netip"
 	"strings"
 	"testing"
@@ -208,5 +209,24 @@ func TestTopReceived(t *testing.T) {
 		if got := topReceived(strings.NewReader(in), 1<<20); got != want {
 			t.Errorf("topReceived(%.40q...) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+func TestDownstreamReplyReading(t *testing.T) {
+	read := func(in string) (int, string, error) {
+		c := &dsConn{br: bufio.NewReader(strings.NewReader(in))}
+		return c.readReply()
+	}
+	if code, text, err := read("250-first\r\n250 2.0.0 Ok\r\n"); err != nil || code != 250 || text != "first\n2.0.0 Ok" {
+		t.Fatalf("multi-line: %d %q %v", code, text, err)
+	}
+	if _, _, err := read("hello\r\n"); err == nil {
+		t.Fatal("malformed reply accepted")
+	}
+	if _, _, err := read(strings.Repeat("250-x\r\n", 200) + "250 ok\r\n"); err == nil {
+		t.Fatal("a reply of 200 lines accepted")
+	}
+	if _, _, err := read("250 " + strings.Repeat("x", 10000) + "\r\n"); err == nil {
+		t.Fatal("a 10 KB reply line accepted")
 	}
 }
