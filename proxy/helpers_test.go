@@ -240,20 +240,27 @@ func sendMail(t *testing.T, addr, from string, to []string, body string) (*smtp.
 	if err := c.Hello("client.test"); err != nil {
 		return c, err
 	}
+	_, err = transact(c, from, to, body)
+	return c, err
+}
+
+// transact sends one message on an open client and returns the reply to
+// the final dot, or the error of the first step that failed.
+func transact(c *smtp.Client, from string, to []string, body string) (*smtp.DataResponse, error) {
 	if err := c.Mail(from, nil); err != nil {
-		return c, err
+		return nil, err
 	}
 	for _, r := range to {
 		if err := c.Rcpt(r, nil); err != nil {
-			return c, err
+			return nil, err
 		}
 	}
 	w, err := c.Data()
 	if err != nil {
-		return c, err
+		return nil, err
 	}
 	io.WriteString(w, body)
-	return c, w.Close()
+	return w.CloseWithResponse()
 }
 
 // rawConn is a line-level SMTP client for what go-smtp's client cannot do:

@@ -30,18 +30,7 @@ func TestDeliverBytesInBytesOut(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if err := c.Mail("a@example.test", nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Rcpt("b@example.test", nil); err != nil {
-		t.Fatal(err)
-	}
-	w, err := c.Data()
-	if err != nil {
-		t.Fatal(err)
-	}
-	io.WriteString(w, sampleMessage)
-	resp, err := w.CloseWithResponse()
+	resp, err := transact(c, "a@example.test", []string{"b@example.test"}, sampleMessage)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -513,18 +502,7 @@ func TestDownstreamReuseAndReconnect(t *testing.T) {
 	defer c.Close()
 	send := func() {
 		t.Helper()
-		if err := c.Mail("a@example.test", nil); err != nil {
-			t.Fatal(err)
-		}
-		if err := c.Rcpt("b@example.test", nil); err != nil {
-			t.Fatal(err)
-		}
-		w, err := c.Data()
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.WriteString(w, sampleMessage)
-		if err := w.Close(); err != nil {
+		if _, err := transact(c, "a@example.test", []string{"b@example.test"}, sampleMessage); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -671,4 +649,24 @@ func TestTagSubjectPrefix(t *testing.T) {
 			t.Errorf("in %q: got %q", in, rest)
 		}
 	}
+}
+
+// max_message_bytes needs a restart: after a reload that changes it, the
+// SIZE advertised and the limit enforced both stay the start's value.
+func TestMaxMessageBytesKeepsItsStartValue(t *testing.T) {
+	ds := startDownstream(t)
+	p := startProxy(t, ds.addr)
+	cfg := testConfig(ds.addr)
+	cfg.MaxMessageBytes = 10
+	p.srv.Reload(&Runtime{Config: cfg})
+	r := dialRaw(t, p.addr)
+	if ehlo := r.greet(); !strings.Contains(ehlo, "SIZE 52428800") {
+		t.Fatalf("SIZE changed without a restart:\n%s", ehlo)
+	}
+	r.send("MAIL FROM:<a@example.test> SIZE=100\r\nRCPT TO:<b@example.test>\r\nDATA\r\n")
+	r.expect("250 ")
+	r.expect("250 ")
+	r.expect("354 ")
+	r.send(sampleMessage + ".\r\n")
+	r.expect("250 ")
 }

@@ -63,6 +63,10 @@ type Server struct {
 	smtp *smtp.Server
 	now  func() time.Time
 	obs  Observer
+	// maxMessageBytes is max_message_bytes as of the start: go-smtp
+	// advertises it and cannot change it, so the SIZE check and the spool
+	// use this one value, not a reloaded configuration's.
+	maxMessageBytes int64
 
 	mu       sync.Mutex
 	idle     *sync.Cond // signalled when a session ends
@@ -87,7 +91,8 @@ func NewServer(rt *Runtime, log *zap.Logger) *Server {
 	cfg := rt.Config
 	srv := smtp.NewServer(backend{s})
 	srv.Domain = cfg.HostnameOrDefault()
-	srv.MaxMessageBytes = int64(cfg.MaxMessageBytes) + 1 // see guardConfig.maxSize
+	s.maxMessageBytes = int64(cfg.MaxMessageBytes)
+	srv.MaxMessageBytes = s.maxMessageBytes + 1 // see guardConfig.maxSize
 	srv.MaxRecipients = cfg.Limits.MaxRecipients
 	srv.MaxLineLength = 0 // the guard bounds command lines; content lines are bounded by the message size
 	srv.ReadTimeout = 0   // the guard sets read deadlines (per command, per message)
@@ -275,7 +280,7 @@ func (s *Server) admit(c net.Conn) *guardConn {
 		maxLine:         int(cfg.Limits.MaxCommandLine),
 		maxCommands:     cfg.Limits.MaxCommands,
 		maxXforward:     cfg.Limits.MaxXforwardValueLen,
-		maxSize:         s.smtp.MaxMessageBytes - 1,
+		maxSize:         s.maxMessageBytes,
 		commandTimeout:  cfg.Timeouts.Command.D(),
 		dataTimeout:     cfg.Timeouts.Data.D(),
 		now:             s.now,

@@ -79,7 +79,7 @@ func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 	if ss.tx != nil {
 		return errNestedMail
 	}
-	if opts.Size > ss.s.smtp.MaxMessageBytes-1 {
+	if opts.Size > ss.s.maxMessageBytes {
 		return errTooBig
 	}
 	tx := &transaction{id: newID(), start: ss.s.now(), from: from, opts: opts, xfwd: ss.g.Xforward()}
@@ -309,7 +309,7 @@ func (ss *session) receive(r io.Reader, tx *transaction) (*spool.Message, error)
 	w := spool.NewWriter(spool.Options{
 		Dir:             cfg.Spool.Dir,
 		MemoryThreshold: int64(cfg.Spool.MemoryThreshold),
-		MaxBytes:        int64(cfg.MaxMessageBytes),
+		MaxBytes:        ss.s.maxMessageBytes,
 	})
 	readErr, writeErr := copyContent(w, r)
 	if readErr == nil && writeErr == nil {
@@ -324,7 +324,7 @@ func (ss *session) receive(r io.Reader, tx *transaction) (*spool.Message, error)
 	switch {
 	case errors.As(readErr, &se) && se.Code == 552, errors.Is(writeErr, spool.ErrTooLarge):
 		ss.log.Info("message refused: larger than max_message_bytes", zap.String("msg_id", tx.id),
-			zap.Int64("max_message_bytes", int64(cfg.MaxMessageBytes)))
+			zap.Int64("max_message_bytes", ss.s.maxMessageBytes))
 		return nil, errTooBig
 	case writeErr != nil:
 		ss.log.Error("cannot spool message", zap.String("msg_id", tx.id), zap.Error(writeErr))
