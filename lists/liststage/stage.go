@@ -1,0 +1,95 @@
+// Package liststage is the "lists" pipeline stage: it reports which of the
+// local lists (package lists) the message's client, sender and links are
+// on, so that policy rules can name them (`if: {list: [blocked_clients]}`).
+//
+// It is its own package because package pipeline carries the lists
+// snapshot (pipeline.Transaction.Lists) and so imports package lists.
+package liststage
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/foxproxy/foxproxy/lists"
+	"github.com/foxproxy/foxproxy/pipeline"
+	"github.com/foxproxy/foxproxy/reputation/urls"
+)
+
+// Name is the stage's name in findings and the trace header.
+const Name = "lists"
+
+// Stage looks the message up in its lists snapshot (tx.Lists). It makes no
+// network access and never fails: no match is Clean, any match is Listed
+// with the lists' names as categories.
+type Stage struct {
+	extractor *urls.Extractor
+}
+
+var _ pipeline.Stage = (*Stage)(nil)
+
+// New returns the stage. Links are found the way WRS finds them, with
+// extraction tuned by cfg; the extraction runs only while blocked_urls has
+// entries.
+func New(cfg urls.Config) (*Stage, error) {
+	x, err := urls.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &Stage{extractor: x}, nil
+}
+
+// Name implements pipeline.Stage.
+func (s *Stage) Name() string { return Name }
+
+// Inspect implements pipeline.Stage.
+func (s *Stage) Inspect(ctx context.Context, tx *pipeline.Transaction) pipeline.Finding {
+	start := time.Now()
+	f := pipeline.Finding{Stage: Name, Status: pipeline.Clean}
+	set := tx.Lists
+	hit := func(k lists.Kind, what, entry string) {
+		if !f.Has(k.String()) {
+			f.Categories = append(f.Categories, k.String())
+		}
+		f.Items = append(f.Items, pipeline.Item{What: what, Zone: k.String(), Category: entry})
+	}
+	if tx.Client.IsValid() {
+		c := tx.Client.Unmap().String()
+		if e, ok := set.ClientApproved(tx.Client); ok {
+			hit(lists.ApprovedClients, c, e)
+		}
+		if e, ok := set.ClientBlocked(tx.Client); ok {
+			hit(lists.BlockedClients, c, e)
+		}
+	}
+	if tx.From != "" {
+		if e, ok := set.SenderApproved(tx.From); ok {
+			hit(lists.ApprovedSenders, tx.From, e)
+		}
+		if e, ok := set.SenderBlocked(tx.From); ok {
+			hit(lists.BlockedSenders, tx.From, e)
+		}
+	}
+	if set.Len(lists.BlockedURLs) > 0 && tx.Message != nil {
+		res := s.extractor.Extract(pipeline.ContextReader(ctx, tx.Message.Open()))
+		seen := map[string]bool{}
+		for _, u := range res.URLs {
+			if e, ok := set.URLBlocked(u.Host); ok && !seen[e] {
+				seen[e] = true
+				hit(lists.BlockedURLs, u.Host, e)
+			}
+		}
+	}
+	if len(f.Categories) > 0 {
+		f.Status = pipeline.Listed
+		slices.Sort(f.Categories) // the pipeline's contract: sorted
+		var details []string
+		for _, it := range f.Items {
+			details = append(details, it.Zone+": "+it.Category)
+		}
+		f.Detail = strings.Join(details, "; ")
+	}
+	f.Duration = time.Since(start)
+	return f
+}
