@@ -32,6 +32,11 @@ type Config struct {
 	Listen string `yaml:"listen"`
 	// Downstream is the smtpd foxproxy re-injects accepted mail into.
 	Downstream string `yaml:"downstream"`
+	// Deployment says how Postfix calls foxproxy: after_queue (a
+	// content_filter: a 5xx makes Postfix bounce) or before_queue
+	// (smtpd_proxy_filter: a 5xx goes to the sending client). Defaults
+	// that depend on who hears a rejection follow it.
+	Deployment string `yaml:"deployment"`
 	// Hostname is used in the banner, EHLO to the downstream and the trace
 	// header. Empty: the machine's host name.
 	Hostname string `yaml:"hostname"`
@@ -64,6 +69,10 @@ type Config struct {
 	Scan       Scan       `yaml:"scan"`
 	Policy     Policy     `yaml:"policy"`
 	Quarantine Quarantine `yaml:"quarantine"`
+	Encryption Encryption `yaml:"encryption"`
+	Lists      Lists      `yaml:"lists"`
+	Update     Update     `yaml:"update"`
+	Click      Click      `yaml:"click"`
 
 	// File is where this configuration came from ("(default)" for the
 	// embedded one). Not a YAML key.
@@ -250,6 +259,9 @@ func (c *Config) validate() []problem {
 	}
 	checkAddr("listen", c.Listen, true)
 	checkAddr("downstream", c.Downstream, true)
+	if c.Deployment != "after_queue" && c.Deployment != "before_queue" {
+		add("deployment", "%q is not one of after_queue, before_queue", c.Deployment)
+	}
 	checkAddr("admin_listen", c.AdminListen, false)
 	if c.AdminProbeInterval.D() < time.Second {
 		add("admin_probe_interval", "must be at least 1s")

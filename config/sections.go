@@ -139,6 +139,9 @@ type Rule struct {
 	Headers []HeaderField `yaml:"headers"`
 	// SubjectPrefix is put in front of the Subject by tag, e.g. "[SPAM] ".
 	SubjectPrefix string `yaml:"subject_prefix"`
+	// RewriteLinks makes deliver, tag and encrypt point the message's
+	// links at the click service (time-of-click protection).
+	RewriteLinks bool `yaml:"rewrite_links"`
 }
 
 // Condition is the "if" of a rule. Stage conditions list categories or the
@@ -154,6 +157,18 @@ type Condition struct {
 	To       StringList    `yaml:"to"`
 	Header   []HeaderMatch `yaml:"header"`
 	SizeOver ByteSize      `yaml:"size_over"`
+	// RcptDomain matches when any recipient's domain matches one of these
+	// globs ("partner.example", "*.partner.example"). For encrypt it also
+	// says which recipients' copies are encrypted.
+	RcptDomain StringList `yaml:"rcpt_domain"`
+	// SubjectTag matches when the Subject contains this text (case does not
+	// matter), e.g. "[secure]". An encrypt rule removes it before
+	// encrypting.
+	SubjectTag string `yaml:"subject_tag"`
+	// List matches when the message's client, sender or a link is on one
+	// of these local lists: approved_clients, blocked_clients,
+	// approved_senders, blocked_senders, blocked_urls.
+	List StringList `yaml:"list"`
 }
 
 // HeaderMatch matches when a header field called Name has a value that the
@@ -203,6 +218,17 @@ type Scan struct {
 	MaxSize       ByteSize `yaml:"max_size"`
 	Oversize      string   `yaml:"oversize"`
 	PingTestVirus bool     `yaml:"ping_test_virus"`
+	// ClamAVMaxAge: the status warns when a clamd's signature database
+	// (clamd VERSION) is older than this; 0: no warning.
+	ClamAVMaxAge Duration `yaml:"clamav_max_age"`
+	// HoldAfter: while no scanner answers, a message that has waited this
+	// long in the local Postfix is held for rescan instead of deferred
+	// once more (0: never). The rescan keys pace the held area's rescan
+	// once a scanner answers (README, "Hold and rescan").
+	HoldAfter      Duration `yaml:"hold_after"`
+	RescanRate     float64  `yaml:"rescan_rate"`
+	RescanBatch    int      `yaml:"rescan_batch"`
+	RescanInterval Duration `yaml:"rescan_interval"`
 }
 
 // ScannerAddr names a scanner: "icap://host:port/service" (ICAP), or a
@@ -233,7 +259,8 @@ type Quarantine struct {
 
 // Actions and stage keywords understood by the policy.
 var (
-	Actions         = []string{"deliver", "tag", "quarantine", "reject", "tempfail", "discard"}
+	Actions         = []string{"deliver", "tag", "quarantine", "reject", "tempfail", "discard", "encrypt"}
+	ListNames       = []string{"approved_clients", "blocked_clients", "approved_senders", "blocked_senders", "blocked_urls"}
 	ReputationWords = []string{"listed", "clean", "skipped", "disabled"}
 	ScanWords       = []string{"clean", "infected", "unavailable", "skipped", "error"}
 )
@@ -275,7 +302,11 @@ func (c *Config) validateSections(add func(key, format string, args ...any)) {
 
 	c.validateWRS(add)
 	c.validateScan(add)
+	c.validateHold(add)
 	c.validatePolicy(add)
+	c.validateEncryption(add)
+	c.validateLists(add)
+	c.validateClick(add)
 }
 
 func (c *Config) validateWRS(add func(key, format string, args ...any)) {
@@ -462,13 +493,25 @@ func (c *Config) validatePolicy(add func(key, format string, args ...any)) {
 		checkWords("ers", r.If.ERS, ReputationWords, true)
 		checkWords("wrs", r.If.WRS, ReputationWords, true)
 		checkWords("scan", r.If.Scan, ScanWords, false)
+		checkWords("list", r.If.List, ListNames, false)
+		if r.RewriteLinks && !contains([]string{"deliver", "tag", "encrypt"}, r.Then) {
+			add(key+".rewrite_links", "only deliver, tag and encrypt deliver links to rewrite")
+		}
+		if strings.ContainsAny(r.If.SubjectTag, "\r\n") || len(r.If.SubjectTag) > 200 {
+			add(key+".if.subject_tag", "must be one line of at most 200 characters")
+		}
+		for j, d := range r.If.RcptDomain {
+			if strings.Contains(d, "@") {
+				add(fmt.Sprintf("%s.if.rcpt_domain[%d]", key, j), "%q is an address; rcpt_domain takes domains (use to: for addresses)", d)
+			}
+		}
 		if len(r.If.ERS) > 0 && len(c.ERS.Zones) == 0 {
 			add(key+".if.ers", "ERS has no zones configured (ers.zones), so this condition can never match")
 		}
 		if len(r.If.WRS) > 0 && !c.WRS.Enabled() {
 			add(key+".if.wrs", "WRS has no backend configured (wrs.zones or wrs.safebrowsing), so this condition can never match")
 		}
-		for j, a := range append(append(StringList{}, r.If.From...), r.If.To...) {
+		for j, a := range append(append(append(StringList{}, r.If.From...), r.If.To...), r.If.RcptDomain...) {
 			if _, err := filepathMatch(a); err != nil {
 				add(fmt.Sprintf("%s.if", key), "address pattern %d %q: %v", j, a, err)
 			}
@@ -519,6 +562,15 @@ func (c *Config) validatePolicy(add func(key, format string, args ...any)) {
 		if r.Then == "quarantine" && c.Quarantine.Dir == "" {
 			add(key+".then", "quarantine needs quarantine.dir")
 		}
+		if r.Then == "encrypt" {
+			e := c.Encryption
+			if e.OpenPGP.KeyringDir == "" && !e.OpenPGP.WKD && e.SMIME.CertDir == "" {
+				add(key+".then", "encrypt needs a key source: encryption.openpgp.keyring_dir, encryption.openpgp.wkd or encryption.smime.cert_dir")
+			}
+			if c.Quarantine.Dir == "" && (e.OnKeyServiceUnavailable == "quarantine" || c.KeyAbsentAction() == "quarantine") {
+				add(key+".then", "encrypt quarantines copies whose keys cannot be had (encryption.on_key_service_unavailable, on_key_absent), which needs quarantine.dir")
+			}
+		}
 	}
 	if c.Quarantine.Dir != "" && c.UsesQuarantine() {
 		if !filepath.IsAbs(c.Quarantine.Dir) {
@@ -535,6 +587,9 @@ func (c *Config) validatePolicy(add func(key, format string, args ...any)) {
 // UsesQuarantine reports whether any verdict can quarantine: a rule, or
 // infected mail under on_infected: quarantine.
 func (c *Config) UsesQuarantine() bool {
+	if c.Holds() {
+		return true
+	}
 	if c.Scan.Enabled() && c.Policy.OnInfected == "quarantine" {
 		return true
 	}
@@ -542,8 +597,25 @@ func (c *Config) UsesQuarantine() bool {
 		if r.Then == "quarantine" {
 			return true
 		}
+		if r.Then == "encrypt" && (c.Encryption.OnKeyServiceUnavailable == "quarantine" || c.KeyAbsentAction() == "quarantine") {
+			return true
+		}
 	}
 	return false
+}
+
+// KeyAbsentAction is encryption.on_key_absent, or its default for the
+// deployment: a before-queue filter can refuse the message to the sending
+// client (5xx naming the recipient), while after the queue a 5xx becomes a
+// bounce from this site, so the copy is quarantined instead.
+func (c *Config) KeyAbsentAction() string {
+	if c.Encryption.OnKeyAbsent != "" {
+		return c.Encryption.OnKeyAbsent
+	}
+	if c.Deployment == "before_queue" {
+		return "reject"
+	}
+	return "quarantine"
 }
 
 func contains(list []string, s string) bool {

@@ -19,6 +19,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/foxproxy/foxproxy/lists"
 )
 
 // Status is what a stage concluded about one message.
@@ -148,6 +150,10 @@ type Transaction struct {
 	// Message is the spooled message content as received, without the
 	// header foxproxy adds.
 	Message Content
+	// Lists are the local lists in force when the message's checks
+	// started (nil: none). Every stage uses this one snapshot, so an update
+	// that lands mid-message does not change the message's lists.
+	Lists *lists.Set
 }
 
 // Content is a spooled message. Open may be called any number of times,
@@ -246,4 +252,20 @@ func (p *Pipeline) Run(ctx context.Context, tx *Transaction) ([]Finding, error) 
 		}
 	}
 	return findings, nil
+}
+
+// ContextReader reads r until ctx ends, so a stage that reads a whole
+// message (extracting links, say) cannot outlive its time.
+func ContextReader(ctx context.Context, r io.Reader) io.Reader { return &ctxReader{ctx, r} }
+
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c *ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
 }

@@ -37,12 +37,16 @@ type rule struct {
 	reply         *config.Reply
 	headers       []Header
 	subjectPrefix string
+	rewriteLinks  bool
 }
 
 type condition struct {
 	ers, wrs, scan []string
 	client         config.Prefixes
 	from, to       []string
+	rcptDomain     []string
+	subjectTag     string
+	list           []string
 	header         []headerMatch
 	sizeOver       int64
 }
@@ -66,11 +70,16 @@ func New(cfg config.Policy, maxHeaderBytes int64) (*Engine, error) {
 			action:        Action(rc.Then),
 			reply:         rc.Reply,
 			subjectPrefix: rc.SubjectPrefix,
+			rewriteLinks:  rc.RewriteLinks,
 			cond: condition{
 				ers: nonEmpty(rc.If.ERS), wrs: nonEmpty(rc.If.WRS), scan: nonEmpty(rc.If.Scan),
 				client: nonEmptyPrefixes(rc.If.Client), sizeOver: int64(rc.If.SizeOver),
-				from: lower(rc.If.From), to: lower(rc.If.To),
+				from: lower(rc.If.From), to: lower(rc.If.To), rcptDomain: lower(rc.If.RcptDomain),
+				subjectTag: strings.ToLower(rc.If.SubjectTag), list: nonEmpty(rc.If.List),
 			},
+		}
+		if r.cond.subjectTag != "" {
+			e.needHeader = true
 		}
 		if r.name == "" {
 			r.name = fmt.Sprintf("rule-%d", i+1)
@@ -137,7 +146,7 @@ func (e *Engine) Decide(tx *pipeline.Transaction, findings []pipeline.Finding) V
 // infected mail gets on_infected, unscanned mail is deferred (unless
 // on_scan_unavailable is pass).
 func (e *Engine) guard(ctx *evalContext, v Verdict, ruleTestedScan bool) Verdict {
-	if ruleTestedScan || (v.Action != Deliver && v.Action != Tag) {
+	if ruleTestedScan || !v.Delivers() {
 		return v
 	}
 	f, ok := ctx.finding("scan")
@@ -206,17 +215,14 @@ func (cond *condition) matches(c *evalContext) bool {
 	if cond.from != nil && !addressMatches(cond.from, c.tx.From) {
 		return false
 	}
-	if cond.to != nil {
-		any := false
-		for _, r := range c.tx.Rcpts {
-			if addressMatches(cond.to, r) {
-				any = true
-				break
-			}
-		}
-		if !any {
-			return false
-		}
+	if cond.list != nil && !listMatches(c, cond.list) {
+		return false
+	}
+	if (cond.to != nil || cond.rcptDomain != nil) && len(cond.selectRcpts(c.tx.Rcpts)) == 0 {
+		return false
+	}
+	if cond.subjectTag != "" && !subjectHasTag(c.messageHeader().Get("Subject"), cond.subjectTag) {
+		return false
 	}
 	if cond.sizeOver > 0 && (c.tx.Message == nil || c.tx.Message.Size() <= cond.sizeOver) {
 		return false
@@ -234,6 +240,58 @@ func (cond *condition) matches(c *evalContext) bool {
 		}
 	}
 	return true
+}
+
+// selectRcpts returns the recipients that the rule's recipient conditions
+// (to, rcpt_domain; both when both are given) match.
+func (cond *condition) selectRcpts(rcpts []string) []string {
+	var out []string
+	for _, r := range rcpts {
+		if cond.to != nil && !addressMatches(cond.to, r) {
+			continue
+		}
+		if cond.rcptDomain != nil && !domainMatches(cond.rcptDomain, r) {
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// listMatches: the local-lists stage reports the lists that matched as
+// categories of its finding.
+func listMatches(c *evalContext, names []string) bool {
+	f, ok := c.finding("lists")
+	if !ok || f.Status != pipeline.Listed {
+		return false
+	}
+	for _, n := range names {
+		if f.Has(n) {
+			return true
+		}
+	}
+	return false
+}
+
+// subjectHasTag matches the tag anywhere in the Subject, ignoring case. The
+// Subject is compared as written (an encoded-word hides a tag, as it does
+// from every other filter that looks for one).
+func subjectHasTag(subject, lowerTag string) bool {
+	return strings.Contains(strings.ToLower(subject), lowerTag)
+}
+
+func domainMatches(patterns []string, addr string) bool {
+	i := strings.LastIndexByte(addr, '@')
+	if i < 0 {
+		return false
+	}
+	domain := strings.ToLower(addr[i+1:])
+	for _, p := range patterns {
+		if ok, _ := filepath.Match(p, domain); ok {
+			return true
+		}
+	}
+	return false
 }
 
 // stageMatches: any listed word matches. Categories match only a Listed
@@ -297,11 +355,19 @@ func addressMatches(patterns []string, addr string) bool {
 }
 
 func (r *rule) verdict(c *evalContext) Verdict {
-	v := Verdict{Action: r.action, Rule: r.name}
+	v := Verdict{Action: r.action, Rule: r.name, RewriteLinks: r.rewriteLinks}
 	switch r.action {
 	case Tag:
 		v.Headers = r.headers
 		v.SubjectPrefix = r.subjectPrefix
+	case Encrypt:
+		v.EncryptRcpts = c.tx.Rcpts
+		if r.cond.to != nil || r.cond.rcptDomain != nil {
+			v.EncryptRcpts = r.cond.selectRcpts(c.tx.Rcpts)
+		}
+		if r.cond.subjectTag != "" {
+			v.SubjectTag = r.cond.subjectTag
+		}
 	case Reject, Tempfail:
 		v.Reply = r.buildReply(c)
 	}

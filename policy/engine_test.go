@@ -169,7 +169,7 @@ func TestRuleValidation(t *testing.T) {
 }
 
 func TestActionsAgreeWithConfig(t *testing.T) {
-	mine := []string{string(Deliver), string(Tag), string(Quarantine), string(Reject), string(Tempfail), string(Discard)}
+	mine := []string{string(Deliver), string(Tag), string(Quarantine), string(Reject), string(Tempfail), string(Discard), string(Encrypt)}
 	if !slices.Equal(mine, config.Actions) {
 		t.Fatalf("policy actions %v, config accepts %v", mine, config.Actions)
 	}

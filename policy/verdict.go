@@ -23,6 +23,9 @@ const (
 	Tempfail Action = "tempfail"
 	// Discard answers 250 and delivers nothing; the log line remains.
 	Discard Action = "discard"
+	// Encrypt delivers the copies of the selected recipients encrypted
+	// (OpenPGP or S/MIME) and the others as deliver would.
+	Encrypt Action = "encrypt"
 )
 
 // Reply is an SMTP reply chosen by the policy (for reject and tempfail).
@@ -51,6 +54,20 @@ type Verdict struct {
 	Headers []Header
 	// SubjectPrefix is prepended to the Subject for Tag.
 	SubjectPrefix string
+	// RewriteLinks points the links of a delivered message at the click
+	// service (Deliver, Tag and Encrypt).
+	RewriteLinks bool
+	// EncryptRcpts are the recipients whose copies Encrypt encrypts: those
+	// the rule's recipient conditions matched, or all of them.
+	EncryptRcpts []string
+	// SubjectTag is removed from the Subject before encrypting (the tag
+	// that asked for encryption, e.g. "[secure]").
+	SubjectTag string
+}
+
+// Delivers reports whether the verdict hands the message to the downstream.
+func (v Verdict) Delivers() bool {
+	return v.Action == Deliver || v.Action == Tag || v.Action == Encrypt
 }
 
 // Decider decides a verdict from a transaction and its findings.

@@ -1,0 +1,115 @@
+package policy
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/foxproxy/foxproxy/config"
+	"github.com/foxproxy/foxproxy/pipeline"
+)
+
+// encryptRules is a policy with encrypt and rewrite_links rules, and the
+// click key those need (a secret file only its owner can read).
+func encryptRules(t *testing.T) string {
+	key := filepath.Join(t.TempDir(), "click-k1")
+	if err := os.WriteFile(key, []byte(strings.Repeat("k", 40)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return encryptRulesYAML + "click: {base_url: \"https://click.example.test\", keys: [{id: k1, secret_file: " + key + "}]}\n"
+}
+
+const encryptRulesYAML = `
+policy:
+  rules:
+    - {name: blocked, if: {list: [blocked_clients, blocked_senders]}, then: reject}
+    - {name: tagged, if: {subject_tag: "[Secure]"}, then: encrypt}
+    - {name: partner, if: {rcpt_domain: [partner.example, "*.partner.example"]}, then: encrypt, rewrite_links: true}
+    - {name: links, then: deliver, rewrite_links: true}
+encryption: {openpgp: {wkd: true}}
+quarantine: {dir: /tmp}
+`
+
+// Encrypt selects the recipients its conditions matched, so a message to a
+// partner and a colleague is encrypted for the partner only.
+func TestEncryptSelectsRecipients(t *testing.T) {
+	e := engine(t, encryptRules(t))
+	plain := "Subject: hello\r\n\r\nbody\r\n"
+	cases := []struct {
+		name   string
+		tx     *pipeline.Transaction
+		action Action
+		rule   string
+		rcpts  []string
+		tag    string
+		links  bool
+	}{
+		{"partner domain only", tx("198.51.100.1", "a@b.example", []string{"x@partner.example", "y@local.example", "z@mx.partner.example"}, plain),
+			Encrypt, "partner", []string{"x@partner.example", "z@mx.partner.example"}, "", true},
+		{"domain case ignored", tx("198.51.100.1", "a@b.example", []string{"X@Partner.Example"}, plain),
+			Encrypt, "partner", []string{"X@Partner.Example"}, "", true},
+		{"subject tag: everyone, tag to strip", tx("198.51.100.1", "a@b.example", []string{"x@partner.example", "y@local.example"}, "Subject: [SECURE] contract\r\n\r\nbody\r\n"),
+			Encrypt, "tagged", []string{"x@partner.example", "y@local.example"}, "[secure]", false},
+		{"tag in the body is not a subject tag", tx("198.51.100.1", "a@b.example", []string{"y@local.example"}, "Subject: hi\r\n\r\n[secure]\r\n"),
+			Deliver, "links", nil, "", true},
+		{"no partner: deliver with links rewritten", tx("198.51.100.1", "a@b.example", []string{"y@local.example"}, plain),
+			Deliver, "links", nil, "", true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			v := e.Decide(c.tx, nil)
+			if v.Action != c.action || v.Rule != c.rule {
+				t.Fatalf("verdict %s by %s, want %s by %s", v.Action, v.Rule, c.action, c.rule)
+			}
+			if !slices.Equal(v.EncryptRcpts, c.rcpts) || v.SubjectTag != c.tag || v.RewriteLinks != c.links {
+				t.Errorf("encrypt for %v tag %q links %v; want %v %q %v", v.EncryptRcpts, v.SubjectTag, v.RewriteLinks, c.rcpts, c.tag, c.links)
+			}
+		})
+	}
+}
+
+// The list condition matches the categories the local-lists stage reports.
+func TestListCondition(t *testing.T) {
+	e := engine(t, encryptRules(t))
+	plain := "Subject: hello\r\n\r\nbody\r\n"
+	m := tx("198.51.100.1", "a@b.example", []string{"y@local.example"}, plain)
+	blocked := pipeline.Finding{Stage: "lists", Status: pipeline.Listed, Categories: []string{"blocked_senders"}}
+	approved := pipeline.Finding{Stage: "lists", Status: pipeline.Listed, Categories: []string{"approved_clients"}}
+	if v := e.Decide(m, []pipeline.Finding{blocked}); v.Action != Reject || v.Rule != "blocked" {
+		t.Errorf("blocked sender: %s by %s", v.Action, v.Rule)
+	}
+	if v := e.Decide(m, []pipeline.Finding{approved}); v.Rule == "blocked" {
+		t.Errorf("approved client matched a blocked-list rule")
+	}
+	if v := e.Decide(m, []pipeline.Finding{{Stage: "lists", Status: pipeline.Clean}}); v.Rule == "blocked" {
+		t.Errorf("clean lists finding matched")
+	}
+}
+
+// Encrypt delivers, so the scan guard applies to it like to deliver.
+func TestEncryptIsGuarded(t *testing.T) {
+	e := engine(t, encryptRules(t)+"scan: {conventional: {url: \"tcp://127.0.0.1:1\"}}\n")
+	m := tx("198.51.100.1", "a@b.example", []string{"x@partner.example"}, "Subject: hi\r\n\r\nb\r\n")
+	if v := e.Decide(m, []pipeline.Finding{scanVir}); v.Action != Quarantine {
+		t.Errorf("infected encrypt: %s by %s", v.Action, v.Rule)
+	}
+	if v := e.Decide(m, []pipeline.Finding{scanGone}); v.Action != Tempfail {
+		t.Errorf("unscanned encrypt: %s by %s", v.Action, v.Rule)
+	}
+}
+
+func TestEncryptRuleValidation(t *testing.T) {
+	for yaml, want := range map[string]string{
+		"policy:\n  rules:\n    - {then: reject, rewrite_links: true}\n":                                          "rewrite_links",
+		"policy:\n  rules:\n    - {if: {rcpt_domain: [a@b.example]}, then: deliver}\n":                            "rcpt_domain",
+		"policy:\n  rules:\n    - {if: {list: [friends]}, then: deliver}\n":                                       "approved_clients",
+		"policy:\n  rules:\n    - {then: encrypt}\n":                                                              "encrypt needs a key source",
+		"encryption: {openpgp: {wkd: true}}\nquarantine: {dir: \"\"}\npolicy:\n  rules:\n    - {then: encrypt}\n": "needs quarantine.dir",
+	} {
+		if _, err := config.Parse([]byte(yaml), "policy.yaml"); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: error %v, want %q", yaml, err, want)
+		}
+	}
+}
