@@ -68,6 +68,13 @@ func Print(w io.Writer, st Status) {
 	if st.ScanMode != "" {
 		fmt.Fprintf(w, "scan mode: %s (%s)\n", st.ScanMode, st.ScanModeReason)
 	}
+	if st.Held != nil {
+		fmt.Fprintf(w, "held for rescan: %d", st.Held.Count)
+		if st.Held.Count > 0 {
+			fmt.Fprintf(w, ", oldest %s", since(st.Held.Oldest, st.Now))
+		}
+		fmt.Fprintln(w)
+	}
 	deps := append([]Dependency(nil), st.Dependencies...)
 	sort.SliceStable(deps, func(i, j int) bool { return !deps[i].OK && deps[j].OK })
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)

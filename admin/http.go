@@ -84,6 +84,9 @@ func (h *Handler) Snapshot() Status {
 		Dependencies: h.Monitor.Dependencies(),
 	}
 	st.ScanMode, st.ScanModeReason = h.Monitor.ScanMode()
+	if held, ok := h.Monitor.Held(); ok {
+		st.Held = &held
+	}
 	st.Recent, st.MessagesPerMinute, st.Messages = h.Recent.Snapshot(now)
 	if st.Recent == nil {
 		st.Recent = []Verdict{}

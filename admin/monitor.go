@@ -30,6 +30,9 @@ type Sources struct {
 	// ScanMode returns the scan stage's active mode and why ("" without
 	// scanning).
 	ScanMode func() (mode, reason string)
+	// Held returns the held area's count and oldest entry (nil, or ok
+	// false, when no mail is held for rescan).
+	Held func() (Held, bool)
 }
 
 // Monitor probes the downstream smtpd and the sources' dependencies every

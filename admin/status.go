@@ -64,6 +64,8 @@ type Status struct {
 	MessagesPerMinute float64   `json:"messages_per_minute"`
 	Messages          uint64    `json:"messages"`
 	Recent            []Verdict `json:"recent"`
+	// Held is set when the configuration holds mail for rescan.
+	Held *Held `json:"held,omitempty"`
 }
 
 // Healthy reports whether every dependency is OK.

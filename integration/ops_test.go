@@ -158,7 +158,8 @@ func TestOperationsShowTrafficAndOutages(t *testing.T) {
 	if m := depRow.FindStringSubmatch(dom); m == nil || m[1] != "bad" || m[2] != "down" {
 		t.Fatalf("status page does not show the scanner down:\n%s", dom)
 	}
-	if !strings.Contains(dom, "1 of 3 dependencies not up") {
+	// downstream, the ERS zone, clamd, and clamd's signature database.
+	if !strings.Contains(dom, "1 of 4 dependencies not up") {
 		t.Errorf("status page banner:\n%s", dom)
 	}
 	if !strings.Contains(dom, "<td>on_infected</td>") || !strings.Contains(dom, "<td>127.0.0.5</td>") {

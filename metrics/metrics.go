@@ -40,6 +40,9 @@ type Gauges struct {
 	// configuration's parts (DNS cache hits, feedback drops...), keyed by
 	// metric name without the foxproxy_ prefix; see CounterNames.
 	Counters func() map[string]uint64
+	// Held returns the held area's state (ok false: no mail is held for
+	// rescan in this configuration).
+	Held func() (admin.Held, bool)
 }
 
 // CounterNames are the scrape-time counters and their help texts.
@@ -131,6 +134,10 @@ var (
 		"1 for the dependency's current state (up, down, disabled, unchecked, open, ...).", []string{"kind", "name", "state"}, nil)
 	depSince = prometheus.NewDesc("foxproxy_dependency_state_since_seconds",
 		"Unix time the dependency entered its current state.", []string{"kind", "name"}, nil)
+	heldMessages = prometheus.NewDesc("foxproxy_held_messages",
+		"Messages in the held area: accepted while no scanner answered, waiting for their rescan.", nil, nil)
+	heldOldest = prometheus.NewDesc("foxproxy_held_oldest_age_seconds",
+		"Age of the oldest held message (0 when none is held).", nil, nil)
 	scanMode = prometheus.NewDesc("foxproxy_scan_mode",
 		"1 for the scan mode in use (smart or conventional).", []string{"mode"}, nil)
 )
@@ -166,6 +173,12 @@ func (c *scrapeCollector) Collect(ch chan<- prometheus.Metric) {
 				}
 				ch <- prometheus.MustNewConstMetric(scanMode, prometheus.GaugeValue, v, m)
 			}
+		}
+	}
+	if c.g.Held != nil {
+		if h, ok := c.g.Held(); ok {
+			ch <- prometheus.MustNewConstMetric(heldMessages, prometheus.GaugeValue, float64(h.Count))
+			ch <- prometheus.MustNewConstMetric(heldOldest, prometheus.GaugeValue, h.OldestAgeSeconds)
 		}
 	}
 	if c.g.Counters != nil {

@@ -20,6 +20,13 @@ type ReinjectOptions struct {
 	// Timeouts; zero values mean 30s, 5m and 10m, like the defaults of
 	// timeouts.downstream_connect, _command and _data.
 	ConnectTimeout, CommandTimeout, DataTimeout time.Duration
+	// BeforeData, when set, runs after the recipients are accepted and
+	// before DATA: the last moment at which nothing has been delivered (the
+	// rescan records there, durably, that the outcome may become
+	// uncertain). An error from it abandons the transaction.
+	BeforeData func() error
+	// Links rewrites links for a verdict that asks for it (ReinjectVerdict).
+	Links LinkRewriter
 }
 
 // Envelope is the SMTP envelope of a message received earlier, to be sent
@@ -159,6 +166,12 @@ func Reinject(ctx context.Context, o ReinjectOptions, env Envelope, content io.R
 	// downstream.data) to tell the two kinds of failure apart: before the
 	// final dot nothing is delivered; after it, without a reply, the
 	// outcome is unknown.
+	if o.BeforeData != nil {
+		if err := o.BeforeData(); err != nil {
+			d.reset()
+			return nil, fmt.Errorf("reinject: before DATA: %w", err)
+		}
+	}
 	w, err := d.client.Data()
 	if err != nil {
 		return nil, reinjectFailure("DATA", d.note(err))

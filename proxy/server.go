@@ -26,6 +26,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/foxproxy/foxproxy/config"
+	"github.com/foxproxy/foxproxy/lists"
 	"github.com/foxproxy/foxproxy/pipeline"
 	"github.com/foxproxy/foxproxy/policy"
 )
@@ -37,6 +38,16 @@ type Runtime struct {
 	Pipeline   *pipeline.Pipeline
 	Policy     policy.Decider
 	Quarantine Quarantiner // nil: quarantine verdicts tempfail
+	// Lists holds the local lists in force (nil: none); each message takes
+	// one snapshot of it when its checks start.
+	Lists *lists.Holder
+	// Links rewrites links for verdicts that ask for it (nil: no click
+	// service configured).
+	Links LinkRewriter
+	// Encryption encrypts for encrypt verdicts and decrypts mail for
+	// local recipients (nil: not configured).
+	Encryption        Encryptor
+	EncryptionActions EncryptionActions
 }
 
 // Quarantiner stores a message the policy quarantined. It returns only once
@@ -54,6 +65,9 @@ type QuarantineItem struct {
 	MailParams map[string]string
 	Findings   []pipeline.Finding
 	Verdict    policy.Verdict
+	// Reason says why, when the verdict alone does not (an encryption
+	// exception).
+	Reason string
 }
 
 // Server is foxproxy's SMTP server.

@@ -51,6 +51,12 @@ type transaction struct {
 	xfwd         Xforward
 	client       netip.Addr
 	clientSource string // "xforward", "received" or "peer"
+	// notes are trace-header tokens about what was done to the message
+	// before the stages saw it (e.g. decrypted).
+	notes []string
+	// rcptOpts are the RCPT parameters (DSN) by recipient, for copies
+	// delivered in transactions of their own.
+	rcptOpts map[string]*smtp.RcptOptions
 }
 
 var _ smtp.Session = (*session)(nil)
@@ -210,6 +216,10 @@ func (ss *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 		return r
 	}
 	tx.rcpts = append(tx.rcpts, to)
+	if tx.rcptOpts == nil {
+		tx.rcptOpts = map[string]*smtp.RcptOptions{}
+	}
+	tx.rcptOpts[to] = opts
 	return nil
 }
 
@@ -267,9 +277,10 @@ func (ss *session) Data(r io.Reader) (result error) {
 		return err
 	}
 	ss.s.obs.Spooled(msg.Size())
+	received := msg
 	defer func() {
-		msg.Close()
-		ss.s.obs.Spooled(-msg.Size())
+		received.Close()
+		ss.s.obs.Spooled(-received.Size())
 	}()
 	sum.size = msg.Size()
 	if t := ss.g.Taint(); t.any() {
@@ -282,6 +293,12 @@ func (ss *session) Data(r io.Reader) (result error) {
 		return errNULInData
 	}
 
+	if plain := ss.decryptInbound(tx, msg); plain != nil {
+		// The stages check, and the recipients get, what the sender
+		// wrote: a scanner cannot look inside an encrypted message.
+		defer plain.Close()
+		msg = plain
+	}
 	ptx := ss.pipelineTransaction(tx, msg, sum)
 	ctx, cancel := context.WithTimeout(context.Background(), ss.rt.Config.Timeouts.Stages.D())
 	defer cancel()
@@ -370,6 +387,7 @@ func (ss *session) pipelineTransaction(tx *transaction, msg *spool.Message, sum 
 		From:       tx.from,
 		Rcpts:      tx.rcpts,
 		Message:    msg,
+		Lists:      ss.rt.Lists.Current(),
 	}
 	if ptx.Helo == "" {
 		ptx.Helo = ss.conn.Hostname()
@@ -400,6 +418,8 @@ func (ss *session) execute(ctx context.Context, tx *transaction, ptx *pipeline.T
 	switch v.Action {
 	case policy.Deliver, policy.Tag:
 		return ss.deliver(tx, msg, findings, v, sum)
+	case policy.Encrypt:
+		return ss.deliverEncrypted(ctx, tx, ptx, msg, findings, v, sum)
 	case policy.Quarantine:
 		if ss.rt.Quarantine == nil {
 			ss.log.Error("policy chose quarantine but no quarantine is configured; deferring the message",
@@ -421,6 +441,9 @@ func (ss *session) execute(ctx context.Context, tx *transaction, ptx *pipeline.T
 		ss.ds.reset()
 		return reply(250, [3]int{2, 0, 0}, "Ok: discarded")
 	case policy.Reject, policy.Tempfail:
+		if held, r := ss.hold(ctx, tx, ptx, msg, findings, v, sum); held {
+			return r // scan.hold_after: see hold.go
+		}
 		ss.ds.reset()
 		return verdictReply(v)
 	}
@@ -440,16 +463,14 @@ func (ss *session) deliver(tx *transaction, msg *spool.Message, findings []pipel
 		ss.log.Warn("downstream connection lost before delivery", zap.String("msg_id", tx.id))
 		return errDownstreamFailed
 	}
+	c := ss.deliveryContent(tx, msg, v)
+	defer c.close()
 	var head strings.Builder
-	head.WriteString(traceHeader(ss.rt.Config.HostnameOrDefault(), tx.id, v, findings))
+	head.WriteString(traceHeader(ss.rt.Config.HostnameOrDefault(), tx.id, v, findings, append(tx.notes, c.notes...)...))
 	for _, h := range v.Headers {
 		head.WriteString(foldHeader(h.Name, []string{sanitizeText(h.Value)}))
 	}
-	var content io.Reader = msg.Open()
-	if v.SubjectPrefix != "" {
-		content = prefixSubject(content, sanitizeText(v.SubjectPrefix)+" ", int64(ss.rt.Config.Limits.MaxHeaderBytes))
-	}
-	text, err := ss.ds.data([]byte(head.String()), content, ss.s.now().Add(ss.rt.Config.Timeouts.DownstreamData.D()))
+	text, err := ss.ds.data([]byte(head.String()), c.open(), ss.s.now().Add(ss.rt.Config.Timeouts.DownstreamData.D()))
 	if err != nil {
 		return ss.downstreamError("DATA", tx, err)
 	}

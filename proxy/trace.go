@@ -20,12 +20,20 @@ var Version = "0.1.0-dev"
 // traceHeader renders the X-Foxproxy header: who handled the message, what
 // each stage found, which rule decided. It is the only change foxproxy makes
 // to a delivered message (besides headers a policy adds).
-func traceHeader(host, id string, v policy.Verdict, findings []pipeline.Finding) string {
+//
+// notes are what foxproxy did to the message besides (links rewritten,
+// decrypted, encrypted), each a key=value token.
+func traceHeader(host, id string, v policy.Verdict, findings []pipeline.Finding, notes ...string) string {
 	parts := []string{"foxproxy/" + Version, "host=" + host, "id=" + id}
 	for _, f := range findings {
 		parts = append(parts, f.Trace())
 	}
 	parts = append(parts, "verdict="+string(v.Action), "rule="+pipeline.TraceToken(v.Rule))
+	for _, n := range notes {
+		if k, val, ok := strings.Cut(n, "="); ok {
+			parts = append(parts, pipeline.TraceToken(k)+"="+pipeline.TraceToken(val))
+		}
+	}
 	return foldHeader("X-Foxproxy", parts)
 }
 

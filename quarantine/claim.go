@@ -2,6 +2,8 @@ package quarantine
 
 import (
 	"bytes"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,7 +28,20 @@ type claimRecord struct {
 	// Uncertain says the release sent the message and did not learn
 	// whether the downstream took it.
 	Uncertain string `json:"uncertain,omitempty"`
+	// Instance tells this process from an earlier one with the same PID
+	// (a restarted container's foxproxy is PID 1 again).
+	Instance string `json:"instance,omitempty"`
+	// Sending: the claimer was about to send the message, or sent it; if
+	// it is gone, whether the downstream took the message is unknown.
+	Sending bool `json:"sending,omitempty"`
 }
+
+// instance identifies this process in claims.
+var instance = func() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}()
 
 // Claim is a held claim on an entry (see Store.Claim).
 type Claim struct {
@@ -66,7 +81,7 @@ func (s *Store) Claim(id string, force bool) (*Claim, error) {
 	if _, err := s.Get(id); err != nil {
 		return nil, err
 	}
-	rec, _ := json.Marshal(claimRecord{PID: os.Getpid(), Time: s.now().UTC()})
+	rec, _ := json.Marshal(claimRecord{PID: os.Getpid(), Time: s.now().UTC(), Instance: instance})
 	for attempt := 0; ; attempt++ {
 		f, err := os.OpenFile(s.path(id, claimExt), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 		if err == nil {
@@ -107,6 +122,12 @@ func (s *Store) readClaim(id string) *ClaimedError {
 	}
 	ce.PID, ce.Time, ce.Uncertain = rec.PID, rec.Time, rec.Uncertain
 	ce.Running = rec.PID > 0 && processRunning(rec.PID)
+	if rec.PID == os.Getpid() && rec.Instance != "" && rec.Instance != instance {
+		ce.Running = false // an earlier process that had our PID
+	}
+	if rec.Sending && !ce.Running && ce.Uncertain == "" {
+		ce.Uncertain = "it stopped after it began to send the message, before it recorded the downstream's answer"
+	}
 	return ce
 }
 
@@ -134,7 +155,22 @@ func (c *Claim) KeepUncertain(why string) error {
 		return nil
 	}
 	c.done = true
-	rec, _ := json.Marshal(claimRecord{PID: os.Getpid(), Time: c.s.now().UTC(), Uncertain: why})
+	return c.rewrite(claimRecord{PID: os.Getpid(), Time: c.s.now().UTC(), Instance: instance, Uncertain: why})
+}
+
+// MarkSending records durably, before the message is sent, that the
+// outcome is about to become uncertain: should this process die before it
+// deletes the entry or drops the claim, the claim says the message may
+// have been delivered, and nobody sends it again without a decision.
+func (c *Claim) MarkSending() error {
+	if c.done {
+		return errors.New("quarantine: claim already given up")
+	}
+	return c.rewrite(claimRecord{PID: os.Getpid(), Time: c.s.now().UTC(), Instance: instance, Sending: true})
+}
+
+func (c *Claim) rewrite(r claimRecord) error {
+	rec, _ := json.Marshal(r)
 	tmp, err := c.s.writeTemp(c.id+claimExt, bytes.NewReader(rec))
 	if err != nil {
 		return err

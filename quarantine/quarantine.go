@@ -41,9 +41,15 @@ type Entry struct {
 	// MailOptions keeps the envelope parameters (BODY, SMTPUTF8, DSN) that a
 	// release must send again.
 	MailOptions map[string]string `json:"mail_options,omitempty"`
+	// Encrypt lists the recipients whose copies must be encrypted when
+	// released: the message waits for their keys (an encryption exception).
+	Encrypt []string `json:"encrypt,omitempty"`
 	// Released records partial releases: recipients the downstream accepted
 	// are delivered and leave Rcpts, which keeps only those still to send.
 	Released []Release `json:"released,omitempty"`
+	// Arrived is when the local Postfix received the message, for held
+	// entries (from its Received header; see the proxy's hold decision).
+	Arrived time.Time `json:"arrived,omitzero"`
 }
 
 // Release is one release that delivered the message to some recipients.
@@ -108,6 +114,10 @@ func (s *Store) newID() string {
 // returns only when both files are durable.
 func (s *Store) Put(e Entry, content io.Reader) (string, error) {
 	e.ID = s.newID()
+	return s.put(e, content)
+}
+
+func (s *Store) put(e Entry, content io.Reader) (string, error) {
 	if e.Time.IsZero() {
 		e.Time = s.now().UTC()
 	}

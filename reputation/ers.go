@@ -15,6 +15,7 @@ import (
 	"github.com/miekg/dns"
 	"go.uber.org/zap"
 
+	"github.com/foxproxy/foxproxy/lists"
 	"github.com/foxproxy/foxproxy/pipeline"
 )
 
@@ -48,6 +49,10 @@ type ERSConfig struct {
 	Logger *zap.Logger
 	// Clock drives state timestamps and re-checks (default: system).
 	Clock Clock
+	// Lists, when set, are asked at MAIL time: an approved client's
+	// lookups are not prefetched. (Inspect uses the message's snapshot,
+	// pipeline.Transaction.Lists.)
+	Lists *lists.Holder
 }
 
 // ERS is the email reputation stage: it looks the message's client address
@@ -60,6 +65,8 @@ type ERSConfig struct {
 // RecheckInterval while the others keep working; a zone that passed is
 // never disabled again. Inspect combines the zones like this:
 //
+//   - the client is on the message's approved_clients list → Skipped,
+//     Detail "approved client", without a query (nor a prefetch);
 //   - any zone listed → Listed, even if other zones failed (a listing is a
 //     fact; the failures are named in Detail);
 //   - else any enabled zone failed (DNS error, timeout, refused or bad
@@ -76,6 +83,7 @@ type ERS struct {
 	checkTimeout time.Duration
 	log          *zap.Logger
 	clock        Clock
+	lists        *lists.Holder
 
 	base   context.Context // parent of the checks; cancelled by Close
 	cancel context.CancelFunc
@@ -106,6 +114,7 @@ func NewERS(cfg ERSConfig) (*ERS, error) {
 		recheck: cfg.RecheckInterval,
 		log:     cfg.Logger,
 		clock:   cfg.Clock,
+		lists:   cfg.Lists,
 		// The check's queries end by themselves after the client's
 		// attempts; this is only an outer bound.
 		checkTimeout: time.Duration(cfg.Client.attempts)*cfg.Client.timeout + time.Second,
@@ -160,6 +169,9 @@ func (e *ERS) PrefetchClient(addr netip.Addr) {
 	if !addr.IsValid() || e.closed.Load() {
 		return
 	}
+	if _, ok := e.lists.Current().ClientApproved(addr); ok {
+		return
+	}
 	for i, z := range e.zones {
 		h := e.health[i]
 		h.startIfUnchecked()
@@ -187,7 +199,13 @@ type zoneOutcome struct {
 // leaves behind finish on their own timeouts and fill the cache.
 func (e *ERS) Inspect(ctx context.Context, tx *pipeline.Transaction) pipeline.Finding {
 	start := time.Now()
-	f := e.inspect(ctx, tx.Client)
+	var f pipeline.Finding
+	if _, ok := tx.Lists.ClientApproved(tx.Client); ok {
+		// The appliance's "approved senders": no reputation lookup at all.
+		f = pipeline.Finding{Status: pipeline.Skipped, Detail: "approved client"}
+	} else {
+		f = e.inspect(ctx, tx.Client)
+	}
 	f.Stage = e.Name()
 	f.Duration = time.Since(start)
 	return f

@@ -208,7 +208,7 @@ func (w *WRS) inspect(ctx context.Context, tx *pipeline.Transaction) pipeline.Fi
 	defer cancel()
 	res := &urls.Result{}
 	if tx.Message != nil {
-		res = w.extractor.Extract(&ctxReader{ctx: ctx, r: tx.Message.Open()})
+		res = w.extractor.Extract(pipeline.ContextReader(ctx, tx.Message.Open()))
 	}
 	if ctx.Err() != nil {
 		// Asking now would charge the backends' breakers with a timeout
@@ -222,7 +222,11 @@ func (w *WRS) inspect(ctx context.Context, tx *pipeline.Transaction) pipeline.Fi
 		}
 		return pipeline.Finding{Status: pipeline.Clean, Detail: d}
 	}
-	q := &Query{URLs: res.URLs, Keys: res.Keys()}
+	local, rest := blockedLocally(tx.Lists, res)
+	if len(rest.URLs) == 0 {
+		return w.combine(res, []outcome{{res: local}}, []string{LocalListName})
+	}
+	q := &Query{URLs: rest.URLs, Keys: rest.Keys()}
 	outs := make([]outcome, len(w.backends))
 	if len(w.backends) == 1 {
 		outs[0] = w.ask(ctx, 0, q)
@@ -238,7 +242,15 @@ func (w *WRS) inspect(ctx context.Context, tx *pipeline.Transaction) pipeline.Fi
 		wg.Wait()
 	}
 	w.report(tx, q, outs)
-	return w.combine(res, outs)
+	names := make([]string, len(w.backends))
+	for i, b := range w.backends {
+		names[i] = b.Name()
+	}
+	if len(local.Hits) > 0 {
+		outs = append([]outcome{{res: local}}, outs...)
+		names = append([]string{LocalListName}, names...)
+	}
+	return w.combine(res, outs, names)
 }
 
 // ask asks backend i through its breaker.
@@ -259,12 +271,12 @@ func (w *WRS) ask(ctx context.Context, i int, q *Query) outcome {
 }
 
 // combine turns the backends' outcomes into one finding (rules on WRS).
-func (w *WRS) combine(res *urls.Result, outs []outcome) pipeline.Finding {
+func (w *WRS) combine(res *urls.Result, outs []outcome, names []string) pipeline.Finding {
 	var f pipeline.Finding
 	var listedBy, problems []string
 	seen := make(map[pipeline.Item]bool)
 	for i, o := range outs {
-		name := w.backends[i].Name()
+		name := names[i]
 		switch {
 		case o.open:
 			problems = append(problems, name+": breaker open")
@@ -416,18 +428,4 @@ func (w *WRS) Close() error {
 		c.Close()
 	}
 	return nil
-}
-
-// ctxReader ends the message when the budget does, so extraction of a
-// huge message cannot outlive it.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c *ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }

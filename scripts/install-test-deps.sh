@@ -17,7 +17,7 @@
 # freshclam would try the network. Daemons that ran before this script are left alone.
 set -euo pipefail
 
-PACKAGES=(postfix swaks rbldnsd clamav-daemon c-icap libc-icap-mod-virus-scan bind9-dnsutils chromium)
+PACKAGES=(postfix swaks rbldnsd clamav-daemon c-icap libc-icap-mod-virus-scan bind9-dnsutils chromium gnupg gpg-wks-client openssl)
 
 say() { printf 'install-test-deps: %s\n' "$*"; }
 
@@ -158,7 +158,7 @@ for s in "${SERVICES[@]}"; do
     fi
 done
 
-for c in postfix postqueue postconf swaks rbldnsd clamd c-icap dig; do
+for c in postfix postqueue postconf swaks rbldnsd clamd c-icap dig gpg gpgconf openssl; do
     command -v "$c" >/dev/null 2>&1 || { say "ERROR: $c still missing" >&2; exit 1; }
 done
 say "done"

@@ -10,6 +10,8 @@
 //	                                      dry-run the checks and rules on a message (policytest.go)
 //	foxproxy status [-admin URL]          the running foxproxy's dependencies (ops.go)
 //	foxproxy healthcheck [-admin URL]     exit 0 when /readyz says ready (ops.go)
+//	foxproxy update [-config FILE]        fetch the list bundle now, print what changed (update.go)
+//	foxproxy bundle keygen|sign ...       make a key pair, sign a list bundle (bundle.go)
 //
 // Exit status: 0 success, 1 failure, 2 usage error (for run: a refused
 // configuration).
@@ -56,6 +58,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return statusCmd(args, stdout, stderr)
 	case "healthcheck":
 		return healthcheckCmd(args, stdout, stderr)
+	case "update":
+		return updateCmd(args, stdout, stderr)
+	case "bundle":
+		return bundleCmd(args, stdout, stderr)
 	}
 	fs := flag.NewFlagSet("foxproxy "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -76,7 +82,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "run":
 		return serve(*cfgPath, stderr)
 	}
-	fmt.Fprintf(stderr, "foxproxy: unknown command %q (commands: run, check-config, status, healthcheck, version, quarantine, policy)\n", cmd)
+	fmt.Fprintf(stderr, "foxproxy: unknown command %q (commands: run, check-config, status, healthcheck, version, quarantine, policy, update, bundle)\n", cmd)
 	return 2
 }
 
@@ -135,6 +141,7 @@ func serve(path string, stderr io.Writer) int {
 		log.Error("refusing to start", zap.Error(err))
 		return 2
 	}
+	rt.startBackground()
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		log.Error("cannot listen", zap.String("listen", cfg.Listen), zap.Error(err))
@@ -201,6 +208,7 @@ func reload(path string, srv *proxy.Server, current *wired, level zap.AtomicLeve
 		log.Error("SIGHUP: new configuration refused; keeping the running one", zap.Error(err))
 		return current
 	}
+	next.startBackground()
 	if keys := srv.Reload(next.Runtime); len(keys) > 0 {
 		log.Warn("SIGHUP: some changed settings take effect only after a restart", zap.Strings("keys", keys))
 	}

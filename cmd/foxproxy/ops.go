@@ -29,20 +29,28 @@ type ops struct {
 	http    *http.Server
 	cancel  context.CancelFunc
 	log     *zap.Logger
+	// stopRescan stops the current runtime's rescan of held mail (hold.go).
+	stopRescan func()
+	// click is the click service's listener (click.go).
+	click *clickServer
 }
 
 func startOps(cfg *config.Config, rt *wired, srv *proxy.Server, log *zap.Logger) *ops {
 	o := &ops{log: log}
 	o.current.Store(rt)
+	o.stopRescan = startRescan(rt, log)
 	o.monitor = admin.NewMonitor(cfg.Downstream, cfg.AdminProbeInterval.D(), log.Named("health"))
 	o.monitor.SetSources(rt.sources())
 	m := metrics.New(metrics.Gauges{
 		Dependencies: o.monitor.Dependencies,
 		ScanMode:     func() string { mode, _ := o.monitor.ScanMode(); return mode },
 		Counters:     func() map[string]uint64 { return o.current.Load().counters() },
+		Held:         o.monitor.Held,
 	})
+	m.Registry.MustRegister(listsCollector{o.current.Load}) // lists.go
 	recent := admin.NewRecent()
 	srv.SetObserver(observers{m, recent})
+	o.click = startClick(cfg, o.current.Load, m.Registry, log.Named("click"))
 
 	ctx, cancel := context.WithCancel(context.Background())
 	o.cancel = cancel
@@ -77,11 +85,18 @@ func startOps(cfg *config.Config, rt *wired, srv *proxy.Server, log *zap.Logger)
 // use points the operations side at a reloaded runtime.
 func (o *ops) use(w *wired) {
 	o.current.Store(w)
+	o.stopRescan()
+	o.stopRescan = startRescan(w, o.log)
 	o.monitor.SetSources(w.sources())
 	o.monitor.SetDownstream(w.Config.Downstream)
+	if err := o.click.use(w.Config); err != nil {
+		o.log.Error("SIGHUP: click service keeps its running keys and settings", zap.Error(err))
+	}
 }
 
 func (o *ops) stop() {
+	o.stopRescan()
+	o.click.stop()
 	o.cancel()
 	if o.http != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

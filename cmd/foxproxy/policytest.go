@@ -122,7 +122,8 @@ func policyCmd(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 
-	tx := &pipeline.Transaction{ID: "policy-test", Client: clientAddr, Helo: *helo, From: *from, Rcpts: to, Message: msg}
+	tx := &pipeline.Transaction{ID: "policy-test", Client: clientAddr, Helo: *helo, From: *from, Rcpts: to, Message: msg,
+		Lists: w.Runtime.Lists.Current()}
 	p := pipeline.New(run...)
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeouts.Stages.D())
 	defer cancel()
@@ -211,6 +212,14 @@ func policyCmd(args []string, stdout, stderr io.Writer) int {
 		}
 	case policy.Quarantine:
 		row("store", "in quarantine.dir %s (not in this dry run)", cfg.Quarantine.Dir)
+	case policy.Encrypt:
+		row("encrypt", "for %s (keys are not looked up in this dry run)", printable(strings.Join(v.EncryptRcpts, ", ")))
+		if v.SubjectTag != "" {
+			row("subject", "%q removed", v.SubjectTag)
+		}
+	}
+	if v.RewriteLinks {
+		row("links", "rewritten to point at %s", printable(cfg.Click.BaseURL))
 	}
 	return exitOK
 }

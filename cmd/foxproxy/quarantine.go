@@ -27,6 +27,9 @@ const quarantineUsage = `usage: foxproxy quarantine COMMAND [-config FILE] ...
   release [--force] ID...            re-inject to the downstream, then delete
   delete ID...                       delete without delivering
   purge [--older-than D]             delete entries older than D (default quarantine.retention)
+With --held, list, show, release and delete work on the held area: mail
+accepted while no scanner answered (scan.hold_after), waiting for its rescan.
+Releasing a held message delivers it unscanned.
 The quarantine directory is quarantine.dir of -config (default: the embedded
 configuration's). Exit status: 0 done, 1 failed, 2 usage error.
 `
@@ -41,8 +44,9 @@ func quarantineCmd(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("foxproxy quarantine "+sub, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "", "configuration file (YAML); empty: the embedded default")
-	var jsonOut, body, raw, force bool
+	var jsonOut, body, raw, force, held bool
 	var olderThan string
+	var unencrypted bool
 	nargs := "none" // positional arguments: none, one, some
 	switch sub {
 	case "list":
@@ -54,6 +58,7 @@ func quarantineCmd(args []string, stdout, stderr io.Writer) int {
 		nargs = "one"
 	case "release":
 		fs.BoolVar(&force, "force", false, "release even though an earlier release was interrupted and may have delivered it")
+		fs.BoolVar(&unencrypted, "unencrypted", false, "send a copy that waits for its recipients' encryption keys in clear")
 		nargs = "some"
 	case "delete":
 		nargs = "some"
@@ -62,6 +67,9 @@ func quarantineCmd(args []string, stdout, stderr io.Writer) int {
 	default:
 		fmt.Fprintf(stderr, "foxproxy quarantine: unknown command %q\n%s", sub, quarantineUsage)
 		return exitUsage
+	}
+	if sub != "purge" {
+		fs.BoolVar(&held, "held", false, "the held area: mail waiting for a rescan (scan.hold_after)")
 	}
 	ids, err := parseArgs(fs, args)
 	if err != nil {
@@ -101,6 +109,10 @@ func quarantineCmd(args []string, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 	q := &quarantineCLI{cfg: cfg, store: store, stdout: stdout, stderr: stderr, now: time.Now}
+	q.unencrypted = unencrypted
+	if held {
+		q.store, q.held = store.HeldView(), true
+	}
 	switch sub {
 	case "list":
 		return q.list(jsonOut)
@@ -135,6 +147,9 @@ type quarantineCLI struct {
 	store          *quarantine.Store
 	stdout, stderr io.Writer
 	now            func() time.Time
+	held           bool // working on the held area (quarantinehold.go)
+	// unencrypted releases copies that wait for encryption keys in clear.
+	unencrypted bool
 }
 
 func (q *quarantineCLI) fail(id string, err error) bool {
@@ -167,7 +182,7 @@ func (q *quarantineCLI) list(jsonOut bool) int {
 	fmt.Fprintln(tw, "ID\tTIME (UTC)\tFROM\tRCPTS\tSIZE\tRULE\tFINDINGS")
 	for _, e := range entries {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", e.ID, e.Time.UTC().Format("2006-01-02 15:04:05"),
-			truncate(addr(e.From), 40), len(e.Rcpts), humanSize(e.Size), printable(e.Rule), shortFindings(e.Findings))
+			truncate(addr(e.From), 40), len(e.Rcpts), humanSize(e.Size), printable(e.Rule), shortFindings(e.Findings)+q.claimNote(e.ID))
 	}
 	tw.Flush()
 	fmt.Fprintf(q.stdout, "%d %s in %s\n", len(entries), plural(len(entries), "entry", "entries"), q.store.Dir())
@@ -263,6 +278,12 @@ func (q *quarantineCLI) show(id string, jsonOut, body, raw bool) int {
 	}
 	row("Size", fmt.Sprintf("%d bytes", e.Size))
 	row("Rule", printable(e.Rule))
+	if e.Reason != "" {
+		row("Reason", printable(e.Reason))
+	}
+	if len(e.Encrypt) > 0 {
+		row("Encrypt", "a release encrypts it for "+printable(strings.Join(e.Encrypt, ", ")))
+	}
 	for _, f := range e.Findings {
 		row("Finding", printable(trace(f))+detailOf(f))
 	}
@@ -375,8 +396,8 @@ func (q *quarantineCLI) release(ctx context.Context, id string, force bool) bool
 		q.fail(id, err)
 		if !ce.Running || ce.Uncertain != "" {
 			fmt.Fprintf(q.stderr, "  look for it in the downstream's log (orig_queue_id=%s), then either\n"+
-				"  foxproxy quarantine release --force %s   (send it, perhaps again), or\n"+
-				"  foxproxy quarantine delete %s\n", printable(e.QueueID), id, id)
+				"  foxproxy quarantine release %s--force %s   (send it, perhaps again), or\n"+
+				"  foxproxy quarantine delete %s%s\n", printable(e.QueueID), q.heldFlag(), id, q.heldFlag(), id)
 		}
 		return false
 	}
@@ -391,16 +412,32 @@ func (q *quarantineCLI) release(ctx context.Context, id string, force bool) bool
 	defer msg.Close()
 
 	cfg := q.cfg
+	var content io.Reader = msg
+	size := e.Size
+	if len(e.Encrypt) > 0 {
+		enc, err := q.encryptForRelease(ctx, e, msg)
+		if err != nil {
+			claim.Drop()
+			return q.fail(id, err)
+		}
+		if enc != nil {
+			defer enc.Close()
+			content, size = enc.Open(), enc.Size()
+		}
+	}
 	header := releasedHeader(cfg.HostnameOrDefault(), e, releasedBy(), q.now())
+	if q.held {
+		fmt.Fprintf(q.stderr, "foxproxy quarantine: %s: releasing a held message: it is delivered unscanned\n", id)
+	}
 	env := proxy.Envelope{From: e.From, Rcpts: e.Rcpts, MailParams: e.MailOptions,
-		Xforward: xforwardOf(e.Xforward), Size: e.Size + int64(len(header))}
+		Xforward: xforwardOf(e.Xforward), Size: size + int64(len(header))}
 	res, err := proxy.Reinject(ctx, proxy.ReinjectOptions{
 		Addr:           cfg.Downstream,
 		Hostname:       cfg.HostnameOrDefault(),
 		ConnectTimeout: cfg.Timeouts.DownstreamConnect.D(),
 		CommandTimeout: cfg.Timeouts.DownstreamCommand.D(),
 		DataTimeout:    cfg.Timeouts.DownstreamData.D(),
-	}, env, io.MultiReader(strings.NewReader(header), msg))
+	}, env, io.MultiReader(strings.NewReader(header), content))
 	if errors.Is(err, proxy.ErrReinjectUncertain) {
 		if kerr := claim.KeepUncertain(err.Error()); kerr != nil {
 			fmt.Fprintf(q.stderr, "foxproxy quarantine: %s: cannot mark the entry: %v\n", id, kerr)

@@ -13,6 +13,9 @@ import (
 // services it uses, the policy, and where quarantined mail goes.
 func printSummary(w io.Writer, cfg *config.Config) {
 	fmt.Fprintf(w, "  smtp:       listen %s, downstream %s\n", cfg.Listen, cfg.Downstream)
+	if s := listsSummary(cfg); s != "" { // lists.go
+		fmt.Fprintf(w, "  lists:      %s\n", s)
+	}
 	if n := len(cfg.ERS.Zones); n > 0 {
 		zones := make([]string, n)
 		for i, z := range cfg.ERS.Zones {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/foxproxy/foxproxy/admin"
 	"github.com/foxproxy/foxproxy/config"
+	"github.com/foxproxy/foxproxy/encryption"
 	"github.com/foxproxy/foxproxy/pipeline"
 	"github.com/foxproxy/foxproxy/policy"
 	"github.com/foxproxy/foxproxy/proxy"
@@ -29,6 +30,7 @@ type wired struct {
 	wrs      *reputation.WRS
 	feedback *reputation.Feedback
 	scan     *scan.Stage
+	lists    *listsWiring
 }
 
 // wire builds the stages, the policy and the quarantine from a
@@ -43,6 +45,16 @@ func wire(cfg *config.Config, log *zap.Logger) (w *wired, err error) {
 		}
 	}()
 	var stages []pipeline.Stage
+
+	// The local lists come first: they need no network, and ERS and WRS
+	// consult the message's snapshot of them.
+	listStage, err := w.wireLists(cfg, log.Named("lists"))
+	if err != nil {
+		return nil, err
+	}
+	if listStage != nil {
+		stages = append(stages, listStage)
+	}
 
 	var dnsClient *reputation.DNSClient
 	if len(cfg.ERS.Zones) > 0 || len(cfg.WRS.Zones) > 0 {
@@ -70,6 +82,7 @@ func wire(cfg *config.Config, log *zap.Logger) (w *wired, err error) {
 			RecheckInterval:  cfg.ERS.RecheckInterval.D(),
 			SkipStartupCheck: !cfg.ERS.StartupCheck,
 			Logger:           log.Named("ers"),
+			Lists:            w.Runtime.Lists,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("ers: %w", err)
@@ -98,6 +111,17 @@ func wire(cfg *config.Config, log *zap.Logger) (w *wired, err error) {
 	w.Policy, err = policy.New(cfg.Policy, int64(cfg.Limits.MaxHeaderBytes))
 	if err != nil {
 		return nil, err
+	}
+	if w.Links, err = buildLinkRewriter(cfg); err != nil { // click.go
+		return nil, err
+	}
+	if cfg.Encryption.Enabled() {
+		g, err := encryption.New(cfg.Encryption, log.Named("encryption"))
+		if err != nil {
+			return nil, fmt.Errorf("encryption: %w", err)
+		}
+		w.closers = append(w.closers, g.Close)
+		w.Encryption, w.EncryptionActions = gateway{g}, encryptionActions(cfg)
 	}
 	if cfg.Quarantine.Dir != "" && cfg.UsesQuarantine() {
 		store, err := quarantine.Open(cfg.Quarantine.Dir)
@@ -276,7 +300,7 @@ func (w *wired) closeWhenIdle(srv *proxy.Server) {
 // sources reports this runtime's dependencies to the admin side, in one
 // shape whoever owns them.
 func (w *wired) sources() *admin.Sources {
-	src := &admin.Sources{Dependencies: w.dependencies}
+	src := &admin.Sources{Dependencies: w.dependencies, Held: w.heldStats}
 	if w.ers != nil {
 		src.Probers = append(src.Probers, w.ers)
 	}
@@ -286,6 +310,9 @@ func (w *wired) sources() *admin.Sources {
 			h := w.scan.Health()
 			return string(h.Active), h.Reason
 		}
+	}
+	if w.lists != nil && w.lists.clamdb != nil && w.lists.clamdb.Len() > 0 {
+		src.Probers = append(src.Probers, w.lists.clamdb)
 	}
 	return src
 }
@@ -346,6 +373,7 @@ func (w *wired) dependencies() []admin.Dependency {
 			deps = append(deps, d)
 		}
 	}
+	deps = append(deps, w.lists.dependencies(w.Runtime.Lists)...)
 	return deps
 }
 
@@ -377,21 +405,5 @@ func (w *wired) counters() map[string]uint64 {
 type quarantiner struct{ store *quarantine.Store }
 
 func (q quarantiner) Quarantine(_ context.Context, it proxy.QuarantineItem) (string, error) {
-	tx := it.Tx
-	e := quarantine.Entry{
-		From: tx.From, Rcpts: tx.Rcpts, QueueID: tx.QueueID,
-		Size: tx.Message.Size(), Rule: it.Verdict.Rule, MailOptions: it.MailParams,
-		Xforward: map[string]string{
-			"NAME": it.Xforward.Name, "ADDR": it.Xforward.Addr, "PORT": it.Xforward.Port,
-			"PROTO": it.Xforward.Proto, "HELO": it.Xforward.Helo, "IDENT": it.Xforward.Ident, "SOURCE": it.Xforward.Source,
-		},
-	}
-	if tx.Client.IsValid() {
-		e.Client = tx.Client.String()
-	}
-	for _, f := range it.Findings {
-		e.Findings = append(e.Findings, quarantine.Finding{Stage: f.Stage, Status: string(f.Status),
-			Categories: f.Categories, Detail: f.Detail, Backend: f.Backend})
-	}
-	return q.store.Put(e, tx.Message.Open())
+	return q.store.Put(entryOf(it), it.Tx.Message.Open())
 }

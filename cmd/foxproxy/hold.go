@@ -1,0 +1,144 @@
+package main
+
+import (
+	"context"
+	"slices"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/foxproxy/foxproxy/admin"
+	"github.com/foxproxy/foxproxy/policy"
+	"github.com/foxproxy/foxproxy/proxy"
+	"github.com/foxproxy/foxproxy/quarantine"
+	"github.com/foxproxy/foxproxy/rescan"
+	"github.com/foxproxy/foxproxy/scan"
+)
+
+var _ proxy.Holder = quarantiner{}
+
+// Hold keeps a message no scanner could scan in the held area (scan.
+// hold_after). A message already held under the same upstream queue ID and
+// envelope is not stored twice: that is Postfix retrying after foxproxy
+// held it but died before its 250 arrived, and two held copies would be
+// two deliveries after the rescan.
+func (q quarantiner) Hold(_ context.Context, it proxy.QuarantineItem, arrived time.Time) (string, error) {
+	held, err := q.store.Held()
+	if err != nil {
+		return "", err
+	}
+	e := entryOf(it)
+	e.Rule = "hold_after"
+	e.Reason = "no scanner could scan it; held for rescan"
+	e.Arrived = arrived.UTC()
+	for i, f := range e.Findings {
+		if f.Stage == "scan" {
+			e.Findings[i].Status = "unscanned"
+		}
+	}
+	if e.QueueID != "" {
+		existing, err := held.List()
+		if err != nil {
+			return "", err
+		}
+		for _, x := range existing {
+			if x.QueueID == e.QueueID && x.From == e.From && x.Size == e.Size && slices.Equal(x.Rcpts, e.Rcpts) {
+				return x.ID, nil
+			}
+		}
+	}
+	return held.Put(e, it.Tx.Message.Open())
+}
+
+// entryOf is the quarantine entry for a proxy item: what a release needs
+// to send it again, and what an administrator needs to decide.
+func entryOf(it proxy.QuarantineItem) quarantine.Entry {
+	tx := it.Tx
+	e := quarantine.Entry{
+		From: tx.From, Rcpts: tx.Rcpts, QueueID: tx.QueueID,
+		Size: tx.Message.Size(), Rule: it.Verdict.Rule, MailOptions: it.MailParams,
+		Xforward: map[string]string{
+			"NAME": it.Xforward.Name, "ADDR": it.Xforward.Addr, "PORT": it.Xforward.Port,
+			"PROTO": it.Xforward.Proto, "HELO": it.Xforward.Helo, "IDENT": it.Xforward.Ident, "SOURCE": it.Xforward.Source,
+		},
+	}
+	if tx.Client.IsValid() {
+		e.Client = tx.Client.String()
+	}
+	e.Reason = it.Reason
+	if it.Verdict.Action == policy.Encrypt {
+		e.Encrypt = it.Verdict.EncryptRcpts
+	}
+	for _, f := range it.Findings {
+		e.Findings = append(e.Findings, quarantine.Finding{Stage: f.Stage, Status: string(f.Status),
+			Categories: f.Categories, Detail: f.Detail, Backend: f.Backend})
+	}
+	return e
+}
+
+// stores returns the runtime's quarantine and held area when it holds mail.
+func (w *wired) stores() (q, held *quarantine.Store, ok bool) {
+	qr, isQ := w.Quarantine.(quarantiner)
+	if !isQ || !w.Config.Holds() || w.scan == nil {
+		return nil, nil, false
+	}
+	held, err := qr.store.Held()
+	if err != nil {
+		return nil, nil, false
+	}
+	return qr.store, held, true
+}
+
+// heldStats reports the held area for /status and the metrics.
+func (w *wired) heldStats() (admin.Held, bool) {
+	_, held, ok := w.stores()
+	if !ok {
+		return admin.Held{}, false
+	}
+	n, oldest, err := held.Stats()
+	if err != nil {
+		return admin.Held{}, false
+	}
+	return admin.Held{Count: n, Oldest: oldest}, true
+}
+
+// startRescan starts the rescan of held mail for a runtime that holds
+// mail; the returned function stops it (and waits for the message in
+// hand). The rescan belongs to the running process, not to wire: `policy
+// test` wires a runtime too and must not start one.
+func startRescan(w *wired, log *zap.Logger) (stop func()) {
+	q, held, ok := w.stores()
+	if !ok {
+		return func() {}
+	}
+	cfg := w.Config
+	st := w.scan
+	l := rescan.Start(rescan.Config{
+		Held: held, Quarantine: q, Pipeline: w.Pipeline, Policy: w.Policy,
+		Ready: func(ctx context.Context) bool { return scannerAnswers(ctx, st) },
+		Reinject: proxy.ReinjectOptions{
+			Addr: cfg.Downstream, Hostname: cfg.HostnameOrDefault(),
+			ConnectTimeout: cfg.Timeouts.DownstreamConnect.D(), CommandTimeout: cfg.Timeouts.DownstreamCommand.D(),
+			DataTimeout: cfg.Timeouts.DownstreamData.D(), Links: w.Links,
+		},
+		Hostname: cfg.HostnameOrDefault(), StageTimeout: cfg.Timeouts.Stages.D(),
+		MaxHeaderBytes: int64(cfg.Limits.MaxHeaderBytes),
+		Rate:           cfg.Scan.RescanRate, Batch: cfg.Scan.RescanBatch, Interval: cfg.Scan.RescanInterval.D(),
+		Logger: log.Named("rescan"),
+	})
+	return l.Stop
+}
+
+// scannerAnswers probes the scanners and reports whether one is up: the
+// rescan's cue. A scanner that answers the probe but not a scan only
+// costs one message's attempt; the round then ends.
+func scannerAnswers(ctx context.Context, st *scan.Stage) bool {
+	st.Probe(ctx)
+	h := st.Health()
+	for _, b := range []*scan.BackendHealth{h.Smart, h.Conventional} {
+		if b != nil && b.State == scan.StateUp {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,147 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/mail"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/foxproxy/foxproxy/pipeline"
+	"github.com/foxproxy/foxproxy/policy"
+	"github.com/foxproxy/foxproxy/spool"
+)
+
+// Holding is the third answer to a scanner outage, between deferring
+// forever (451 until Postfix's maximal_queue_lifetime bounces the mail) and
+// delivering unscanned: once a message has waited scan.hold_after in the
+// local Postfix, foxproxy keeps it in the quarantine's held area, answers
+// 250, and rescans it when a scanner answers again (package rescan).
+
+// Holder is a Quarantiner that can also hold messages for rescan. Hold
+// returns only once the message is durably stored; an error makes the proxy
+// answer 4xx as if holding were off. arrived is when the local Postfix
+// received the message.
+type Holder interface {
+	Hold(ctx context.Context, q QuarantineItem, arrived time.Time) (id string, err error)
+}
+
+// HoldClockSkew is how far in the future a Received date may lie and still
+// be believed (as "arrived now"): Postfix and foxproxy may run on hosts
+// whose clocks differ a little. A date further ahead is not evidence of
+// any wait.
+const HoldClockSkew = 5 * time.Minute
+
+// hold carries out the on_scan_unavailable tempfail as a hold when
+// scan.hold_after allows it. handled is false when the message is to be
+// deferred as before; then answer is nil.
+func (ss *session) hold(ctx context.Context, tx *transaction, ptx *pipeline.Transaction, msg *spool.Message,
+	findings []pipeline.Finding, v policy.Verdict, sum *summary) (handled bool, answer error) {
+	holdAfter := ss.rt.Config.Scan.HoldAfter.D()
+	if v.Action != policy.Tempfail || v.Rule != "on_scan_unavailable" || holdAfter <= 0 {
+		return false, nil
+	}
+	h, ok := ss.rt.Quarantine.(Holder)
+	if !ok || ss.rt.Quarantine == nil {
+		return false, nil
+	}
+	now := ss.s.now()
+	received := topReceived(msg.Open(), int64(ss.rt.Config.Limits.MaxHeaderBytes))
+	arrived, ok := ArrivalTime(received, now)
+	if !ok {
+		// Without a believable date the wait cannot be proven: defer, as
+		// without hold_after. Postfix's own bounce after
+		// maximal_queue_lifetime stays the limit for such mail.
+		ss.log.Info("scan unavailable and no usable Received date: deferring instead of holding",
+			zap.String("msg_id", tx.id), zap.String("received", truncateText(received, 200)))
+		return false, nil
+	}
+	if waited := now.Sub(arrived); waited < holdAfter {
+		return false, nil
+	}
+	id, err := h.Hold(ctx, QuarantineItem{Tx: ptx, Xforward: ss.forwardAttrs(tx), MailParams: mailParams(tx.opts),
+		Findings: findings, Verdict: v}, arrived)
+	ss.ds.reset()
+	if err != nil {
+		ss.log.Error("cannot hold message; deferring it", zap.String("msg_id", tx.id), zap.Error(err))
+		return true, errLocalProblem
+	}
+	sum.verdict, sum.rule, sum.quarantineID = "hold", "hold_after", id
+	ss.log.Info("scan unavailable: message held for rescan", zap.String("msg_id", tx.id), zap.String("held_id", id),
+		zap.Time("arrived", arrived), zap.Duration("waited", now.Sub(arrived)))
+	return true, reply(250, [3]int{2, 0, 0}, "Ok: held for rescan as "+id)
+}
+
+// ArrivalTime reads when the local Postfix received a message from its
+// topmost Received field's value (the date after the last ';', RFC 5322
+// §3.6.7). A date up to HoldClockSkew in the future counts as now; a
+// missing, unparsable or further future date gives ok false.
+func ArrivalTime(received string, now time.Time) (t time.Time, ok bool) {
+	i := strings.LastIndexByte(received, ';')
+	if i < 0 {
+		return time.Time{}, false
+	}
+	t, err := mail.ParseDate(strings.TrimSpace(received[i+1:]))
+	if err != nil {
+		return time.Time{}, false
+	}
+	if t.After(now) {
+		if t.Sub(now) > HoldClockSkew {
+			return time.Time{}, false
+		}
+		t = now
+	}
+	return t, true
+}
+
+func truncateText(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+// ReinjectVerdict delivers a message that was checked outside an SMTP
+// session (a held message after its rescan) the way a live message with
+// verdict v is delivered: the trace header for id, the verdict's headers
+// and subject prefix, then the content, with Reinject's envelope and
+// outcomes. maxHeaderBytes bounds the header block a subject prefix edits.
+func ReinjectVerdict(ctx context.Context, o ReinjectOptions, env Envelope, host, id string, v policy.Verdict,
+	findings []pipeline.Finding, content io.Reader, maxHeaderBytes int64) (*Reinjected, error) {
+	var notes []string
+	if v.RewriteLinks && o.Links != nil {
+		// Held mail is delivered late: its links need the click-time
+		// check more than anyone's. The rewrite happens in memory only up
+		// to the spool's threshold, like a live message's.
+		w := spool.NewWriter(spool.Options{MemoryThreshold: 1 << 20})
+		note, err := o.Links.RewriteLinks(id, content, w)
+		var m *spool.Message
+		if err == nil {
+			m, err = w.Finish()
+		}
+		if err != nil {
+			w.Discard()
+			return nil, fmt.Errorf("rewrite links: %w", err)
+		}
+		defer m.Close()
+		content, notes = m.Open(), append(notes, note)
+		if env.Size > 0 {
+			env.Size = m.Size()
+		}
+	}
+	var head strings.Builder
+	head.WriteString(traceHeader(host, id, v, findings, notes...))
+	for _, h := range v.Headers {
+		head.WriteString(foldHeader(h.Name, []string{sanitizeText(h.Value)}))
+	}
+	if v.SubjectPrefix != "" {
+		content = prefixSubject(content, sanitizeText(v.SubjectPrefix)+" ", maxHeaderBytes)
+	}
+	if env.Size > 0 {
+		env.Size += int64(head.Len()) + int64(len(v.SubjectPrefix)) + 1
+	}
+	return Reinject(ctx, o, env, io.MultiReader(strings.NewReader(head.String()), content))
+}

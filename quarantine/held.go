@@ -1,0 +1,94 @@
+package quarantine
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// The held area keeps messages that no scanner could scan for longer than
+// scan.hold_after: foxproxy answered 250 for them, and they wait for a
+// rescan (package rescan) rather than for an administrator. It is a Store
+// of its own in the subdirectory held/ of the quarantine directory, with
+// the same two-file entries and claims. Being a separate directory keeps
+// its entries out of List and Purge of the quarantine: retention never
+// deletes mail that was never checked, and a held entry is never shown or
+// released as if the policy had quarantined it.
+//
+// An entry moves from the held area to the quarantine under the same ID
+// (PutAs), so a move interrupted by a crash is finished, not repeated:
+// whoever finds the ID on both sides deletes the held copy.
+const heldDir = "held"
+
+// Held opens (creating if needed) the held area of the quarantine.
+func (s *Store) Held() (*Store, error) {
+	return Open(filepath.Join(s.dir, heldDir))
+}
+
+// HeldView is the held area for the command line, which must not create
+// it: when it does not exist, it simply has no entries.
+func (s *Store) HeldView() *Store {
+	return &Store{dir: filepath.Join(s.dir, heldDir), now: s.now}
+}
+
+// ErrExists is returned by PutAs when the ID is taken already.
+var ErrExists = errors.New("quarantine: entry exists already")
+
+// PutAs stores a message under a given ID (an entry moving here from the
+// held area keeps its ID). It returns ErrExists, and writes nothing, when
+// the entry exists already: an earlier move got this far.
+func (s *Store) PutAs(id string, e Entry, content io.Reader) error {
+	if !idPattern.MatchString(id) {
+		return fmt.Errorf("quarantine: bad ID %q", id)
+	}
+	if _, err := os.Stat(s.path(id, ".json")); err == nil {
+		return ErrExists
+	}
+	e.ID = id
+	_, err := s.put(e, content)
+	return err
+}
+
+// Has reports whether an entry exists.
+func (s *Store) Has(id string) bool {
+	if !idPattern.MatchString(id) {
+		return false
+	}
+	_, err := os.Stat(s.path(id, ".json"))
+	return err == nil
+}
+
+// Stats counts the entries and returns the time of the oldest, from the
+// file names alone (an ID begins with its UTC time), so that /status and
+// the metrics can ask often without reading every entry.
+func (s *Store) Stats() (n int, oldest time.Time, err error) {
+	files, err := os.ReadDir(s.dir)
+	if err != nil {
+		return 0, time.Time{}, fmt.Errorf("quarantine: %w", err)
+	}
+	for _, f := range files {
+		id, ok := strings.CutSuffix(f.Name(), ".json")
+		if !ok || !idPattern.MatchString(id) {
+			continue
+		}
+		n++
+		t, err := time.Parse("20060102T150405", id[:15])
+		if err == nil && (oldest.IsZero() || t.Before(oldest)) {
+			oldest = t
+		}
+	}
+	return n, oldest, nil
+}
+
+// Tidy removes the leftovers of interrupted writes and deletes (Purge's
+// orphans) and nothing else: for the held area, whose entries retention
+// never deletes.
+func (s *Store) Tidy() error {
+	_, err := s.Purge(math.MaxInt64)
+	return err
+}

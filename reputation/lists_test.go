@@ -1,0 +1,83 @@
+package reputation
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/foxproxy/foxproxy/lists"
+	"github.com/foxproxy/foxproxy/pipeline"
+)
+
+func listSet(t *testing.T, k lists.Kind, content string) *lists.Set {
+	t.Helper()
+	b := lists.NewBuilder()
+	b.AddBytes(k, "t.txt", []byte(content))
+	s, err := b.Set()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestERSApprovedClientSkipsLookups(t *testing.T) {
+	s := twoLists(t)
+	c := newClient(t, DNSConfig{}, s.Addr)
+	h := lists.NewHolder()
+	h.Replace(lists.FromFiles, listSet(t, lists.ApprovedClients, "192.0.2.0/28\n"))
+	e, _ := newERS(t, ERSConfig{Zones: []Zone{blZone, pblZone}, Client: c, RecheckInterval: time.Minute, Lists: h})
+
+	// 192.0.2.10 is listed in bl.test, but approved: no query at all,
+	// neither at MAIL time nor for the message.
+	e.PrefetchClient(addr("192.0.2.10"))
+	f := e.Inspect(context.Background(), &pipeline.Transaction{Client: addr("192.0.2.10"), Lists: h.Current()})
+	if f.Status != pipeline.Skipped || f.Detail != "approved client" || f.Stage != "ers" {
+		t.Errorf("finding = %+v", f)
+	}
+	time.Sleep(50 * time.Millisecond) // a prefetch would have asked by now
+	if n := s.count("10.2.0.192.bl.test.", dns.TypeA); n != 0 {
+		t.Errorf("the approved client was looked up %d times", n)
+	}
+
+	// A message whose snapshot predates the approval is still checked.
+	f = e.Inspect(context.Background(), &pipeline.Transaction{Client: addr("192.0.2.10"), Lists: &lists.Set{}})
+	if f.Status != pipeline.Listed {
+		t.Errorf("without the approval: %+v", f)
+	}
+}
+
+func TestWRSLocalBlockedURLs(t *testing.T) {
+	s := uriLists(t)
+	c := newClient(t, DNSConfig{}, s.Addr)
+	w, _ := newWRS(t, WRSConfig{Zones: []DNSZone{uriblZone}, Client: c})
+	set := listSet(t, lists.BlockedURLs, "local-bad.example\n192.0.2.200\n")
+
+	mk := func(body string) *pipeline.Transaction {
+		x := tx(body)
+		x.Lists = set
+		return x
+	}
+	// Only locally blocked URLs: listed without a single DNS query.
+	f := w.Inspect(context.Background(), mk(textMail("http://www.local-bad.example/a", "http://192.0.2.200/b")))
+	wantFinding(t, f, pipeline.Listed, []string{"blocked"}, "listed by local; 2 urls")
+	if got, want := items(f), []string{"192.0.2.200 local blocked", "local-bad.example local blocked"}; !slices.Equal(got, want) {
+		t.Errorf("items = %q, want %q", got, want)
+	}
+	if n := s.count("local-bad.example.uribl.test.", dns.TypeA) + s.count("www.local-bad.example.uribl.test.", dns.TypeA); n != 0 {
+		t.Errorf("a locally blocked domain was asked %d times", n)
+	}
+
+	// Mixed: the local hit and the DNS list's hit, the rest still asked.
+	f = w.Inspect(context.Background(), mk(textMail("http://local-bad.example/", "http://evil.example/", "https://clean.example/")))
+	wantFinding(t, f, pipeline.Listed, []string{"blocked", "spam"}, "listed by local, uribl.test; 3 urls")
+	if s.count("clean.example.uribl.test.", dns.TypeA) != 1 || s.count("local-bad.example.uribl.test.", dns.TypeA) != 0 {
+		t.Error("the remaining URLs were not looked up exactly as expected")
+	}
+
+	// No local hit: as before.
+	f = w.Inspect(context.Background(), mk(textMail("https://clean.example/x")))
+	wantFinding(t, f, pipeline.Clean, nil, "1 urls")
+}

@@ -1,0 +1,90 @@
+package reputation
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/foxproxy/foxproxy/reputation/urls"
+)
+
+// URLVerdict is WRS's judgement of one URL at click time.
+type URLVerdict struct {
+	// Listed is set when a backend lists the URL, its host or its
+	// registrable domain.
+	Listed bool
+	// Categories are the listings' categories, sorted, without duplicates.
+	Categories []string
+	// Lists names the backends that listed it (zones, "safebrowsing"),
+	// joined with ", ".
+	Lists string
+}
+
+// ErrURLUnchecked is wrapped by CheckURL's error when some backend could
+// not answer and none listed the URL.
+var ErrURLUnchecked = errors.New("wrs: url not checked")
+
+// CheckURL judges one URL now, for time-of-click protection. The URL is
+// normalised as the extractor normalises the URLs of a message
+// (urls.Normalize: case, IDNA, numeric hosts) and its keys (registrable
+// domain, host, IP) are asked of every backend through the same breakers
+// and caches as Inspect, so a click on a link of a message just checked
+// costs no lookup.
+//
+// A listing by any backend is a verdict even when others failed. With no
+// listing, every backend must have answered: an open breaker, a failed or
+// timed-out lookup, or a closed WRS is an error wrapping ErrURLUnchecked,
+// which the click service treats as "unavailable". A URL that cannot be
+// normalised (no registrable domain, e.g. http://localhost/) is clean:
+// there is nothing a list could say about it.
+func (w *WRS) CheckURL(ctx context.Context, rawURL string) (URLVerdict, error) {
+	if w.closed.Load() {
+		return URLVerdict{}, fmt.Errorf("%w: stage closed", ErrURLUnchecked)
+	}
+	u, err := urls.Normalize(rawURL)
+	if err != nil {
+		return URLVerdict{}, nil
+	}
+	res := urls.Result{URLs: []urls.URL{u}}
+	q := &Query{URLs: res.URLs, Keys: res.Keys()}
+	outs := make([]outcome, len(w.backends))
+	var wg sync.WaitGroup
+	for i := range w.backends {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			outs[i] = w.ask(ctx, i, q)
+		}()
+	}
+	wg.Wait()
+	var v URLVerdict
+	var lists, problems []string
+	for i, o := range outs {
+		name := w.backends[i].Name()
+		switch {
+		case o.open:
+			problems = append(problems, name+": breaker open")
+		case o.err != nil:
+			problems = append(problems, name+": "+wrsShortError(o.err))
+		}
+		if len(o.res.Hits) > 0 {
+			lists = append(lists, name)
+		}
+		for _, h := range o.res.Hits {
+			v.Categories = append(v.Categories, h.Categories...)
+		}
+	}
+	if len(lists) > 0 {
+		slices.Sort(v.Categories)
+		v.Categories = slices.Compact(v.Categories)
+		v.Listed, v.Lists = true, strings.Join(lists, ", ")
+		return v, nil
+	}
+	if len(problems) > 0 {
+		return URLVerdict{}, fmt.Errorf("%w: %s", ErrURLUnchecked, strings.Join(problems, "; "))
+	}
+	return v, nil
+}
