@@ -45,6 +45,12 @@ type Config struct {
 	// XforwardClients may send XFORWARD (their claims about the original
 	// client are believed). Empty: the same as allowed_clients.
 	XforwardClients Prefixes `yaml:"xforward_clients"`
+	// RemoveIncomingTrace removes X-Foxproxy and X-Foxproxy-* fields that
+	// arrive with a message: they were not written by this foxproxy, and a
+	// filter downstream must be able to trust the ones that were. Turn it
+	// off only where mail passes through two foxproxy instances and the
+	// first one's fields are to be kept.
+	RemoveIncomingTrace bool `yaml:"remove_incoming_trace"`
 	// ClientFromReceived lets foxproxy read the original client from the
 	// Received header that a trusted upstream Postfix prepended, when that
 	// upstream sent no XFORWARD ADDR.

@@ -112,6 +112,12 @@ func truncateText(s string, n int) string {
 func ReinjectVerdict(ctx context.Context, o ReinjectOptions, env Envelope, host, id string, v policy.Verdict,
 	findings []pipeline.Finding, content io.Reader, maxHeaderBytes int64) (*Reinjected, error) {
 	var notes []string
+	if o.RemoveIncomingTrace {
+		var n int
+		if content, n = removeOurFields(content, maxHeaderBytes); n > 0 {
+			notes = append(notes, fmt.Sprintf("removed=%d-forged-fields", n))
+		}
+	}
 	if v.RewriteLinks && o.Links != nil {
 		// Held mail is delivered late: its links need the click-time
 		// check more than anyone's. The rewrite happens in memory only up

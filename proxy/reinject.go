@@ -27,6 +27,9 @@ type ReinjectOptions struct {
 	BeforeData func() error
 	// Links rewrites links for a verdict that asks for it (ReinjectVerdict).
 	Links LinkRewriter
+	// RemoveIncomingTrace: ReinjectVerdict removes the X-Foxproxy fields
+	// the message arrived with (remove_incoming_trace).
+	RemoveIncomingTrace bool
 }
 
 // Envelope is the SMTP envelope of a message received earlier, to be sent

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 
 	"go.uber.org/zap"
@@ -45,8 +46,21 @@ func (c *content) close() {
 func (ss *session) deliveryContent(tx *transaction, msg *spool.Message, v policy.Verdict) *content {
 	limit := int64(ss.rt.Config.Limits.MaxHeaderBytes)
 	c := &content{}
+	strip := ss.rt.Config.RemoveIncomingTrace
+	if strip {
+		if _, n := withoutForgedTrace(msg.Open, limit); n > 0 {
+			ss.log.Warn("message arrived with X-Foxproxy header fields foxproxy did not write; removed them",
+				zap.String("msg_id", tx.id), zap.Int("fields", n))
+			c.notes = append(c.notes, fmt.Sprintf("removed=%d-forged-fields", n))
+		} else {
+			strip = false // nothing to remove: the message goes as it came
+		}
+	}
 	c.open = func() io.Reader {
 		var r io.Reader = msg.Open()
+		if strip {
+			r, _ = removeOurFields(r, limit)
+		}
 		if v.SubjectTag != "" {
 			r = removeSubjectTag(r, v.SubjectTag, limit)
 		}

@@ -119,7 +119,7 @@ func startRescan(w *wired, log *zap.Logger) (stop func()) {
 		Reinject: proxy.ReinjectOptions{
 			Addr: cfg.Downstream, Hostname: cfg.HostnameOrDefault(),
 			ConnectTimeout: cfg.Timeouts.DownstreamConnect.D(), CommandTimeout: cfg.Timeouts.DownstreamCommand.D(),
-			DataTimeout: cfg.Timeouts.DownstreamData.D(), Links: w.Links,
+			DataTimeout: cfg.Timeouts.DownstreamData.D(), Links: w.Links, RemoveIncomingTrace: cfg.RemoveIncomingTrace,
 		},
 		Hostname: cfg.HostnameOrDefault(), StageTimeout: cfg.Timeouts.Stages.D(),
 		MaxHeaderBytes: int64(cfg.Limits.MaxHeaderBytes),

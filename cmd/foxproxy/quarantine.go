@@ -413,9 +413,14 @@ func (q *quarantineCLI) release(ctx context.Context, id string, force bool) bool
 
 	cfg := q.cfg
 	var content io.Reader = msg
+	if cfg.RemoveIncomingTrace {
+		// Only this foxproxy's X-Foxproxy-Released goes on top; fields
+		// that came with the message were not written here.
+		content, _ = proxy.RemoveIncomingTrace(msg, int64(cfg.Limits.MaxHeaderBytes))
+	}
 	size := e.Size
 	if len(e.Encrypt) > 0 {
-		enc, err := q.encryptForRelease(ctx, e, msg)
+		enc, err := q.encryptForRelease(ctx, e, content)
 		if err != nil {
 			claim.Drop()
 			return q.fail(id, err)
