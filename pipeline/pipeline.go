@@ -208,6 +208,8 @@ func (p *Pipeline) PrefetchClient(addr netip.Addr) {
 
 // PanicError is returned by Run when a stage panicked.
 type PanicError struct {
+	// Stage is the stage's name, or "links" for a panic in the shared link
+	// extraction (Transaction.Links) that no stage was waiting for.
 	Stage string
 	Value any
 	Stack []byte
@@ -220,13 +222,17 @@ func (e *PanicError) Error() string {
 // Run runs all stages concurrently and returns their findings in stage
 // order. The stages are independent of each other, so the message waits for
 // the slowest stage, not for their sum. A stage that panics makes Run return
-// a *PanicError; the other findings are still returned.
+// a *PanicError; the other findings are still returned. Stages that ask for
+// the message's links (Transaction.Links) share one extraction; Run returns
+// once it no longer reads the message.
 func (p *Pipeline) Run(ctx context.Context, tx *Transaction) ([]Finding, error) {
 	findings := make([]Finding, len(p.stages))
 	if len(p.stages) == 0 {
 		return findings, nil
 	}
 	errs := make([]error, len(p.stages))
+	links := &linkMemo{tx: tx, ctx: ctx}
+	sctx := context.WithValue(ctx, linksKey{}, links)
 	var wg sync.WaitGroup
 	for i, s := range p.stages {
 		wg.Add(1)
@@ -235,17 +241,24 @@ func (p *Pipeline) Run(ctx context.Context, tx *Transaction) ([]Finding, error) 
 			start := time.Now()
 			defer func() {
 				if v := recover(); v != nil {
-					errs[i] = &PanicError{Stage: s.Name(), Value: v, Stack: debug.Stack()}
+					pe := &PanicError{Stage: s.Name(), Value: v, Stack: debug.Stack()}
+					if ep, ok := v.(*extractPanic); ok {
+						pe.Value, pe.Stack = ep.value, ep.stack
+					}
+					errs[i] = pe
 					findings[i] = Finding{Stage: s.Name(), Status: Error, Detail: "internal error"}
 				}
 				findings[i].Duration = time.Since(start)
 			}()
-			f := s.Inspect(ctx, tx)
+			f := s.Inspect(sctx, tx)
 			f.Stage = s.Name()
 			findings[i] = f
 		}()
 	}
 	wg.Wait()
+	if ep := links.close(); ep != nil {
+		errs = append(errs, &PanicError{Stage: "links", Value: ep.value, Stack: ep.stack})
+	}
 	for _, err := range errs {
 		if err != nil {
 			return findings, err

@@ -206,11 +206,9 @@ func (w *WRS) inspect(ctx context.Context, tx *pipeline.Transaction) pipeline.Fi
 	}
 	ctx, cancel := context.WithTimeout(ctx, w.budget)
 	defer cancel()
-	res := &urls.Result{}
-	if tx.Message != nil {
-		res = w.extractor.Extract(pipeline.ContextReader(ctx, tx.Message.Open()))
-	}
-	if ctx.Err() != nil {
+	// Shared with the lists stage when its extraction settings are the same.
+	res, err := tx.Links(ctx, w.extractor)
+	if err != nil || ctx.Err() != nil {
 		// Asking now would charge the backends' breakers with a timeout
 		// that was spent reading the message.
 		return pipeline.Finding{Status: pipeline.Skipped, Detail: "budget ended during URL extraction"}

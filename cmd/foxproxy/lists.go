@@ -94,6 +94,8 @@ func (w *wired) wireLists(cfg *config.Config, log *zap.Logger) (pipeline.Stage, 
 		lw.updater = u
 		w.closers = append(w.closers, u.Close)
 	}
+	// WRS's extraction settings (buildWRS), so that both stages share one
+	// extraction per message.
 	xc := urls.Config{Limits: urls.Limits{MaxURLs: cfg.WRS.MaxURLs}}
 	if cfg.WRS.UnwrapRedirectors {
 		xc.Redirectors = urls.DefaultRedirectors()

@@ -31,7 +31,8 @@ var _ pipeline.Stage = (*Stage)(nil)
 
 // New returns the stage. Links are found the way WRS finds them, with
 // extraction tuned by cfg; the extraction runs only while blocked_urls has
-// entries.
+// entries. Given WRS's extraction settings, the two stages share one
+// extraction per message (pipeline.Transaction.Links).
 func New(cfg urls.Config) (*Stage, error) {
 	x, err := urls.New(cfg)
 	if err != nil {
@@ -71,13 +72,19 @@ func (s *Stage) Inspect(ctx context.Context, tx *pipeline.Transaction) pipeline.
 			hit(lists.BlockedSenders, tx.From, e)
 		}
 	}
-	if set.Len(lists.BlockedURLs) > 0 && tx.Message != nil {
-		res := s.extractor.Extract(pipeline.ContextReader(ctx, tx.Message.Open()))
-		seen := map[string]bool{}
-		for _, u := range res.URLs {
-			if e, ok := set.URLBlocked(u.Host); ok && !seen[e] {
-				seen[e] = true
-				hit(lists.BlockedURLs, u.Host, e)
+	var linksErr error
+	if set.Len(lists.BlockedURLs) > 0 {
+		// Shared with WRS when its extraction settings are the same. When
+		// ctx ends first, res holds the links found until then, or is nil.
+		res, err := tx.Links(ctx, s.extractor)
+		linksErr = err
+		if res != nil {
+			seen := map[string]bool{}
+			for _, u := range res.URLs {
+				if e, ok := set.URLBlocked(u.Host); ok && !seen[e] {
+					seen[e] = true
+					hit(lists.BlockedURLs, u.Host, e)
+				}
 			}
 		}
 	}
@@ -89,6 +96,10 @@ func (s *Stage) Inspect(ctx context.Context, tx *pipeline.Transaction) pipeline.
 			details = append(details, it.Zone+": "+it.Category)
 		}
 		f.Detail = strings.Join(details, "; ")
+	}
+	if linksErr != nil {
+		// Not silent: some links may not have been looked up.
+		f.Detail = strings.TrimPrefix(f.Detail+"; links not all read: "+linksErr.Error(), "; ")
 	}
 	f.Duration = time.Since(start)
 	return f

@@ -99,6 +99,7 @@ type Config struct {
 type Extractor struct {
 	lim        Limits
 	redir      redirectors
+	redirList  []Redirector // as configured, for Same
 	schemeless bool
 }
 
@@ -108,7 +109,19 @@ func New(cfg Config) (*Extractor, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Extractor{lim: cfg.Limits.withDefaults(), redir: rs, schemeless: !cfg.StrictText}, nil
+	return &Extractor{lim: cfg.Limits.withDefaults(), redir: rs, redirList: slices.Clone(cfg.Redirectors),
+		schemeless: !cfg.StrictText}, nil
+}
+
+// Same reports whether x and y find the same URLs in every message: their
+// configurations are equal once the limits' defaults are filled in. Stages
+// that extract the same message use it to share one extraction.
+func (x *Extractor) Same(y *Extractor) bool {
+	if x == y {
+		return true
+	}
+	return x != nil && y != nil && x.lim == y.lim && x.schemeless == y.schemeless &&
+		slices.Equal(x.redirList, y.redirList)
 }
 
 // Extract reads a message (RFC 5322 with MIME) from r and returns the web
