@@ -202,6 +202,12 @@ func TestEncryptThroughPostfix(t *testing.T) {
 	if n := len(pf.Delivered(harness.BoxRcpt)); n != 1 {
 		t.Fatalf("%d messages delivered while the key service was down, want the first only", n)
 	}
+	_, text := httpGet(t, fp.Admin+"/metrics", "")
+	for outcome, want := range map[string]float64{"encrypted": 1, "quarantined": 1, "unencrypted": 0} {
+		if got, ok := metric(text, `foxproxy_encryption_copies_total{outcome="`+outcome+`"}`); !ok || got != want {
+			t.Errorf("encryption copies %s = %v (present %v), want %v", outcome, got, ok, want)
+		}
+	}
 	show := runFoxproxyCLI(t, "quarantine", "show", id, "-config", fp.ConfigPath)
 	if show.code != 0 || !strings.Contains(show.stdout, "a release encrypts it for rcpt@example.test") {
 		t.Fatalf("show: %+v", show)

@@ -116,6 +116,11 @@ func TestHoldAndRescanThroughPostfix(t *testing.T) {
 	if err != nil || st.Held == nil || st.Held.Count != 2 || st.Held.OldestAgeSeconds <= 0 {
 		t.Fatalf("/status held: %+v, %v", st.Held, err)
 	}
+	// And the status page in a browser says so.
+	dom := harness.BrowserDOM(t, fp.Admin+"/status", 3*time.Second)
+	if !regexp.MustCompile(`<div id="held" class="meta warn" data-count="2">Held for rescan: 2 messages, oldest held \d+s ago</div>`).MatchString(dom) {
+		t.Fatalf("status page lacks the held mail:\n%s", dom)
+	}
 
 	mark := fp.LogMark()
 	clamd.Start()

@@ -242,6 +242,12 @@ func TestListsStatusAndClamAVDatabase(t *testing.T) {
 	if !strings.Contains(db.Detail, "ClamAV ") {
 		t.Errorf("clamav-db detail %q", db.Detail)
 	}
+	// The status page shows the bundle in force and its age.
+	dom := harness.BrowserDOM(t, fp.Admin+"/status", 3*time.Second)
+	if !regexp.MustCompile(`<tr class="dep ok" data-kind="update" [^>]*data-state="current">.*?<td class="detail">bundle v7, created [^<]+ \([^<]+ old\)</td>`).MatchString(dom) ||
+		!regexp.MustCompile(`data-kind="clamav-db" [^>]*>.*?<td class="detail">ClamAV `).MatchString(dom) {
+		t.Errorf("status page lacks the update bundle or the ClamAV database:\n%s", dom)
+	}
 
 	_, text := httpGet(t, fp.Admin+"/metrics", "")
 	for sample, want := range map[string]float64{

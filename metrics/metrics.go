@@ -26,6 +26,7 @@ type Metrics struct {
 	sessions        prometheus.Gauge
 	spoolBytes      prometheus.Gauge
 	sessionsHandled prometheus.Counter
+	encCopies       *prometheus.CounterVec
 }
 
 var _ proxy.Observer = (*Metrics)(nil)
@@ -82,8 +83,14 @@ func New(g Gauges) *Metrics {
 	m.sessions = prometheus.NewGauge(prometheus.GaugeOpts{Name: "foxproxy_sessions", Help: "SMTP sessions in progress."})
 	m.sessionsHandled = prometheus.NewCounter(prometheus.CounterOpts{Name: "foxproxy_sessions_total", Help: "SMTP sessions accepted."})
 	m.spoolBytes = prometheus.NewGauge(prometheus.GaugeOpts{Name: "foxproxy_spool_bytes", Help: "Message content held while being checked (memory and spill files)."})
+	m.encCopies = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "foxproxy_encryption_copies_total",
+		Help: "Recipients' copies under an encrypt verdict by outcome (encrypted; without a key: quarantined, rejected, tempfailed, unencrypted)."},
+		[]string{"outcome"})
+	for _, o := range proxy.CopyOutcomes {
+		m.encCopies.WithLabelValues(o) // present from the start, at 0, for rate() in alerts
+	}
 	for _, c := range []prometheus.Collector{m.messages, m.replies, m.findings, m.stageSeconds, m.messageSeconds,
-		m.messageBytes, m.sessions, m.sessionsHandled, m.spoolBytes} {
+		m.messageBytes, m.sessions, m.sessionsHandled, m.spoolBytes, m.encCopies} {
 		f(c)
 	}
 	f(&scrapeCollector{g: g})
@@ -120,6 +127,9 @@ func (m *Metrics) Message(ev proxy.MessageEvent) {
 	for _, f := range ev.Findings {
 		m.findings.WithLabelValues(f.Stage, string(f.Status)).Inc()
 		m.stageSeconds.WithLabelValues(f.Stage).Observe(f.Duration.Seconds())
+	}
+	for o, n := range ev.EncryptionCopies {
+		m.encCopies.WithLabelValues(o).Add(float64(n))
 	}
 	m.messageSeconds.Observe(ev.Duration.Seconds())
 	if ev.Size > 0 {

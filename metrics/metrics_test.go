@@ -1,8 +1,10 @@
 package metrics
 
 import (
+	"encoding/json"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -12,6 +14,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/foxproxy/foxproxy/admin"
+	"github.com/foxproxy/foxproxy/clicktime"
 	"github.com/foxproxy/foxproxy/pipeline"
 	"github.com/foxproxy/foxproxy/proxy"
 )
@@ -23,6 +26,7 @@ func newTest() *Metrics {
 		},
 		ScanMode: func() string { return "conventional" },
 		Counters: func() map[string]uint64 { return map[string]uint64{"dns_cache_hits_total": 7, "dns_lookups_total": 9} },
+		Held:     func() (admin.Held, bool) { return admin.Held{Count: 2, OldestAgeSeconds: 90}, true },
 	})
 }
 
@@ -62,6 +66,26 @@ func TestCountersAfterKnownTraffic(t *testing.T) {
 	}
 }
 
+func TestEncryptionCopiesCounted(t *testing.T) {
+	m := newTest()
+	m.Message(proxy.MessageEvent{Verdict: "encrypt", EncryptionCopies: map[string]int{proxy.CopyEncrypted: 2, proxy.CopyQuarantined: 1}})
+	m.Message(proxy.MessageEvent{Verdict: "encrypt", EncryptionCopies: map[string]int{proxy.CopyTempfailed: 3}})
+	m.Message(proxy.MessageEvent{Verdict: "encrypt", EncryptionCopies: map[string]int{proxy.CopyEncrypted: 1}})
+	m.Message(proxy.MessageEvent{Verdict: "deliver"})
+	want := `
+# HELP foxproxy_encryption_copies_total Recipients' copies under an encrypt verdict by outcome (encrypted; without a key: quarantined, rejected, tempfailed, unencrypted).
+# TYPE foxproxy_encryption_copies_total counter
+foxproxy_encryption_copies_total{outcome="encrypted"} 3
+foxproxy_encryption_copies_total{outcome="quarantined"} 1
+foxproxy_encryption_copies_total{outcome="rejected"} 0
+foxproxy_encryption_copies_total{outcome="tempfailed"} 3
+foxproxy_encryption_copies_total{outcome="unencrypted"} 0
+`
+	if err := testutil.GatherAndCompare(m.Registry, strings.NewReader(want), "foxproxy_encryption_copies_total"); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestScrapeTimeGauges(t *testing.T) {
 	m := newTest()
 	want := `
@@ -90,6 +114,7 @@ foxproxy_scan_mode{mode="smart"} 0
 // The dashboard and the alert rules only use metrics that exist.
 func TestDeployFilesUseRealMetrics(t *testing.T) {
 	m := newTest()
+	clicktime.NewMetrics(m.Registry)
 	m.Message(proxy.MessageEvent{Verdict: "deliver", ReplyCode: 250, Findings: []pipeline.Finding{{Stage: "ers"}}})
 	m.Refused("MAIL", 451)
 	families, err := m.Registry.Gather()
@@ -106,11 +131,68 @@ func TestDeployFilesUseRealMetrics(t *testing.T) {
 	for name := range CounterNames {
 		known["foxproxy_"+name] = true // present once their source exists
 	}
+	// The lists', the updater's and the ClamAV database's collector lives
+	// in cmd/foxproxy and reads a running configuration: take its names
+	// from its source.
+	srcs, _ := filepath.Glob("../cmd/foxproxy/*.go")
+	desc := regexp.MustCompile(`prometheus\.NewDesc\("(foxproxy_[a-z_]+)"`)
+	for _, src := range srcs {
+		if strings.HasSuffix(src, "_test.go") {
+			continue
+		}
+		b, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range desc.FindAllStringSubmatch(string(b), -1) {
+			known[m[1]] = true
+		}
+	}
+	if !known["foxproxy_update_consecutive_failures"] || !known["foxproxy_clamav_db_age_seconds"] {
+		t.Fatalf("the lists' metric names were not found in ../cmd/foxproxy")
+	}
+	// Counters whose every label value exists from the start: a selector
+	// on them must name a real value (a typo would never fire).
+	values := map[string]map[string]bool{} // "family label" → values
+	for _, f := range families {
+		if f.GetName() != "foxproxy_clicks_total" && f.GetName() != "foxproxy_encryption_copies_total" {
+			continue
+		}
+		for _, s := range f.GetMetric() {
+			for _, l := range s.GetLabel() {
+				k := f.GetName() + " " + l.GetName()
+				if values[k] == nil {
+					values[k] = map[string]bool{}
+				}
+				values[k][l.GetValue()] = true
+			}
+		}
+	}
+	selector := regexp.MustCompile(`(foxproxy_clicks_total|foxproxy_encryption_copies_total)\{([^}]*)\}`)
+	matcher := regexp.MustCompile(`([a-z_]+)\s*(=~|=)\s*\\?"([^"\\]*)\\?"`)
 	name := regexp.MustCompile(`foxproxy_[a-z_]+`)
 	for _, file := range []string{"../deploy/grafana-dashboard.json", "../deploy/prometheus-alerts.yml"} {
 		b, err := os.ReadFile(file)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if strings.HasSuffix(file, ".json") {
+			var dash struct {
+				Panels []struct {
+					ID      int
+					Targets []struct{ Expr string }
+				}
+			}
+			if err := json.Unmarshal(b, &dash); err != nil || len(dash.Panels) == 0 {
+				t.Fatalf("%s: %v", file, err)
+			}
+			ids := map[int]bool{}
+			for _, p := range dash.Panels {
+				if ids[p.ID] || len(p.Targets) == 0 {
+					t.Errorf("%s: panel %d repeated or without targets", file, p.ID)
+				}
+				ids[p.ID] = true
+			}
 		}
 		if strings.HasSuffix(file, ".yml") {
 			var rules struct {
@@ -125,6 +207,28 @@ func TestDeployFilesUseRealMetrics(t *testing.T) {
 		for _, n := range name.FindAllString(string(b), -1) {
 			if !known[n] {
 				t.Errorf("%s uses %s, which foxproxy does not export", file, n)
+			}
+		}
+		for _, sel := range selector.FindAllStringSubmatch(string(b), -1) {
+			for _, m := range matcher.FindAllStringSubmatch(sel[2], -1) {
+				if m[1] == "instance" || m[1] == "job" {
+					continue // Prometheus's own target labels
+				}
+				vals, ok := values[sel[1]+" "+m[1]]
+				if !ok {
+					t.Errorf("%s: %s has no label %s", file, sel[1], m[1])
+					continue
+				}
+				found := vals[m[3]]
+				if m[2] == "=~" {
+					re := regexp.MustCompile("^(?:" + m[3] + ")$")
+					for v := range vals {
+						found = found || re.MatchString(v)
+					}
+				}
+				if !found {
+					t.Errorf("%s: %s matches no value of %s (%v)", file, sel[0], m[1], vals)
+				}
 			}
 		}
 	}

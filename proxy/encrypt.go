@@ -106,6 +106,22 @@ func planEncryption(rcpts []string, lookups []KeyLookup, acts EncryptionActions)
 	return p
 }
 
+// delivered counts the selected recipients' copies by outcome once every
+// copy has been delivered.
+func (p *encryptPlan) delivered() map[string]int {
+	m := map[string]int{}
+	for _, ls := range p.byMethod {
+		m[CopyEncrypted] += len(ls)
+	}
+	if n := len(p.quarantine); n > 0 {
+		m[CopyQuarantined] = n
+	}
+	if n := len(p.unencrypted); n > 0 {
+		m[CopyUnencrypted] = n
+	}
+	return m
+}
+
 func rcptsOf(ls []KeyLookup) []string {
 	out := make([]string, len(ls))
 	for i, l := range ls {
@@ -164,10 +180,12 @@ func (ss *session) deliverEncrypted(ctx context.Context, tx *transaction, ptx *p
 	}
 	if len(p.tempfail) > 0 {
 		ss.ds.reset()
+		sum.encCopies = map[string]int{CopyTempfailed: len(p.tempfail)}
 		return reply(451, [3]int{4, 7, 0}, sanitizeText("Error: no encryption key could be had for "+whyNot(p.tempfail)+" yet, try again later"))
 	}
 	if len(p.reject) > 0 {
 		ss.ds.reset()
+		sum.encCopies = map[string]int{CopyRejected: len(p.reject)}
 		return reply(550, [3]int{5, 7, 1}, sanitizeText("Error: message must be encrypted but there is no key for "+whyNot(p.reject)))
 	}
 	var notes []string
@@ -177,6 +195,7 @@ func (ss *session) deliverEncrypted(ctx context.Context, tx *transaction, ptx *p
 			return err
 		}
 		sum.quarantineID = qid
+		sum.encCopies = map[string]int{CopyQuarantined: len(p.quarantine)} // kept, whatever happens next
 		notes = append(notes, fmt.Sprintf("quarantined %d recipient(s) as %s", len(p.quarantine), qid))
 	}
 	for _, l := range p.unencrypted {
@@ -228,6 +247,7 @@ func (ss *session) deliverEncrypted(ctx context.Context, tx *transaction, ptx *p
 		}
 	}
 	sum.downstreamID = strings.Join(queued, ",")
+	sum.encCopies = p.delivered()
 	if len(copies) == 1 && len(p.quarantine) == 0 {
 		return reply(250, [3]int{2, 0, 0}, "Ok: queued as "+sum.downstreamID)
 	}
@@ -320,7 +340,7 @@ func (ss *session) quarantineCopy(ctx context.Context, tx *transaction, ptx *pip
 	qv := v
 	qv.EncryptRcpts = rcpts
 	qid, err := ss.rt.Quarantine.Quarantine(ctx, QuarantineItem{Tx: &part, Xforward: ss.forwardAttrs(tx),
-		MailParams: mailParams(tx.opts), Findings: findings, Verdict: qv,
+		MailParams: mailParams(tx.opts), RcptParams: tx.rcptParams(rcpts), Findings: findings, Verdict: qv,
 		Reason: "encryption exception: no key could be had for " + whyNot(lookupsFor(rcpts))})
 	if err != nil {
 		ss.log.Error("cannot quarantine message; deferring it", zap.String("msg_id", tx.id), zap.Error(err))

@@ -62,7 +62,7 @@ func (ss *session) hold(ctx context.Context, tx *transaction, ptx *pipeline.Tran
 	if waited := now.Sub(arrived); waited < holdAfter {
 		return false, nil
 	}
-	id, err := h.Hold(ctx, QuarantineItem{Tx: ptx, Xforward: ss.forwardAttrs(tx), MailParams: mailParams(tx.opts),
+	id, err := h.Hold(ctx, QuarantineItem{Tx: ptx, Xforward: ss.forwardAttrs(tx), MailParams: mailParams(tx.opts), RcptParams: tx.rcptParams(tx.rcpts),
 		Findings: findings, Verdict: v}, arrived)
 	ss.ds.reset()
 	if err != nil {

@@ -41,7 +41,24 @@ type MessageEvent struct {
 	Stages            time.Duration
 	Duration          time.Duration
 	ReplyCode         int
+	// EncryptionCopies counts an encrypt verdict's recipients by what
+	// became of their copies (CopyEncrypted, ...); nil for other verdicts.
+	EncryptionCopies map[string]int
 }
+
+// What became of a recipient's copy under an encrypt verdict. A tempfail
+// or reject answers for the whole message: then only the recipients that
+// caused it are counted.
+const (
+	CopyEncrypted   = "encrypted"
+	CopyQuarantined = "quarantined" // no key: kept until one can be had
+	CopyRejected    = "rejected"    // no key: the message refused (5xx)
+	CopyTempfailed  = "tempfailed"  // no key yet: the message deferred (4xx)
+	CopyUnencrypted = "unencrypted" // no key: delivered in clear, as configured
+)
+
+// CopyOutcomes are the values of MessageEvent.EncryptionCopies' keys.
+var CopyOutcomes = []string{CopyEncrypted, CopyQuarantined, CopyRejected, CopyTempfailed, CopyUnencrypted}
 
 type nopObserver struct{}
 

@@ -45,6 +45,9 @@ type Envelope struct {
 	Xforward Xforward
 	// Size, when known, is announced with SIZE=.
 	Size int64
+	// RcptParams are the RCPT parameters recorded at receipt, by
+	// recipient (see RcptParams).
+	RcptParams map[string]map[string]string
 }
 
 // Reinjected is the outcome of a Reinject that delivered to at least one
@@ -149,7 +152,7 @@ func Reinject(ctx context.Context, o ReinjectOptions, env Envelope, content io.R
 		res.XforwardRefused = fmt.Sprintf("%s: %d %s", bad[0].cmd, bad[0].code, bad[0].reply)
 	}
 	for _, rcpt := range env.Rcpts {
-		err := d.rcpt(rcpt, nil)
+		err := d.rcpt(rcpt, reinjectRcptOptions(env.RcptParams[rcpt]))
 		var se *smtp.SMTPError
 		switch {
 		case err == nil:
@@ -236,4 +239,48 @@ func reinjectMailOptions(env Envelope) (*smtp.MailOptions, error) {
 		}
 	}
 	return opts, nil
+}
+
+// RcptParams records the DSN parameters of one RCPT (NOTIFY, ORCPT) that a
+// later re-injection must repeat, so the sender's delivery notifications
+// still work for quarantined and held mail. nil when there are none.
+func RcptParams(o *smtp.RcptOptions) map[string]string {
+	if o == nil {
+		return nil
+	}
+	m := map[string]string{}
+	if len(o.Notify) > 0 {
+		n := make([]string, len(o.Notify))
+		for i, v := range o.Notify {
+			n[i] = string(v)
+		}
+		m["NOTIFY"] = strings.Join(n, ",")
+	}
+	if o.OriginalRecipient != "" {
+		m["ORCPT"] = string(o.OriginalRecipientType) + ";" + o.OriginalRecipient
+	}
+	if len(m) == 0 {
+		return nil
+	}
+	return m
+}
+
+// reinjectRcptOptions turns recorded RCPT parameters back into options.
+// Unknown or malformed ones are dropped: they only refine notifications,
+// and refusing the release for them would keep the mail from the
+// recipient.
+func reinjectRcptOptions(params map[string]string) *smtp.RcptOptions {
+	if len(params) == 0 {
+		return nil
+	}
+	o := &smtp.RcptOptions{}
+	if n := params["NOTIFY"]; n != "" {
+		for _, v := range strings.Split(n, ",") {
+			o.Notify = append(o.Notify, smtp.DSNNotify(strings.ToUpper(strings.TrimSpace(v))))
+		}
+	}
+	if t, addr, ok := strings.Cut(params["ORCPT"], ";"); ok && addr != "" {
+		o.OriginalRecipientType, o.OriginalRecipient = smtp.DSNAddressType(strings.ToUpper(t)), addr
+	}
+	return o
 }

@@ -63,6 +63,8 @@ type QuarantineItem struct {
 	// MailParams are the MAIL parameters to send again on release
 	// (BODY, SMTPUTF8, RET, ENVID).
 	MailParams map[string]string
+	// RcptParams are the DSN parameters of each recipient's RCPT.
+	RcptParams map[string]map[string]string
 	Findings   []pipeline.Finding
 	Verdict    policy.Verdict
 	// Reason says why, when the verdict alone does not (an encryption

@@ -428,7 +428,7 @@ func (ss *session) execute(ctx context.Context, tx *transaction, ptx *pipeline.T
 			return errLocalProblem
 		}
 		qid, err := ss.rt.Quarantine.Quarantine(ctx, QuarantineItem{Tx: ptx, Xforward: ss.forwardAttrs(tx),
-			MailParams: mailParams(tx.opts), Findings: findings, Verdict: v})
+			MailParams: mailParams(tx.opts), RcptParams: tx.rcptParams(tx.rcpts), Findings: findings, Verdict: v})
 		if err != nil {
 			ss.log.Error("cannot quarantine message; deferring it", zap.String("msg_id", tx.id), zap.Error(err))
 			ss.ds.reset()
@@ -492,6 +492,7 @@ type summary struct {
 	findings     []pipeline.Finding
 	stages       time.Duration
 	reply        *smtp.SMTPError
+	encCopies    map[string]int // encrypt verdicts: see MessageEvent.EncryptionCopies
 }
 
 func (ss *session) logSummary(s *summary) {
@@ -526,6 +527,7 @@ func (ss *session) logSummary(s *summary) {
 		Time: now, ID: s.tx.id, QueueID: s.queueID, DownstreamQueueID: s.downstreamID, QuarantineID: s.quarantineID,
 		Client: s.tx.client, From: s.tx.from, Rcpts: len(s.tx.rcpts), Size: s.size,
 		Verdict: s.verdict, Rule: s.rule, Findings: s.findings, Stages: s.stages, Duration: now.Sub(s.tx.start),
+		EncryptionCopies: s.encCopies,
 	}
 	if s.reply != nil {
 		ev.ReplyCode = s.reply.Code
@@ -584,6 +586,21 @@ func mailParams(o *smtp.MailOptions) map[string]string {
 	}
 	if o.EnvelopeID != "" {
 		m["ENVID"] = o.EnvelopeID
+	}
+	return m
+}
+
+// rcptParams records the DSN parameters of rcpts' RCPTs; nil when none
+// had any.
+func (tx *transaction) rcptParams(rcpts []string) map[string]map[string]string {
+	var m map[string]map[string]string
+	for _, r := range rcpts {
+		if p := RcptParams(tx.rcptOpts[r]); p != nil {
+			if m == nil {
+				m = map[string]map[string]string{}
+			}
+			m[r] = p
+		}
 	}
 	return m
 }

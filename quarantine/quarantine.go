@@ -41,6 +41,8 @@ type Entry struct {
 	// MailOptions keeps the envelope parameters (BODY, SMTPUTF8, DSN) that a
 	// release must send again.
 	MailOptions map[string]string `json:"mail_options,omitempty"`
+	// RcptOptions keeps each recipient's DSN parameters (NOTIFY, ORCPT).
+	RcptOptions map[string]map[string]string `json:"rcpt_options,omitempty"`
 	// Encrypt lists the recipients whose copies must be encrypted when
 	// released: the message waits for their keys (an encryption exception).
 	Encrypt []string `json:"encrypt,omitempty"`

@@ -339,7 +339,8 @@ func (l *Loop) deliver(e quarantine.Entry, claim *quarantine.Claim, content file
 	v policy.Verdict, log *zap.Logger) outcome {
 	o := l.cfg.Reinject
 	o.BeforeData = claim.MarkSending
-	env := proxy.Envelope{From: e.From, Rcpts: e.Rcpts, MailParams: e.MailOptions, Xforward: xforwardOf(e.Xforward), Size: content.size}
+	env := proxy.Envelope{From: e.From, Rcpts: e.Rcpts, MailParams: e.MailOptions, RcptParams: e.RcptOptions,
+		Xforward: xforwardOf(e.Xforward), Size: content.size}
 	// Not cancelled by Stop: only the downstream timeouts end a delivery.
 	res, err := l.cfg.deliver(context.Background(), o, env, l.cfg.Hostname, e.ID, v, findings, content.Open(), l.cfg.MaxHeaderBytes)
 	var re *proxy.ReinjectError

@@ -56,7 +56,7 @@ func entryOf(it proxy.QuarantineItem) quarantine.Entry {
 	tx := it.Tx
 	e := quarantine.Entry{
 		From: tx.From, Rcpts: tx.Rcpts, QueueID: tx.QueueID,
-		Size: tx.Message.Size(), Rule: it.Verdict.Rule, MailOptions: it.MailParams,
+		Size: tx.Message.Size(), Rule: it.Verdict.Rule, MailOptions: it.MailParams, RcptOptions: it.RcptParams,
 		Xforward: map[string]string{
 			"NAME": it.Xforward.Name, "ADDR": it.Xforward.Addr, "PORT": it.Xforward.Port,
 			"PROTO": it.Xforward.Proto, "HELO": it.Xforward.Helo, "IDENT": it.Xforward.Ident, "SOURCE": it.Xforward.Source,

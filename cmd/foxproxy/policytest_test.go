@@ -153,4 +153,38 @@ func TestCheckConfigSummary(t *testing.T) {
 	if !strings.Contains(r.out, "ers:        off") || !strings.Contains(r.out, "quarantine: not used") {
 		t.Errorf("default summary:\n%s", r.out)
 	}
+	for _, absent := range []string{"click:", "encryption:", "hold:"} {
+		if strings.Contains(r.out, absent) {
+			t.Errorf("default summary mentions %q, which is not configured:\n%s", absent, r.out)
+		}
+	}
+
+	// The late services: click, encryption, hold.
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "k2.secret")
+	if err := os.WriteFile(secret, []byte(strings.Repeat("s", 40)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, _, _, qdir = writePolicyTest(t, policyConfig+`scan:
+  conventional: {url: "tcp://127.0.0.1:3310"}
+  hold_after: 30m
+  rescan_rate: 0.5
+click:
+  listen: 127.0.0.1:10081
+  base_url: https://click.example.test
+  keys: [{id: k2, secret_file: `+secret+`}, {id: k1, secret_file: `+secret+`}]
+  on_unavailable: block
+encryption:
+  openpgp: {keyring_dir: `+dir+`, wkd: true, timeout: 3s}
+  on_key_service_unavailable: tempfail
+`)
+	r = runCLI("check-config", "-config", cfg)
+	for _, want := range []string{cfg + ": configuration OK",
+		"click:      listen 127.0.0.1:10081, base_url https://click.example.test, signing key k2 (1 more key verify), on_unavailable: block",
+		"hold:       after 30m0s without a scanner, in " + qdir + "/held; rescan 0.5/s, up to 100 every 30s",
+		"encryption: openpgp keyring " + dir + ", wkd (timeout 3s); on_key_service_unavailable: tempfail; on_key_absent: quarantine (after_queue default)"} {
+		if !strings.Contains(r.out, want) {
+			t.Errorf("check-config lacks %q:\n%s%s", want, r.out, r.errOut)
+		}
+	}
 }

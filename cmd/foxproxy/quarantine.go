@@ -257,6 +257,10 @@ func (q *quarantineCLI) show(id string, jsonOut, body, raw bool) int {
 	row("Time", e.Time.UTC().Format("2006-01-02 15:04:05 UTC"))
 	row("From", addr(e.From))
 	for _, r := range e.Rcpts {
+		if p := e.RcptOptions[r]; len(p) > 0 {
+			row("To", addr(r)+" "+formatParams(p))
+			continue
+		}
 		row("To", addr(r))
 	}
 	client := printable(e.Client)
@@ -434,7 +438,7 @@ func (q *quarantineCLI) release(ctx context.Context, id string, force bool) bool
 	if q.held {
 		fmt.Fprintf(q.stderr, "foxproxy quarantine: %s: releasing a held message: it is delivered unscanned\n", id)
 	}
-	env := proxy.Envelope{From: e.From, Rcpts: e.Rcpts, MailParams: e.MailOptions,
+	env := proxy.Envelope{From: e.From, Rcpts: e.Rcpts, MailParams: e.MailOptions, RcptParams: e.RcptOptions,
 		Xforward: xforwardOf(e.Xforward), Size: size + int64(len(header))}
 	res, err := proxy.Reinject(ctx, proxy.ReinjectOptions{
 		Addr:           cfg.Downstream,

@@ -37,14 +37,25 @@ func printSummary(w io.Writer, cfg *config.Config) {
 	} else {
 		fmt.Fprintf(w, "  wrs:        off (no wrs.zones or wrs.safebrowsing.api_key)\n")
 	}
+	if cfg.ClickEnabled() {
+		fmt.Fprintf(w, "  click:      %s\n", clickSummary(cfg.Click))
+	}
 	if cfg.Scan.Enabled() {
 		fmt.Fprintf(w, "  scan:       %s\n", scanners(cfg))
 	} else {
 		fmt.Fprintf(w, "  scan:       off (no scan.smart.url or scan.conventional.url)\n")
 	}
+	if cfg.Holds() {
+		sc := cfg.Scan
+		fmt.Fprintf(w, "  hold:       after %s without a scanner, in %s/held; rescan %g/s, up to %d every %s\n",
+			humanDuration(sc.HoldAfter.D()), cfg.Quarantine.Dir, sc.RescanRate, sc.RescanBatch, humanDuration(sc.RescanInterval.D()))
+	}
 	n := len(cfg.Policy.Rules)
 	fmt.Fprintf(w, "  policy:     %d %s, then deliver; on_infected: %s; on_scan_unavailable: %s\n",
 		n, plural(n, "rule", "rules"), cfg.Policy.OnInfected, cfg.Policy.OnScanUnavailable)
+	if cfg.Encryption.Enabled() {
+		fmt.Fprintf(w, "  encryption: %s\n", encryptionSummary(cfg))
+	}
 	if cfg.UsesQuarantine() {
 		keep := "forever"
 		if r := cfg.Quarantine.Retention.D(); r > 0 {
@@ -54,4 +65,48 @@ func printSummary(w io.Writer, cfg *config.Config) {
 	} else {
 		fmt.Fprintf(w, "  quarantine: not used (no verdict quarantines)\n")
 	}
+}
+
+// clickSummary is check-config's line about time-of-click protection: the
+// listener, where links point, the key that signs them and what a click
+// does while WRS cannot answer.
+func clickSummary(c config.Click) string {
+	listen := "no listener here (another foxproxy serves base_url)"
+	if c.Listen != "" {
+		listen = "listen " + c.Listen
+	}
+	key := "no signing key"
+	if len(c.Keys) > 0 {
+		key = "signing key " + c.Keys[0].ID
+		if n := len(c.Keys) - 1; n > 0 {
+			key += fmt.Sprintf(" (%d more %s verify)", n, plural(n, "key", "keys"))
+		}
+	}
+	return fmt.Sprintf("%s, base_url %s, %s, on_unavailable: %s", listen, c.BaseURL, key, c.OnUnavailable)
+}
+
+// encryptionSummary is check-config's line about the encryption gateway:
+// where keys come from and what happens to a copy without one, with
+// on_key_absent resolved for the deployment.
+func encryptionSummary(cfg *config.Config) string {
+	e := cfg.Encryption
+	var src []string
+	if e.OpenPGP.KeyringDir != "" {
+		src = append(src, "openpgp keyring "+e.OpenPGP.KeyringDir)
+	}
+	if e.OpenPGP.WKD {
+		src = append(src, "wkd (timeout "+humanDuration(e.OpenPGP.Timeout.D())+")")
+	}
+	if e.SMIME.CertDir != "" {
+		src = append(src, "smime certificates "+e.SMIME.CertDir)
+	}
+	if e.Decrypt.KeyDir != "" {
+		src = append(src, "decrypts with "+e.Decrypt.KeyDir)
+	}
+	absent := cfg.KeyAbsentAction()
+	if e.OnKeyAbsent == "" {
+		absent += " (" + cfg.Deployment + " default)"
+	}
+	return fmt.Sprintf("%s; on_key_service_unavailable: %s; on_key_absent: %s",
+		strings.Join(src, ", "), e.OnKeyServiceUnavailable, absent)
 }
