@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/foxproxy/foxproxy/internal/testutil"
 )
 
 // faultMode is what a fault server does with the next request.
@@ -435,14 +437,7 @@ func vmHWM(t *testing.T, pid int) int64 {
 // that took, or fails the test with what after timeout.
 func waitUntil(t *testing.T, what string, timeout time.Duration, cond func() bool) time.Duration {
 	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > timeout {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return time.Since(start)
+	return testutil.Eventually(t, what, timeout, cond)
 }
 
 // listenLoopback listens on a free loopback TCP port, closed at cleanup.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/foxproxy/foxproxy/integration/harness"
+	"github.com/foxproxy/foxproxy/internal/testutil"
 )
 
 func httpGet(t *testing.T, url, accept string) (int, string) {
@@ -71,13 +72,7 @@ func depState(t *testing.T, admin, kind, name string) string {
 
 func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	testutil.Eventually(t, what, timeout, cond)
 }
 
 // runStatus runs `foxproxy status` against the admin endpoint.

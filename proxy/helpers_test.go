@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/foxproxy/foxproxy/config"
+	"github.com/foxproxy/foxproxy/internal/testutil"
 	"github.com/foxproxy/foxproxy/pipeline"
 	"github.com/foxproxy/foxproxy/policy"
 )
@@ -328,13 +329,7 @@ func (r *rawConn) greet() string {
 // eventually polls cond until it holds or the timeout passes.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.Eventually(t, what, 10*time.Second, cond)
 }
 
 // stageFunc is a pipeline stage made of a function.

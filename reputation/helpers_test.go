@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/foxproxy/foxproxy/internal/testutil"
 )
 
 // dnsServer is a real miekg/dns server on 127.0.0.1:<random port>, UDP and
@@ -340,13 +342,7 @@ func addr(s string) netip.Addr { return netip.MustParseAddr(s) }
 // has no completion signal (a prefetch).
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testutil.Eventually(t, what, 5*time.Second, cond)
 }
 
 // TestMain fails the run if goroutines of this package outlive the tests:

@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/foxproxy/foxproxy/internal/testutil"
 )
 
 // eicarXOR is the EICAR test file XOR-ed with 0x55, so that the plain
@@ -149,11 +151,5 @@ func within(t testing.TB, d time.Duration, what string, f func()) {
 // waitFor polls cond until it holds, for at most 5s.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testutil.Eventually(t, what, 5*time.Second, cond)
 }
