@@ -261,7 +261,7 @@ type Quarantine struct {
 var (
 	Actions         = []string{"deliver", "tag", "quarantine", "reject", "tempfail", "discard", "encrypt"}
 	ListNames       = []string{"approved_clients", "blocked_clients", "approved_senders", "blocked_senders", "blocked_urls"}
-	ReputationWords = []string{"listed", "clean", "skipped", "disabled"}
+	ReputationWords = []string{"listed", "clean", "skipped", "disabled", "incomplete"}
 	ScanWords       = []string{"clean", "infected", "unavailable", "skipped", "error"}
 )
 

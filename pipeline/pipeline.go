@@ -71,6 +71,10 @@ type Finding struct {
 	Items []Item
 	// Duration is how long the stage took on this message.
 	Duration time.Duration
+	// Incomplete: the stage reached one of its limits (a message with
+	// more links, parts or nesting than it reads) and judged only what it
+	// read. The policy keyword "incomplete" matches it.
+	Incomplete bool
 }
 
 // Item is one listed thing behind a finding.
@@ -104,6 +108,9 @@ func (f Finding) Trace() string {
 		arg = f.Backend
 	}
 	arg = TraceToken(arg)
+	if f.Incomplete {
+		arg = strings.TrimPrefix(arg+",incomplete", ",")
+	}
 	if arg == "" {
 		return f.Stage + "=" + string(f.Status)
 	}

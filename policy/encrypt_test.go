@@ -113,3 +113,23 @@ func TestEncryptRuleValidation(t *testing.T) {
 		}
 	}
 }
+
+// A message with more links than WRS reads can be told apart: its links
+// were judged only in part.
+func TestWRSIncompleteKeyword(t *testing.T) {
+	e := engine(t, "wrs: {zones: [{zone: uribl.example.test}]}\npolicy:\n  rules:\n"+
+		"    - {name: partly, if: {wrs: [incomplete]}, then: tag, subject_prefix: \"[links not all checked]\"}\n")
+	m := tx("198.51.100.1", "a@b.example", []string{"c@d.example"}, "Subject: hi\r\n\r\nb\r\n")
+	for _, c := range []struct {
+		f    pipeline.Finding
+		want Action
+	}{
+		{pipeline.Finding{Stage: "wrs", Status: pipeline.Clean, Incomplete: true}, Tag},
+		{pipeline.Finding{Stage: "wrs", Status: pipeline.Listed, Categories: []string{"spam"}, Incomplete: true}, Tag},
+		{pipeline.Finding{Stage: "wrs", Status: pipeline.Clean}, Deliver},
+	} {
+		if v := e.Decide(m, []pipeline.Finding{c.f}); v.Action != c.want {
+			t.Errorf("%+v: %s by %s, want %s", c.f, v.Action, v.Rule, c.want)
+		}
+	}
+}

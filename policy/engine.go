@@ -308,6 +308,10 @@ func stageMatches(c *evalContext, stage string, words []string) bool {
 			if string(f.Status) == w {
 				return true
 			}
+		case "incomplete":
+			if f.Incomplete {
+				return true
+			}
 		default:
 			if f.Status == pipeline.Listed && f.Has(w) {
 				return true

@@ -218,7 +218,7 @@ func (w *WRS) inspect(ctx context.Context, tx *pipeline.Transaction) pipeline.Fi
 		if res.Truncated {
 			d += "; truncated"
 		}
-		return pipeline.Finding{Status: pipeline.Clean, Detail: d}
+		return pipeline.Finding{Status: pipeline.Clean, Detail: d, Incomplete: res.Truncated}
 	}
 	local, rest := blockedLocally(tx.Lists, res)
 	if len(rest.URLs) == 0 {
@@ -310,6 +310,7 @@ func (w *WRS) combine(res *urls.Result, outs []outcome, names []string) pipeline
 	parts = append(parts, fmt.Sprintf("%d urls", len(res.URLs)))
 	if res.Truncated {
 		parts = append(parts, "truncated")
+		f.Incomplete = true
 	}
 	f.Detail = strings.Join(parts, "; ")
 	return f

@@ -98,6 +98,9 @@ func TestWRSTruncated(t *testing.T) {
 		Extractor: urls.Config{Limits: urls.Limits{MaxURLs: 2}}})
 	f := w.Inspect(context.Background(), tx(textMail("https://a.example/", "https://b.example/", "http://evil.example/")))
 	wantFinding(t, f, pipeline.Clean, nil, "2 urls; truncated")
+	if f.Stage = "wrs"; !f.Incomplete || f.Trace() != "wrs=clean(incomplete)" {
+		t.Errorf("a truncated extraction is not marked incomplete: %+v, trace %q", f, f.Trace())
+	}
 	if s.count("evil.example.uribl.test", dns.TypeA) != 0 {
 		t.Error("a URL past MaxURLs was looked up")
 	}
