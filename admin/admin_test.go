@@ -100,3 +100,19 @@ func TestStatusNegotiatesHTMLAndJSON(t *testing.T) {
 		t.Fatalf("pprof served without admin_pprof: %d", resp.StatusCode)
 	}
 }
+
+// The terminal shows a healthy row's detail (the list bundle in force, the
+// ClamAV database) and a failing row's error.
+func TestPrintShowsDetailOrError(t *testing.T) {
+	now := time.Now()
+	st := Status{Now: now, Dependencies: []Dependency{
+		{Kind: "update", Name: "lists", State: "up", OK: true, Since: now, Detail: "bundle v7, 3h old"},
+		{Kind: "scan", Name: "conventional", State: "down", Since: now, Detail: "clamd", LastError: "connection refused"},
+	}}
+	var b bytes.Buffer
+	Print(&b, st)
+	out := b.String()
+	if !strings.Contains(out, "bundle v7, 3h old") || !strings.Contains(out, "connection refused") || strings.Contains(out, "  clamd\n") {
+		t.Fatalf("terminal output:\n%s", out)
+	}
+}

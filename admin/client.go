@@ -78,13 +78,19 @@ func Print(w io.Writer, st Status) {
 	deps := append([]Dependency(nil), st.Dependencies...)
 	sort.SliceStable(deps, func(i, j int) bool { return !deps[i].OK && deps[j].OK })
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "\nDEPENDENCY\tSTATE\tSINCE\tTARGET\tLAST ERROR")
+	fmt.Fprintln(tw, "\nDEPENDENCY\tSTATE\tSINCE\tTARGET\tLAST ERROR / DETAIL")
 	for _, d := range deps {
 		mark := "  "
 		if !d.OK {
 			mark = "! "
 		}
-		fmt.Fprintf(tw, "%s%s %s\t%s\t%s\t%s\t%s\n", mark, d.Kind, d.Name, d.State, since(d.Since, st.Now), orDash(d.Target), clip(d.LastError, 60))
+		// A row in trouble shows why; a healthy one what it has (the list
+		// bundle in force, the ClamAV database version).
+		note := d.LastError
+		if note == "" {
+			note = d.Detail
+		}
+		fmt.Fprintf(tw, "%s%s %s\t%s\t%s\t%s\t%s\n", mark, d.Kind, d.Name, d.State, since(d.Since, st.Now), orDash(d.Target), clip(note, 60))
 	}
 	tw.Flush()
 	if len(st.Recent) > 0 {
