@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"errors"
+	"io"
 	"net"
 	"strings"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/foxproxy/foxproxy/config"
+	"github.com/foxproxy/foxproxy/internal/testutil"
 )
 
 // isReply reports whether err is the SMTP reply code with enhanced code
@@ -23,32 +25,12 @@ func isReply(err error, code, a, b, c int) bool {
 // when empty), then reads until the client leaves.
 func fakeGreeter(t *testing.T, greeting string) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				if greeting != "" {
-					c.Write([]byte(greeting))
-				}
-				buf := make([]byte, 1024)
-				for {
-					if _, err := c.Read(buf); err != nil {
-						return
-					}
-				}
-			}()
+	return testutil.ServeTCP(t, func(c net.Conn) {
+		if greeting != "" {
+			c.Write([]byte(greeting))
 		}
-	}()
-	return ln.Addr().String()
+		io.Copy(io.Discard, c)
+	})
 }
 
 // Regression (issue 9): a re-injection smtpd that greets with a 5xx

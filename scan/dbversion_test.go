@@ -6,6 +6,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/foxproxy/foxproxy/internal/testutil"
 )
 
 func TestParseClamdVersion(t *testing.T) {
@@ -41,28 +43,13 @@ func TestParseClamdVersion(t *testing.T) {
 // fakeVersionClamd answers every connection's zVERSION with reply.
 func fakeVersionClamd(t *testing.T, reply string) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				buf := make([]byte, 64)
-				n, _ := c.Read(buf)
-				if string(buf[:n]) == "zVERSION\x00" {
-					io.WriteString(c, reply+"\x00")
-				}
-			}()
+	return testutil.ServeTCP(t, func(c net.Conn) {
+		buf := make([]byte, 64)
+		n, _ := c.Read(buf)
+		if string(buf[:n]) == "zVERSION\x00" {
+			io.WriteString(c, reply+"\x00")
 		}
-	}()
-	return ln.Addr().String()
+	})
 }
 
 func TestDBMonitorWarnsWhenOld(t *testing.T) {
