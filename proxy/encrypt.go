@@ -196,7 +196,7 @@ func (ss *session) deliverEncrypted(ctx context.Context, tx *transaction, ptx *p
 		}
 		sum.quarantineID = qid
 		sum.encCopies = map[string]int{CopyQuarantined: len(p.quarantine)} // kept, whatever happens next
-		notes = append(notes, fmt.Sprintf("quarantined %d recipient(s) as %s", len(p.quarantine), qid))
+		notes = append(notes, fmt.Sprintf("quarantined=%d:%s", len(p.quarantine), qid))
 	}
 	for _, l := range p.unencrypted {
 		ss.log.Warn("DELIVERING UNENCRYPTED: no encryption key and on_key_service_unavailable or on_key_absent is deliver_unencrypted",

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"slices"
 	"strings"
@@ -168,6 +169,13 @@ func TestEncryptPerRecipient(t *testing.T) {
 			}
 			if !slices.Equal(qr, c.qRcpts) {
 				t.Errorf("quarantined %v, want %v", qr, c.qRcpts)
+			}
+			// The copies that were delivered say where the others are.
+			for _, m := range ds.messages() {
+				head, _ := stripTrace(t, m.data)
+				if len(c.qRcpts) > 0 && !strings.Contains(head, fmt.Sprintf("quarantined=%d:Q1", len(c.qRcpts))) {
+					t.Errorf("trace header %q does not name the quarantined copy", head)
+				}
 			}
 		})
 	}
