@@ -601,7 +601,9 @@ func TestERSNoClientAllDisabled(t *testing.T) {
 	c := newClient(t, DNSConfig{}, s.Addr)
 	e, _ := newERS(t, ERSConfig{Zones: []Zone{blZone}, Client: c, RecheckInterval: time.Minute})
 	// The first message has no client address; it still starts the check.
-	if f := inspect(e, ""); f.Status != pipeline.Skipped {
+	// The check may fail before this message's finding is made (the fake
+	// server answers SERVFAIL at once), so either finding is right.
+	if f := inspect(e, ""); f.Status != pipeline.Skipped && f.Status != pipeline.Disabled {
 		t.Fatal(f)
 	}
 	waitFor(t, "the check", func() bool { return e.Health()[0].State == StateDisabled })
