@@ -1,6 +1,8 @@
 package quarantine
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -91,4 +93,15 @@ func (s *Store) Stats() (n int, oldest time.Time, err error) {
 func (s *Store) Tidy() error {
 	_, err := s.Purge(math.MaxInt64)
 	return err
+}
+
+// DerivedID is the ID an entry gets from when its message arrived and a key
+// that names the message (its upstream queue ID and envelope): the same
+// message held again, after Postfix retried it, finds its entry by name
+// instead of by reading every entry. Two different messages can share a
+// derived ID only by a 32-bit hash collision within the same second;
+// callers compare the entry they find before trusting it.
+func DerivedID(arrived time.Time, key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return arrived.UTC().Format("20060102T150405") + "-" + hex.EncodeToString(sum[:4])
 }

@@ -2,7 +2,11 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"errors"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -21,7 +25,8 @@ var _ proxy.Holder = quarantiner{}
 // hold_after). A message already held under the same upstream queue ID and
 // envelope is not stored twice: that is Postfix retrying after foxproxy
 // held it but died before its 250 arrived, and two held copies would be
-// two deliveries after the rescan.
+// two deliveries after the rescan. Its entry is found by name (see
+// quarantine.DerivedID).
 func (q quarantiner) Hold(_ context.Context, it proxy.QuarantineItem, arrived time.Time) (string, error) {
 	held, err := q.store.Held()
 	if err != nil {
@@ -36,18 +41,32 @@ func (q quarantiner) Hold(_ context.Context, it proxy.QuarantineItem, arrived ti
 			e.Findings[i].Status = "unscanned"
 		}
 	}
-	if e.QueueID != "" {
-		existing, err := held.List()
-		if err != nil {
-			return "", err
+	if e.QueueID == "" {
+		// Nothing names a retry; still named by arrival, like the others,
+		// so the held area's "oldest" is always an arrival time.
+		id := quarantine.DerivedID(e.Arrived, rand.Text())
+		if err := held.PutAs(id, e, it.Tx.Message.Open()); !errors.Is(err, quarantine.ErrExists) {
+			return id, err
 		}
-		for _, x := range existing {
-			if x.QueueID == e.QueueID && x.From == e.From && x.Size == e.Size && slices.Equal(x.Rcpts, e.Rcpts) {
-				return x.ID, nil
-			}
-		}
+		return held.Put(e, it.Tx.Message.Open())
 	}
-	return held.Put(e, it.Tx.Message.Open())
+	// Named by arrival and envelope, so a retry finds its entry in O(1):
+	// during a long outage the held area is large, and listing it for
+	// every arriving message would make holding slower as it grows.
+	id := heldID(e)
+	err = held.PutAs(id, e, it.Tx.Message.Open())
+	if !errors.Is(err, quarantine.ErrExists) {
+		return id, err
+	}
+	if x, gerr := held.Get(id); gerr == nil && x.QueueID == e.QueueID && x.From == e.From && x.Size == e.Size && slices.Equal(x.Rcpts, e.Rcpts) {
+		return id, nil // held already: Postfix retried before it heard our 250
+	}
+	return held.Put(e, it.Tx.Message.Open()) // another message with the same derived ID
+}
+
+// heldID names a held entry by its arrival, upstream queue ID and envelope.
+func heldID(e quarantine.Entry) string {
+	return quarantine.DerivedID(e.Arrived, strings.Join(append([]string{e.QueueID, e.From, strconv.FormatInt(e.Size, 10)}, e.Rcpts...), "\x00"))
 }
 
 // entryOf is the quarantine entry for a proxy item: what a release needs
