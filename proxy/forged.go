@@ -93,16 +93,6 @@ func removeOurFields(r io.Reader, limit int64) (io.Reader, int) {
 	return io.MultiReader(&head, br), removed
 }
 
-// withoutForgedTrace opens a message without the X-Foxproxy fields it
-// arrived with; open must return a fresh reader of the whole message each
-// time. removed is how many were taken out.
-func withoutForgedTrace(open func() io.Reader, limit int64) (r io.Reader, removed int) {
-	if !hasOurFields(open(), limit) {
-		return open(), 0
-	}
-	return removeOurFields(open(), limit)
-}
-
 // RemoveIncomingTrace is removeOurFields for a quarantine release: the
 // message without the X-Foxproxy fields it arrived with, and their number.
 func RemoveIncomingTrace(r io.Reader, limit int64) (io.Reader, int) { return removeOurFields(r, limit) }

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"net/mail"
 	"strings"
@@ -106,48 +105,29 @@ func truncateText(s string, n int) string {
 
 // ReinjectVerdict delivers a message that was checked outside an SMTP
 // session (a held message after its rescan) the way a live message with
-// verdict v is delivered: the trace header for id, the verdict's headers
-// and subject prefix, then the content, with Reinject's envelope and
-// outcomes. maxHeaderBytes bounds the header block a subject prefix edits.
+// verdict v is delivered (applyVerdict, then the trace header for id and
+// the verdict's headers), with Reinject's envelope and outcomes. open must
+// return a fresh reader of the whole message each time; maxHeaderBytes
+// bounds the header block the verdict's changes examine.
 func ReinjectVerdict(ctx context.Context, o ReinjectOptions, env Envelope, host, id string, v policy.Verdict,
-	findings []pipeline.Finding, content io.Reader, maxHeaderBytes int64) (*Reinjected, error) {
-	var notes []string
-	if o.RemoveIncomingTrace {
-		var n int
-		if content, n = removeOurFields(content, maxHeaderBytes); n > 0 {
-			notes = append(notes, fmt.Sprintf("removed=%d-forged-fields", n))
-		}
+	findings []pipeline.Finding, open func() io.Reader, maxHeaderBytes int64) (*Reinjected, error) {
+	log := o.Log
+	if log == nil {
+		log = zap.NewNop()
 	}
-	if v.RewriteLinks && o.Links != nil {
-		// Held mail is delivered late: its links need the click-time
-		// check more than anyone's. The rewrite happens in memory only up
-		// to the spool's threshold, like a live message's.
-		w := spool.NewWriter(spool.Options{MemoryThreshold: 1 << 20})
-		note, err := o.Links.RewriteLinks(id, content, w)
-		var m *spool.Message
-		if err == nil {
-			m, err = w.Finish()
-		}
-		if err != nil {
-			w.Discard()
-			return nil, fmt.Errorf("rewrite links: %w", err)
-		}
-		defer m.Close()
-		content, notes = m.Open(), append(notes, note)
-		if env.Size > 0 {
-			env.Size = m.Size()
-		}
-	}
+	c := applyVerdict(contentRules{links: o.Links, removeTrace: o.RemoveIncomingTrace, limit: maxHeaderBytes,
+		spool: spool.Options{MemoryThreshold: 1 << 20}, log: log.With(zap.String("held_id", id))}, id, open, v)
+	defer c.close()
 	var head strings.Builder
-	head.WriteString(traceHeader(host, id, v, findings, notes...))
+	head.WriteString(traceHeader(host, id, v, findings, c.notes...))
 	for _, h := range v.Headers {
 		head.WriteString(foldHeader(h.Name, []string{sanitizeText(h.Value)}))
 	}
-	if v.SubjectPrefix != "" {
-		content = prefixSubject(content, sanitizeText(v.SubjectPrefix)+" ", maxHeaderBytes)
-	}
 	if env.Size > 0 {
+		// SIZE= is an estimate (Postfix enforces its limit on what
+		// arrives); never more than the message may be, lest a message
+		// that fits be refused for its announcement.
 		env.Size += int64(head.Len()) + int64(len(v.SubjectPrefix)) + 1
 	}
-	return Reinject(ctx, o, env, io.MultiReader(strings.NewReader(head.String()), content))
+	return Reinject(ctx, o, env, io.MultiReader(strings.NewReader(head.String()), c.open()))
 }

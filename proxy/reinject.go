@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+	"go.uber.org/zap"
 )
 
 // ReinjectOptions says where Reinject delivers: normally the configured
@@ -30,6 +31,8 @@ type ReinjectOptions struct {
 	// RemoveIncomingTrace: ReinjectVerdict removes the X-Foxproxy fields
 	// the message arrived with (remove_incoming_trace).
 	RemoveIncomingTrace bool
+	// Log, when set, hears what ReinjectVerdict changed or could not.
+	Log *zap.Logger
 }
 
 // Envelope is the SMTP envelope of a message received earlier, to be sent

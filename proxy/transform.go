@@ -38,61 +38,74 @@ func (c *content) close() {
 	}
 }
 
-// deliveryContent applies the verdict's changes to a message's content, in
-// the order a reader would expect: the subject first (tag removed, prefix
-// added), then links. Each step that can fail leaves the message as it was
-// and says so in the trace header: a message is never held back because
-// it could not be rewritten.
+// contentRules is what applying a verdict to a message's content needs.
+type contentRules struct {
+	links       LinkRewriter // nil: no click service
+	removeTrace bool         // remove_incoming_trace
+	limit       int64        // header bytes examined
+	spool       spool.Options
+	log         *zap.Logger // with the message's ID
+}
+
+// deliveryContent applies the verdict's changes to a message's content.
 func (ss *session) deliveryContent(tx *transaction, msg *spool.Message, v policy.Verdict) *content {
-	limit := int64(ss.rt.Config.Limits.MaxHeaderBytes)
+	cfg := ss.rt.Config
+	return applyVerdict(contentRules{
+		links:       ss.rt.Links,
+		removeTrace: cfg.RemoveIncomingTrace,
+		limit:       int64(cfg.Limits.MaxHeaderBytes),
+		// Rewritten links are longer; the bound only stops a runaway.
+		spool: spool.Options{Dir: cfg.Spool.Dir, MemoryThreshold: int64(cfg.Spool.MemoryThreshold), MaxBytes: 2*ss.s.maxMessageBytes + 1<<20},
+		log:   ss.log.With(zap.String("msg_id", tx.id)),
+	}, tx.id, msg.Open, v)
+}
+
+// applyVerdict is the content a verdict delivers, for live mail and held
+// mail alike, in the order a reader would expect: forged X-Foxproxy fields
+// removed, the subject (tag removed, prefix added), then links. open must
+// return a fresh reader of the whole message each time. Each step that can
+// fail leaves the message as it was and says so in the trace header: a
+// message is never held back because it could not be rewritten.
+func applyVerdict(r contentRules, ref string, open func() io.Reader, v policy.Verdict) *content {
 	c := &content{}
-	strip := ss.rt.Config.RemoveIncomingTrace
-	if strip {
-		if _, n := withoutForgedTrace(msg.Open, limit); n > 0 {
-			ss.log.Warn("message arrived with X-Foxproxy header fields foxproxy did not write; removed them",
-				zap.String("msg_id", tx.id), zap.Int("fields", n))
-			c.notes = append(c.notes, fmt.Sprintf("removed=%d-forged-fields", n))
-		} else {
-			strip = false // nothing to remove: the message goes as it came
-		}
+	strip := false
+	if r.removeTrace && hasOurFields(open(), r.limit) {
+		_, n := removeOurFields(open(), r.limit)
+		r.log.Warn("message arrived with X-Foxproxy header fields foxproxy did not write; removed them", zap.Int("fields", n))
+		c.notes = append(c.notes, fmt.Sprintf("removed=%d-forged-fields", n))
+		strip = true
 	}
 	c.open = func() io.Reader {
-		var r io.Reader = msg.Open()
+		m := open()
 		if strip {
-			r, _ = removeOurFields(r, limit)
+			m, _ = removeOurFields(m, r.limit)
 		}
 		if v.SubjectTag != "" {
-			r = removeSubjectTag(r, v.SubjectTag, limit)
+			m = removeSubjectTag(m, v.SubjectTag, r.limit)
 		}
 		if v.SubjectPrefix != "" {
-			r = prefixSubject(r, sanitizeText(v.SubjectPrefix)+" ", limit)
+			m = prefixSubject(m, sanitizeText(v.SubjectPrefix)+" ", r.limit)
 		}
-		return r
+		return m
 	}
 	if !v.RewriteLinks {
 		return c
 	}
-	if ss.rt.Links == nil {
+	if r.links == nil {
 		// Configuration validation makes this unreachable; be loud if not.
-		ss.log.Error("a rule rewrites links but no click service is configured; delivering links as they are",
-			zap.String("msg_id", tx.id))
+		r.log.Error("a rule rewrites links but no click service is configured; delivering links as they are")
 		c.notes = append(c.notes, "links=not-rewritten:unconfigured")
 		return c
 	}
-	w := spool.NewWriter(spool.Options{
-		Dir:             ss.rt.Config.Spool.Dir,
-		MemoryThreshold: int64(ss.rt.Config.Spool.MemoryThreshold),
-		// Rewritten links are longer; the bound only stops a runaway.
-		MaxBytes: 2*ss.s.maxMessageBytes + 1<<20,
-	})
-	note, err := ss.rt.Links.RewriteLinks(tx.id, c.open(), w)
+	w := spool.NewWriter(r.spool)
+	note, err := r.links.RewriteLinks(ref, c.open(), w)
 	var rewritten *spool.Message
 	if err == nil {
 		rewritten, err = w.Finish()
 	}
 	if err != nil {
 		w.Discard()
-		ss.log.Warn("cannot rewrite links; delivering them as they are", zap.String("msg_id", tx.id), zap.Error(err))
+		r.log.Warn("cannot rewrite links; delivering them as they are", zap.Error(err))
 		c.notes = append(c.notes, "links=not-rewritten:error")
 		return c
 	}

@@ -1,10 +1,12 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"io"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/foxproxy/foxproxy/policy"
 )
@@ -66,6 +68,34 @@ func TestRewriteLinksOnDelivery(t *testing.T) {
 		if !strings.Contains(string(rest), "https://click.test/c/") || !strings.Contains(head, "links=rewritten:1") ||
 			!strings.HasPrefix(string(rest), "Subject: hi\r\n") {
 			t.Errorf("head %q, delivered %q", head, rest)
+		}
+	}
+}
+
+// Held mail gets the verdict's changes the way live mail does, and a
+// message whose links cannot be rewritten is delivered as it came with a
+// note: before, the error kept it held, and it stopped every later round.
+func TestReinjectVerdictAppliesTheVerdictLikeLiveMail(t *testing.T) {
+	in := "X-Foxproxy-Flag: forged\r\nSubject: hi\r\n\r\nsee http://example.test/x\r\n"
+	for _, fail := range []bool{false, true} {
+		ds := startDownstream(t)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, err := ReinjectVerdict(ctx, ReinjectOptions{Addr: ds.addr, Hostname: "foxproxy.test", Links: fakeRewriter{fail: fail}, RemoveIncomingTrace: true},
+			Envelope{From: "a@example.test", Rcpts: []string{"b@example.test"}, Size: int64(len(in))}, "foxproxy.test", "H1",
+			policy.Verdict{Action: policy.Tag, Rule: "r", RewriteLinks: true, SubjectPrefix: "[x]"}, nil,
+			func() io.Reader { return strings.NewReader(in) }, 1<<20)
+		if err != nil {
+			t.Fatalf("fail=%v: %v", fail, err)
+		}
+		head, rest := stripTrace(t, ds.messages()[0].data)
+		wantLink, wantNote := "https://click.test/c/H1/x", "links=rewritten:1"
+		if fail {
+			wantLink, wantNote = "http://example.test/x", "links=not-rewritten:error"
+		}
+		if !strings.HasPrefix(string(rest), "Subject: [x] hi\r\n") || !strings.Contains(string(rest), wantLink) ||
+			strings.Contains(string(rest), "forged") || !strings.Contains(head, wantNote) || !strings.Contains(head, "removed=1-forged-fields") {
+			t.Errorf("fail=%v: head %q, delivered %q", fail, head, rest)
 		}
 	}
 }

@@ -82,7 +82,7 @@ type Config struct {
 
 	// deliver is proxy.ReinjectVerdict; tests replace it.
 	deliver func(ctx context.Context, o proxy.ReinjectOptions, env proxy.Envelope, host, id string, v policy.Verdict,
-		findings []pipeline.Finding, content io.Reader, maxHeaderBytes int64) (*proxy.Reinjected, error)
+		findings []pipeline.Finding, open func() io.Reader, maxHeaderBytes int64) (*proxy.Reinjected, error)
 	// sleep waits between messages; tests make it instant.
 	sleep func(d time.Duration, stop <-chan struct{}) bool
 }
@@ -342,7 +342,7 @@ func (l *Loop) deliver(e quarantine.Entry, claim *quarantine.Claim, content file
 	env := proxy.Envelope{From: e.From, Rcpts: e.Rcpts, MailParams: e.MailOptions, RcptParams: e.RcptOptions,
 		Xforward: xforwardOf(e.Xforward), Size: content.size}
 	// Not cancelled by Stop: only the downstream timeouts end a delivery.
-	res, err := l.cfg.deliver(context.Background(), o, env, l.cfg.Hostname, e.ID, v, findings, content.Open(), l.cfg.MaxHeaderBytes)
+	res, err := l.cfg.deliver(context.Background(), o, env, l.cfg.Hostname, e.ID, v, findings, content.Open, l.cfg.MaxHeaderBytes)
 	var re *proxy.ReinjectError
 	switch {
 	case errors.Is(err, proxy.ErrReinjectUncertain):

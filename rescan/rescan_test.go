@@ -43,7 +43,7 @@ type downstream struct {
 }
 
 func (d *downstream) deliver(_ context.Context, o proxy.ReinjectOptions, env proxy.Envelope, host, id string, v policy.Verdict,
-	_ []pipeline.Finding, content io.Reader, _ int64) (*proxy.Reinjected, error) {
+	_ []pipeline.Finding, open func() io.Reader, _ int64) (*proxy.Reinjected, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.answer != nil {
@@ -52,7 +52,7 @@ func (d *downstream) deliver(_ context.Context, o proxy.ReinjectOptions, env pro
 	if err := o.BeforeData(); err != nil {
 		return nil, err
 	}
-	io.ReadAll(content)
+	io.ReadAll(open())
 	d.delivered = append(d.delivered, id)
 	return &proxy.Reinjected{Reply: "2.0.0 Ok: queued as ABC", QueuedAs: "ABC", Accepted: env.Rcpts}, nil
 }

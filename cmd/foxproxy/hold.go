@@ -139,6 +139,7 @@ func startRescan(w *wired, log *zap.Logger) (stop func()) {
 			Addr: cfg.Downstream, Hostname: cfg.HostnameOrDefault(),
 			ConnectTimeout: cfg.Timeouts.DownstreamConnect.D(), CommandTimeout: cfg.Timeouts.DownstreamCommand.D(),
 			DataTimeout: cfg.Timeouts.DownstreamData.D(), Links: w.Links, RemoveIncomingTrace: cfg.RemoveIncomingTrace,
+			Log: log.Named("rescan"),
 		},
 		Hostname: cfg.HostnameOrDefault(), StageTimeout: cfg.Timeouts.Stages.D(),
 		MaxHeaderBytes: int64(cfg.Limits.MaxHeaderBytes),
