@@ -81,3 +81,31 @@ func TestWRSLocalBlockedURLs(t *testing.T) {
 	f = w.Inspect(context.Background(), mk(textMail("https://clean.example/x")))
 	wantFinding(t, f, pipeline.Clean, nil, "1 urls")
 }
+
+// At click time the blocked_urls list in force now decides, not the one a
+// message was checked with: a domain blocked after delivery is blocked at
+// the click, without a DNS query; other URLs still go to the backends.
+func TestWRSCheckURLAsksTheListsInForce(t *testing.T) {
+	s := uriLists(t)
+	c := newClient(t, DNSConfig{}, s.Addr)
+	h := lists.NewHolder()
+	w, _ := newWRS(t, WRSConfig{Zones: []DNSZone{uriblZone}, Client: c, Lists: h})
+	ctx := context.Background()
+	if v, err := w.CheckURL(ctx, "https://shop.later-bad.example/pay"); err != nil || v.Listed {
+		t.Fatalf("before the list changed: %+v %v", v, err)
+	}
+	h.Replace(lists.FromFiles, listSet(t, lists.BlockedURLs, "later-bad.example\nnever-asked.example\n"))
+	v, err := w.CheckURL(ctx, "https://shop.later-bad.example/pay")
+	if err != nil || !v.Listed || v.Lists != LocalListName || !slices.Equal(v.Categories, []string{LocalListCategory}) {
+		t.Fatalf("after blocking the domain: %+v %v", v, err)
+	}
+	if v, err := w.CheckURL(ctx, "https://never-asked.example/"); err != nil || !v.Listed {
+		t.Fatalf("a blocked domain: %+v %v", v, err)
+	}
+	if n := s.count("never-asked.example.uribl.test.", dns.TypeA); n != 0 {
+		t.Errorf("a locally blocked URL was looked up %d times", n)
+	}
+	if v, err := w.CheckURL(ctx, "http://evil.example/x"); err != nil || !v.Listed || v.Lists != "uribl.test" {
+		t.Fatalf("a URL not on the local list: %+v %v", v, err)
+	}
+}

@@ -15,6 +15,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/foxproxy/foxproxy/lists"
 	"github.com/foxproxy/foxproxy/pipeline"
 	"github.com/foxproxy/foxproxy/reputation/urls"
 )
@@ -52,6 +53,9 @@ type WRSConfig struct {
 	// Clock drives the breakers and Safe Browsing's cache (default:
 	// system).
 	Clock Clock
+	// Lists, when set, are the local lists CheckURL asks first (Inspect
+	// uses the message's snapshot, pipeline.Transaction.Lists).
+	Lists *lists.Holder
 }
 
 // Validate reports the first problem with c that the configuration layer
@@ -129,6 +133,7 @@ type WRS struct {
 	budget    time.Duration
 	feedback  *Feedback
 	clock     Clock
+	lists     *lists.Holder
 	closed    atomic.Bool
 }
 
@@ -141,6 +146,7 @@ func NewWRS(cfg WRSConfig) (*WRS, error) {
 	}
 	x, _ := urls.New(cfg.Extractor) // validated above
 	w := &WRS{
+		lists:     cfg.Lists,
 		extractor: x,
 		budget:    orDefault(cfg.Budget, DefaultWRSBudget),
 		feedback:  cfg.Feedback,
@@ -225,25 +231,9 @@ func (w *WRS) inspect(ctx context.Context, tx *pipeline.Transaction) pipeline.Fi
 		return w.combine(res, []outcome{{res: local}}, []string{LocalListName})
 	}
 	q := &Query{URLs: rest.URLs, Keys: rest.Keys()}
-	outs := make([]outcome, len(w.backends))
-	if len(w.backends) == 1 {
-		outs[0] = w.ask(ctx, 0, q)
-	} else {
-		var wg sync.WaitGroup
-		for i := range w.backends {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				outs[i] = w.ask(ctx, i, q)
-			}()
-		}
-		wg.Wait()
-	}
+	outs := w.askAll(ctx, q)
 	w.report(tx, q, outs)
-	names := make([]string, len(w.backends))
-	for i, b := range w.backends {
-		names[i] = b.Name()
-	}
+	names := w.backendNames()
 	if len(local.Hits) > 0 {
 		outs = append([]outcome{{res: local}}, outs...)
 		names = append([]string{LocalListName}, names...)
@@ -268,38 +258,81 @@ func (w *WRS) ask(ctx context.Context, i int, q *Query) outcome {
 	return outcome{res: res, err: err}
 }
 
-// combine turns the backends' outcomes into one finding (rules on WRS).
-func (w *WRS) combine(res *urls.Result, outs []outcome, names []string) pipeline.Finding {
-	var f pipeline.Finding
-	var listedBy, problems []string
+// askAll asks every backend about q at once.
+func (w *WRS) askAll(ctx context.Context, q *Query) []outcome {
+	outs := make([]outcome, len(w.backends))
+	if len(w.backends) == 1 {
+		outs[0] = w.ask(ctx, 0, q)
+		return outs
+	}
+	var wg sync.WaitGroup
+	for i := range w.backends {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			outs[i] = w.ask(ctx, i, q)
+		}()
+	}
+	wg.Wait()
+	return outs
+}
+
+func (w *WRS) backendNames() []string {
+	names := make([]string, len(w.backends))
+	for i, b := range w.backends {
+		names[i] = b.Name()
+	}
+	return names
+}
+
+// tally is what the backends' outcomes say together: the hits (one item
+// per listed thing and list), their categories (sorted, once each), the
+// lists that listed something, and the backends that could not answer.
+type tally struct {
+	items      []pipeline.Item
+	categories []string
+	listedBy   []string
+	problems   []string
+}
+
+func tallyOutcomes(outs []outcome, names []string) tally {
+	var t tally
 	seen := make(map[pipeline.Item]bool)
 	for i, o := range outs {
 		name := names[i]
 		switch {
 		case o.open:
-			problems = append(problems, name+": breaker open")
+			t.problems = append(t.problems, name+": breaker open")
 		case o.err != nil:
-			problems = append(problems, name+": "+wrsShortError(o.err))
+			t.problems = append(t.problems, name+": "+wrsShortError(o.err))
 		}
 		if len(o.res.Hits) > 0 {
-			listedBy = append(listedBy, name)
+			t.listedBy = append(t.listedBy, name)
 		}
 		for _, h := range o.res.Hits {
 			it := pipeline.Item{What: h.What, Zone: name, Category: strings.Join(h.Categories, ",")}
 			if !seen[it] {
 				seen[it] = true
-				f.Items = append(f.Items, it)
+				t.items = append(t.items, it)
 			}
-			f.Categories = append(f.Categories, h.Categories...)
+			t.categories = append(t.categories, h.Categories...)
 		}
 	}
+	slices.Sort(t.categories)
+	t.categories = slices.Compact(t.categories)
+	return t
+}
+
+// combine turns the backends' outcomes into one finding (rules on WRS).
+func (w *WRS) combine(res *urls.Result, outs []outcome, names []string) pipeline.Finding {
+	t := tallyOutcomes(outs, names)
+	f := pipeline.Finding{Items: t.items, Categories: t.categories}
+	problems := t.problems
 	var parts []string
 	switch {
 	case len(f.Items) > 0:
 		f.Status = pipeline.Listed
-		slices.Sort(f.Categories)
-		f.Categories = slices.Compact(f.Categories)
-		parts = append(parts, "listed by "+strings.Join(listedBy, ", "))
+		parts = append(parts, "listed by "+strings.Join(t.listedBy, ", "))
 	case len(problems) > 0:
 		f.Status = pipeline.Skipped
 		f.Categories = nil

@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
-	"sync"
 
 	"github.com/foxproxy/foxproxy/reputation/urls"
 )
@@ -48,43 +46,21 @@ func (w *WRS) CheckURL(ctx context.Context, rawURL string) (URLVerdict, error) {
 	if err != nil {
 		return URLVerdict{}, nil
 	}
-	res := urls.Result{URLs: []urls.URL{u}}
-	q := &Query{URLs: res.URLs, Keys: res.Keys()}
-	outs := make([]outcome, len(w.backends))
-	var wg sync.WaitGroup
-	for i := range w.backends {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			outs[i] = w.ask(ctx, i, q)
-		}()
+	res := &urls.Result{URLs: []urls.URL{u}}
+	// The local blocked_urls list in force now, not when the message
+	// came: a domain blocked since is blocked at the click.
+	local, rest := blockedLocally(w.lists.Current(), res)
+	outs, names := []outcome{{res: local}}, []string{LocalListName}
+	if len(rest.URLs) > 0 {
+		outs = append(outs, w.askAll(ctx, &Query{URLs: rest.URLs, Keys: rest.Keys()})...)
+		names = append(names, w.backendNames()...)
 	}
-	wg.Wait()
-	var v URLVerdict
-	var lists, problems []string
-	for i, o := range outs {
-		name := w.backends[i].Name()
-		switch {
-		case o.open:
-			problems = append(problems, name+": breaker open")
-		case o.err != nil:
-			problems = append(problems, name+": "+wrsShortError(o.err))
-		}
-		if len(o.res.Hits) > 0 {
-			lists = append(lists, name)
-		}
-		for _, h := range o.res.Hits {
-			v.Categories = append(v.Categories, h.Categories...)
-		}
+	t := tallyOutcomes(outs, names)
+	if len(t.listedBy) > 0 {
+		return URLVerdict{Listed: true, Categories: t.categories, Lists: strings.Join(t.listedBy, ", ")}, nil
 	}
-	if len(lists) > 0 {
-		slices.Sort(v.Categories)
-		v.Categories = slices.Compact(v.Categories)
-		v.Listed, v.Lists = true, strings.Join(lists, ", ")
-		return v, nil
+	if len(t.problems) > 0 {
+		return URLVerdict{}, fmt.Errorf("%w: %s", ErrURLUnchecked, strings.Join(t.problems, "; "))
 	}
-	if len(problems) > 0 {
-		return URLVerdict{}, fmt.Errorf("%w: %s", ErrURLUnchecked, strings.Join(problems, "; "))
-	}
-	return v, nil
+	return URLVerdict{}, nil
 }

@@ -143,6 +143,7 @@ func (w *wired) buildWRS(c config.WRS, dnsClient *reputation.DNSClient, log *zap
 		Budget:  c.Budget.D(),
 		Breaker: reputation.BreakerConfig{Failures: c.BreakerFailures, ProbeInterval: c.BreakerProbeInterval.D()},
 		Logger:  log,
+		Lists:   w.Runtime.Lists, // the click service asks the lists in force
 	}
 	wc.Extractor.Limits.MaxURLs = c.MaxURLs
 	if c.UnwrapRedirectors {
