@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/foxproxy/foxproxy/lists"
 	"github.com/foxproxy/foxproxy/reputation"
 	"github.com/foxproxy/foxproxy/scan"
 )
@@ -260,7 +261,7 @@ type Quarantine struct {
 // Actions and stage keywords understood by the policy.
 var (
 	Actions         = []string{"deliver", "tag", "quarantine", "reject", "tempfail", "discard", "encrypt"}
-	ListNames       = []string{"approved_clients", "blocked_clients", "approved_senders", "blocked_senders", "blocked_urls"}
+	ListNames       = lists.Names[:] // the categories of the lists stage's finding
 	ReputationWords = []string{"listed", "clean", "skipped", "disabled", "incomplete"}
 	ScanWords       = []string{"clean", "infected", "unavailable", "skipped", "error"}
 )
