@@ -213,6 +213,37 @@ func (p *Pipeline) PrefetchClient(addr netip.Addr) {
 	}
 }
 
+// EnvelopeInspector is implemented by stages that can report on the
+// envelope alone (client, HELO, sender), before DATA: a before-queue
+// foxproxy uses their findings to refuse a message at RCPT (see package
+// policy, DecideBeforeData). InspectEnvelope gets a Transaction without
+// Message and with the recipients so far; it reports what Inspect would
+// report about the envelope, and is bound by ctx like Inspect.
+type EnvelopeInspector interface {
+	Stage
+	InspectEnvelope(ctx context.Context, tx *Transaction) Finding
+}
+
+// RunEnvelope runs the stages that are EnvelopeInspectors, concurrently as
+// Run does, and returns their findings in stage order (none when no stage
+// is one). A panic is reported as by Run.
+func (p *Pipeline) RunEnvelope(ctx context.Context, tx *Transaction) ([]Finding, error) {
+	var stages []Stage
+	for _, s := range p.stages {
+		if ei, ok := s.(EnvelopeInspector); ok {
+			stages = append(stages, envelopeStage{ei})
+		}
+	}
+	return New(stages...).Run(ctx, tx)
+}
+
+// envelopeStage runs an EnvelopeInspector as a Stage.
+type envelopeStage struct{ EnvelopeInspector }
+
+func (s envelopeStage) Inspect(ctx context.Context, tx *Transaction) Finding {
+	return s.InspectEnvelope(ctx, tx)
+}
+
 // PanicError is returned by Run when a stage panicked.
 type PanicError struct {
 	// Stage is the stage's name, or "links" for a panic in the shared link

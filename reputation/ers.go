@@ -92,8 +92,9 @@ type ERS struct {
 }
 
 var (
-	_ pipeline.Stage            = (*ERS)(nil)
-	_ pipeline.ClientPrefetcher = (*ERS)(nil)
+	_ pipeline.Stage             = (*ERS)(nil)
+	_ pipeline.ClientPrefetcher  = (*ERS)(nil)
+	_ pipeline.EnvelopeInspector = (*ERS)(nil)
 )
 
 // NewERS returns the stage for cfg, or an error naming what is wrong.
@@ -209,6 +210,14 @@ func (e *ERS) Inspect(ctx context.Context, tx *pipeline.Transaction) pipeline.Fi
 	f.Stage = e.Name()
 	f.Duration = time.Since(start)
 	return f
+}
+
+// InspectEnvelope implements pipeline.EnvelopeInspector: ERS looks at the
+// client alone, so its finding before DATA is Inspect's, with the same
+// budget. The lookups PrefetchClient started at MAIL are what it waits
+// for; their answers stay cached for Inspect after DATA.
+func (e *ERS) InspectEnvelope(ctx context.Context, tx *pipeline.Transaction) pipeline.Finding {
+	return e.Inspect(ctx, tx)
 }
 
 func (e *ERS) inspect(ctx context.Context, addr netip.Addr) pipeline.Finding {

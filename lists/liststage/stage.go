@@ -27,7 +27,10 @@ type Stage struct {
 	extractor *urls.Extractor
 }
 
-var _ pipeline.Stage = (*Stage)(nil)
+var (
+	_ pipeline.Stage             = (*Stage)(nil)
+	_ pipeline.EnvelopeInspector = (*Stage)(nil)
+)
 
 // New returns the stage. Links are found the way WRS finds them, with
 // extraction tuned by cfg; the extraction runs only while blocked_urls has
@@ -43,6 +46,15 @@ func New(cfg urls.Config) (*Stage, error) {
 
 // Name implements pipeline.Stage.
 func (s *Stage) Name() string { return Name }
+
+// InspectEnvelope implements pipeline.EnvelopeInspector: the client and
+// sender lists, without the links (blocked_urls needs the content; the
+// policy knows that a blocked_urls condition is still open before DATA).
+func (s *Stage) InspectEnvelope(ctx context.Context, tx *pipeline.Transaction) pipeline.Finding {
+	env := *tx
+	env.Message = nil
+	return s.Inspect(ctx, &env)
+}
 
 // Inspect implements pipeline.Stage.
 func (s *Stage) Inspect(ctx context.Context, tx *pipeline.Transaction) pipeline.Finding {

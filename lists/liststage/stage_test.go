@@ -76,3 +76,32 @@ func TestStage(t *testing.T) {
 		t.Errorf("trace = %q", got)
 	}
 }
+
+// Before DATA the stage reports the client and sender lists and leaves the
+// links alone, even when handed content.
+func TestInspectEnvelope(t *testing.T) {
+	b := lists.NewBuilder()
+	b.AddBytes(lists.BlockedClients, "bc", []byte("192.0.2.66\n"))
+	b.AddBytes(lists.BlockedSenders, "bs", []byte("*.spam.example\n"))
+	b.AddBytes(lists.BlockedURLs, "bu", []byte("evil.example\n"))
+	set, err := b.Set()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := New(urls.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	link := mem("Subject: s\r\n\r\nsee https://evil.example/\r\n")
+	tx := &pipeline.Transaction{Client: netip.MustParseAddr("192.0.2.66"), From: "x@mx.spam.example", Message: link, Lists: set}
+	if f := st.InspectEnvelope(context.Background(), tx); !slices.Equal(f.Categories, []string{"blocked_clients", "blocked_senders"}) {
+		t.Errorf("envelope: %+v", f)
+	}
+	if f := st.Inspect(context.Background(), tx); !slices.Equal(f.Categories, []string{"blocked_clients", "blocked_senders", "blocked_urls"}) {
+		t.Errorf("after DATA: %+v", f)
+	}
+	tx.Client, tx.From = netip.MustParseAddr("198.51.100.1"), "a@other.example"
+	if f := st.InspectEnvelope(context.Background(), tx); f.Status != pipeline.Clean {
+		t.Errorf("envelope of an unlisted message: %+v", f)
+	}
+}
