@@ -121,7 +121,9 @@ func (m *Metrics) Spooled(delta int64) { m.spoolBytes.Add(float64(delta)) }
 // Message implements proxy.Observer.
 func (m *Metrics) Message(ev proxy.MessageEvent) {
 	m.messages.WithLabelValues(ev.Verdict, ev.Rule).Inc()
-	if ev.ReplyCode != 0 {
+	// The reply to the end of DATA; a message answered at RCPT had each
+	// RCPT's reply counted by Refused.
+	if ev.ReplyCode != 0 && ev.ReplyCommand == "" {
 		m.replies.WithLabelValues("DATA", class(ev.ReplyCode)).Inc()
 	}
 	for _, f := range ev.Findings {

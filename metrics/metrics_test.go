@@ -233,3 +233,25 @@ func TestDeployFilesUseRealMetrics(t *testing.T) {
 		}
 	}
 }
+
+// A message answered at RCPT (before_queue) counts as its verdict once; its
+// replies are the RCPT refusals, not a reply to DATA.
+func TestMessageAnsweredAtRcpt(t *testing.T) {
+	m := newTest()
+	m.Refused("RCPT", 550)
+	m.Refused("RCPT", 550)
+	m.Message(proxy.MessageEvent{Verdict: "reject", Rule: "ers-spam", ReplyCode: 550, ReplyCommand: "RCPT",
+		Findings: []pipeline.Finding{{Stage: "ers", Status: pipeline.Listed}}})
+	if got := testutil.ToFloat64(m.messages.WithLabelValues("reject", "ers-spam")); got != 1 {
+		t.Errorf("messages reject/ers-spam = %v", got)
+	}
+	if got := testutil.ToFloat64(m.replies.WithLabelValues("RCPT", "5xx")); got != 2 {
+		t.Errorf("RCPT 5xx = %v", got)
+	}
+	if got := testutil.ToFloat64(m.replies.WithLabelValues("DATA", "5xx")); got != 0 {
+		t.Errorf("DATA 5xx = %v", got)
+	}
+	if got := testutil.ToFloat64(m.findings.WithLabelValues("ers", "listed")); got != 1 {
+		t.Errorf("ers listed findings = %v", got)
+	}
+}

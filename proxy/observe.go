@@ -19,7 +19,8 @@ type Observer interface {
 	// Spooled is the change in bytes of message content held (in memory
 	// or in spill files).
 	Spooled(delta int64)
-	// Message is called once per message that reached DATA, with what
+	// Message is called once per message that reached DATA, or that was
+	// answered at RCPT before DATA (MessageEvent.ReplyCommand), with what
 	// happened to it.
 	Message(MessageEvent)
 }
@@ -41,6 +42,10 @@ type MessageEvent struct {
 	Stages            time.Duration
 	Duration          time.Duration
 	ReplyCode         int
+	// ReplyCommand is the command ReplyCode answered: "" for the end of
+	// DATA, "RCPT" for a message answered before DATA (each of its RCPTs
+	// was also reported to Refused).
+	ReplyCommand string
 	// EncryptionCopies counts an encrypt verdict's recipients by what
 	// became of their copies (CopyEncrypted, ...); nil for other verdicts.
 	EncryptionCopies map[string]int

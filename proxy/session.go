@@ -57,6 +57,23 @@ type transaction struct {
 	// rcptOpts are the RCPT parameters (DSN) by recipient, for copies
 	// delivered in transactions of their own.
 	rcptOpts map[string]*smtp.RcptOptions
+	// envelopeChecked: the first RCPT has asked the policy whether the
+	// envelope alone refuses the message (before_queue; see
+	// refuseBeforeData); early is its answer, nil to go on to DATA.
+	envelopeChecked bool
+	early           *earlyAnswer
+}
+
+// earlyAnswer is a verdict reached before DATA: every RCPT of the
+// transaction gets its reply, and the message's log line is written when
+// the transaction ends.
+type earlyAnswer struct {
+	verdict  policy.Verdict
+	reply    *smtp.SMTPError
+	findings []pipeline.Finding
+	stages   time.Duration
+	queueID  string
+	refused  int // RCPTs answered with reply
 }
 
 var _ smtp.Session = (*session)(nil)
@@ -206,6 +223,17 @@ func (ss *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if tx == nil {
 		return errNoTransaction
 	}
+	if !tx.envelopeChecked {
+		tx.envelopeChecked = true
+		tx.early = ss.refuseBeforeData(tx)
+	}
+	if tx.early != nil {
+		// Not forwarded: the downstream never hears of the recipient,
+		// and the client never sends the body.
+		tx.early.refused++
+		ss.s.obs.Refused("RCPT", tx.early.reply.Code)
+		return tx.early.reply
+	}
 	if ss.ds == nil || ss.ds.broken {
 		ss.s.obs.Refused("RCPT", errDownstreamFailed.Code)
 		return errDownstreamFailed
@@ -223,8 +251,78 @@ func (ss *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	return nil
 }
 
+// refuseBeforeData answers a message at RCPT when its envelope alone
+// decides a reject or tempfail, as the appliance's sender filter answered a
+// client of bad reputation before the body was sent. Only a before-queue
+// foxproxy does: it talks to the sending client in real time, while after
+// the queue Postfix has already accepted the message and a refusal at RCPT
+// would only become a bounce, as one after DATA does.
+//
+// The stages that can judge the envelope (ERS, whose lookups started at
+// MAIL, and the client and sender lists) run here, ERS within its budget;
+// the policy then decides only if no rule that needs the content could
+// decide first (policy.EnvelopeDecider). A lookup that was skipped or
+// disabled, a client that only the Received header will name, or a rule
+// that needs the content: nil, and the message goes on to DATA, where the
+// stages run again (ERS from its cache) as they always did.
+func (ss *session) refuseBeforeData(tx *transaction) *earlyAnswer {
+	cfg := ss.rt.Config
+	d, ok := ss.rt.Policy.(policy.EnvelopeDecider)
+	if cfg.Deployment != "before_queue" || !ok {
+		return nil
+	}
+	if tx.clientSource == "peer" && ss.g.cfg.trustedXforward && cfg.ClientFromReceived {
+		return nil // the client is known only after DATA (pipelineTransaction)
+	}
+	ptx := &pipeline.Transaction{
+		ID:         tx.id,
+		Client:     tx.client,
+		ClientName: tx.xfwd.Name,
+		Helo:       tx.xfwd.Helo,
+		QueueID:    tx.xfwd.Ident,
+		From:       tx.from,
+		Rcpts:      tx.rcpts,
+		Lists:      ss.rt.Lists.Current(),
+	}
+	if ptx.Helo == "" {
+		ptx.Helo = ss.conn.Hostname()
+	}
+	if unavailable(ptx.QueueID) {
+		ptx.QueueID = ""
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeouts.Stages.D())
+	defer cancel()
+	start := time.Now()
+	findings, err := ss.rt.Pipeline.RunEnvelope(ctx, ptx)
+	stages := time.Since(start)
+	if err != nil {
+		// After DATA the same stage runs again and its failure gets the
+		// usual 4xx; here it only costs the early answer.
+		ss.log.Error("envelope check failed; deciding after DATA", zap.String("msg_id", tx.id), zap.Error(err))
+		return nil
+	}
+	v, decided := d.DecideBeforeData(ptx, findings)
+	if !decided || (v.Action != policy.Reject && v.Action != policy.Tempfail) {
+		return nil
+	}
+	return &earlyAnswer{verdict: v, reply: verdictReply(v), findings: findings, stages: stages, queueID: ptx.QueueID}
+}
+
+// endTransaction writes the log line of a message answered before DATA
+// (one answered after DATA has had its line from Data).
+func (ss *session) endTransaction() {
+	tx := ss.tx
+	if tx == nil || tx.early == nil {
+		return
+	}
+	e := tx.early
+	ss.logSummary(&summary{tx: tx, queueID: e.queueID, verdict: string(e.verdict.Action), rule: e.verdict.Rule,
+		findings: e.findings, stages: e.stages, reply: e.reply, answeredAtRcpt: true, rcpts: e.refused})
+}
+
 // Reset abandons the transaction, here and downstream.
 func (ss *session) Reset() {
+	ss.endTransaction()
 	ss.tx = nil
 	if ss.ds != nil {
 		ss.ds.reset()
@@ -233,6 +331,8 @@ func (ss *session) Reset() {
 
 // Logout ends the session.
 func (ss *session) Logout() error {
+	ss.endTransaction()
+	ss.tx = nil
 	if ss.ds != nil {
 		ss.ds.close()
 		ss.ds = nil
@@ -493,9 +593,17 @@ type summary struct {
 	stages       time.Duration
 	reply        *smtp.SMTPError
 	encCopies    map[string]int // encrypt verdicts: see MessageEvent.EncryptionCopies
+	// answeredAtRcpt: the verdict was given at RCPT, before DATA, to
+	// rcpts recipients (see refuseBeforeData).
+	answeredAtRcpt bool
+	rcpts          int
 }
 
 func (ss *session) logSummary(s *summary) {
+	rcpts := len(s.tx.rcpts)
+	if s.answeredAtRcpt {
+		rcpts = s.rcpts
+	}
 	fields := []zap.Field{
 		zap.String("msg_id", s.tx.id),
 		zap.String("queue_id", s.queueID),
@@ -503,9 +611,12 @@ func (ss *session) logSummary(s *summary) {
 		zap.Stringer("client", s.tx.client),
 		zap.String("client_source", s.tx.clientSource),
 		zap.String("from", s.tx.from),
-		zap.Int("rcpts", len(s.tx.rcpts)),
+		zap.Int("rcpts", rcpts),
 		zap.Int64("size", s.size),
 		zap.String("verdict", s.verdict),
+	}
+	if s.answeredAtRcpt {
+		fields = append(fields, zap.String("answered_at", "RCPT"))
 	}
 	if s.rule != "" {
 		fields = append(fields, zap.String("rule", s.rule))
@@ -525,12 +636,15 @@ func (ss *session) logSummary(s *summary) {
 	ss.log.Info("message", fields...)
 	ev := MessageEvent{
 		Time: now, ID: s.tx.id, QueueID: s.queueID, DownstreamQueueID: s.downstreamID, QuarantineID: s.quarantineID,
-		Client: s.tx.client, From: s.tx.from, Rcpts: len(s.tx.rcpts), Size: s.size,
+		Client: s.tx.client, From: s.tx.from, Rcpts: rcpts, Size: s.size,
 		Verdict: s.verdict, Rule: s.rule, Findings: s.findings, Stages: s.stages, Duration: now.Sub(s.tx.start),
 		EncryptionCopies: s.encCopies,
 	}
 	if s.reply != nil {
 		ev.ReplyCode = s.reply.Code
+		if s.answeredAtRcpt {
+			ev.ReplyCommand = "RCPT"
+		}
 	}
 	ss.s.obs.Message(ev)
 }
