@@ -35,7 +35,9 @@ type Config struct {
 	// Deployment says how Postfix calls foxproxy: after_queue (a
 	// content_filter: a 5xx makes Postfix bounce) or before_queue
 	// (smtpd_proxy_filter: a 5xx goes to the sending client). Defaults
-	// that depend on who hears a rejection follow it.
+	// that depend on who hears a rejection follow it, and before_queue
+	// answers at RCPT what the envelope alone decides (proxy,
+	// refuseBeforeData).
 	Deployment string `yaml:"deployment"`
 	// Hostname is used in the banner, EHLO to the downstream and the trace
 	// header. Empty: the machine's host name.
