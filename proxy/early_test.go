@@ -11,9 +11,12 @@ import (
 	"time"
 
 	"github.com/foxproxy/foxproxy/config"
+	"github.com/foxproxy/foxproxy/lists"
+	"github.com/foxproxy/foxproxy/lists/liststage"
 	"github.com/foxproxy/foxproxy/pipeline"
 	"github.com/foxproxy/foxproxy/policy"
 	"github.com/foxproxy/foxproxy/reputation"
+	"github.com/foxproxy/foxproxy/reputation/urls"
 )
 
 // fakeERS stands in for the ERS stage: it lists 192.0.2.1 and can look at
@@ -264,7 +267,9 @@ func TestBeforeQueueRefusalObserved(t *testing.T) {
 		defer obs.eventLog.mu.Unlock()
 		return len(obs.events) == 1
 	})
+	obs.eventLog.mu.Lock()
 	ev := obs.events[0]
+	obs.eventLog.mu.Unlock()
 	if ev.Verdict != "reject" || ev.Rule != "ers-spam" || ev.ReplyCode != 550 || ev.ReplyCommand != "RCPT" || ev.Rcpts != 3 || len(ev.Findings) != 1 {
 		t.Fatalf("event %+v", ev)
 	}
@@ -272,5 +277,43 @@ func TestBeforeQueueRefusalObserved(t *testing.T) {
 	defer obs.mu.Unlock()
 	if strings.Join(obs.refusals, ",") != "RCPT,RCPT,RCPT" {
 		t.Fatalf("refusals %v", obs.refusals)
+	}
+}
+
+// A blocked sender on the local lists is answered at RCPT too, by the real
+// lists stage, with ERS clean and the list rule after the ERS one.
+func TestBeforeQueueRefusesBlockedSenderAtRcpt(t *testing.T) {
+	b := lists.NewBuilder()
+	b.AddBytes(lists.BlockedSenders, "bs", []byte("*.spam.example\n"))
+	set, err := b.Set()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := lists.NewHolder()
+	h.Replace(lists.FromFiles, set)
+	ls, err := liststage.New(urls.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds := startDownstream(t)
+	rules := ersReject + "    - {name: blocked, if: {list: [blocked_senders]}, then: reject, reply: {code: 554, text: \"sender blocked\"}}\n"
+	p := startProxy(t, ds.addr, deployment("before_queue"), withStages(ls, &fakeERS{}), withPolicy(policyFrom(t, rules)),
+		func(rt *Runtime) { rt.Lists = h })
+	r := dialRaw(t, p.addr)
+	r.greet()
+	r.send("XFORWARD ADDR=198.51.100.7\r\nMAIL FROM:<x@mx.spam.example>\r\nRCPT TO:<b@example.test>\r\n")
+	r.expect("250 ")
+	r.expect("250 ")
+	if got := r.reply(); got != "554 5.7.1 sender blocked" {
+		t.Fatalf("RCPT: %q", got)
+	}
+	r.send("QUIT\r\n")
+	r.expect("221 ")
+	eventually(t, "log line", func() bool { return p.logs.FilterMessage("message").Len() == 1 })
+	if f := p.logs.FilterMessage("message").All()[0].ContextMap(); f["rule"] != "blocked" || f["answered_at"] != "RCPT" {
+		t.Fatalf("log line: %v", f)
+	}
+	if len(ds.messages()) != 0 {
+		t.Fatal("delivered")
 	}
 }
