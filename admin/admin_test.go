@@ -140,7 +140,15 @@ func TestStatusShowsMailDataOnlyOverLoopback(t *testing.T) {
 	h.AdminListen, h.Pprof = "0.0.0.0:10080", true
 	h.Recent.Message(proxy.MessageEvent{Time: time.Now(), ID: "msgid-7f3a", From: "alice@sender.example",
 		Verdict: "deliver", Client: netip.MustParseAddr("192.0.2.77")})
-	mailData := []string{"msgid-7f3a", "alice@sender.example", "192.0.2.77"}
+	// A failed ERS lookup's error names the client, reversed in the DNS
+	// question; a WRS one a host linked from a message.
+	h.Monitor.SetSources(&Sources{Dependencies: func() []Dependency {
+		return []Dependency{
+			{Kind: "ers", Name: "zen.example", State: "up", OK: true, LastError: "dns: 77.2.0.192.zen.example A: server 127.0.0.1:53: i/o timeout"},
+			{Kind: "wrs", Name: "dbl.example", State: "closed", OK: true, LastError: "dns: phish-link.example.dbl.example A: refused"},
+		}
+	}})
+	mailData := []string{"msgid-7f3a", "alice@sender.example", "192.0.2.77", "77.2.0.192", "phish-link.example"}
 
 	for _, c := range []struct{ name, local, remote string }{
 		{"other host", "198.18.0.2:10080", "198.18.0.1:40000"},
@@ -167,7 +175,8 @@ func TestStatusShowsMailDataOnlyOverLoopback(t *testing.T) {
 			if err := json.Unmarshal(rec.Body.Bytes(), &st); err != nil {
 				t.Fatal(err)
 			}
-			if st.Messages != 1 || len(st.Dependencies) != 1 || st.Recent == nil || len(st.Recent) != 0 ||
+			if st.Messages != 1 || len(st.Dependencies) != 3 || st.Dependencies[1].LastError != "i/o timeout" ||
+				st.Dependencies[2].LastError != "refused" || st.Recent == nil || len(st.Recent) != 0 ||
 				!strings.Contains(st.MailDataWithheld, "admin_listen 0.0.0.0:10080") ||
 				!strings.Contains(st.MailDataWithheld, "http://127.0.0.1:10080") {
 				t.Errorf("status without mail data: %+v", st)
@@ -197,7 +206,8 @@ func TestStatusShowsMailDataOnlyOverLoopback(t *testing.T) {
 		if err := json.Unmarshal(rec.Body.Bytes(), &st); err != nil {
 			t.Fatal(err)
 		}
-		if len(st.Recent) != 1 || st.Recent[0].From != "alice@sender.example" || st.Recent[0].ID != "msgid-7f3a" || st.MailDataWithheld != "" {
+		if len(st.Recent) != 1 || st.Recent[0].From != "alice@sender.example" || st.Recent[0].ID != "msgid-7f3a" || st.MailDataWithheld != "" ||
+			!strings.Contains(st.Dependencies[1].LastError, "77.2.0.192") {
 			t.Errorf("loopback %s: %+v", c.remote, st)
 		}
 		if rec := serveFrom(h, c.local, c.remote, "/debug/pprof/", ""); rec.Code != http.StatusOK {

@@ -123,6 +123,24 @@ func (h *Handler) withheldReason() string {
 		"ask from inside foxproxy's network namespace, e.g. foxproxy status -admin http://127.0.0.1:%s", h.AdminListen, port)
 }
 
+// withoutMailData is the status as a client off loopback gets it: no
+// recent verdicts, and the ERS and WRS rows' last error cut to its cause
+// ("i/o timeout"), because a failed lookup's error names its DNS question,
+// which holds the connecting client's address (ERS) or a host linked from a
+// message (WRS). The Dependencies slice is the snapshot's own.
+func (h *Handler) withoutMailData(st Status) Status {
+	st.Recent = []Verdict{}
+	st.MailDataWithheld = h.withheldReason()
+	for i, d := range st.Dependencies {
+		if d.Kind == "ers" || d.Kind == "wrs" {
+			if j := strings.LastIndex(d.LastError, ": "); j >= 0 {
+				st.Dependencies[i].LastError = d.LastError[j+2:]
+			}
+		}
+	}
+	return st
+}
+
 // loopbackOnly answers 403 to a request that did not come over loopback.
 func (h *Handler) loopbackOnly(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
@@ -168,8 +186,7 @@ func (h *Handler) status(w http.ResponseWriter, r *http.Request) {
 	enc.SetIndent("", "  ")
 	st := h.Snapshot()
 	if !fromLoopback(r) {
-		st.Recent = []Verdict{}
-		st.MailDataWithheld = h.withheldReason()
+		st = h.withoutMailData(st)
 	}
 	enc.Encode(st)
 }
