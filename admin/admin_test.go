@@ -3,6 +3,7 @@ package admin
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -114,5 +115,103 @@ func TestPrintShowsDetailOrError(t *testing.T) {
 	out := b.String()
 	if !strings.Contains(out, "bundle v7, 3h old") || !strings.Contains(out, "connection refused") || strings.Contains(out, "  clamd\n") {
 		t.Fatalf("terminal output:\n%s", out)
+	}
+}
+
+// serveFrom runs one request through the admin mux as if it arrived on a
+// connection from remote to local.
+func serveFrom(h *Handler, local, remote, path, accept string) *httptest.ResponseRecorder {
+	req := httptest.NewRequest(http.MethodGet, path, nil)
+	req.RemoteAddr = remote
+	req = req.WithContext(context.WithValue(req.Context(), http.LocalAddrContextKey, net.TCPAddrFromAddrPort(netip.MustParseAddrPort(local))))
+	if accept != "" {
+		req.Header.Set("Accept", accept)
+	}
+	rec := httptest.NewRecorder()
+	h.ServeMux().ServeHTTP(rec, req)
+	return rec
+}
+
+// A non-loopback admin_listen (a container's 0.0.0.0) serves health and
+// metrics to the orchestrator and the status without the last messages;
+// a client on loopback still sees them.
+func TestStatusShowsMailDataOnlyOverLoopback(t *testing.T) {
+	h := testHandler(t, "127.0.0.1:1")
+	h.AdminListen, h.Pprof = "0.0.0.0:10080", true
+	h.Recent.Message(proxy.MessageEvent{Time: time.Now(), ID: "msgid-7f3a", From: "alice@sender.example",
+		Verdict: "deliver", Client: netip.MustParseAddr("192.0.2.77")})
+	// A failed ERS lookup's error names the client, reversed in the DNS
+	// question; a WRS one a host linked from a message.
+	h.Monitor.SetSources(&Sources{Dependencies: func() []Dependency {
+		return []Dependency{
+			{Kind: "ers", Name: "zen.example", State: "up", OK: true, LastError: "dns: 77.2.0.192.zen.example A: server 127.0.0.1:53: i/o timeout"},
+			{Kind: "wrs", Name: "dbl.example", State: "closed", OK: true, LastError: "dns: phish-link.example.dbl.example A: refused"},
+		}
+	}})
+	mailData := []string{"msgid-7f3a", "alice@sender.example", "192.0.2.77", "77.2.0.192", "phish-link.example"}
+
+	for _, c := range []struct{ name, local, remote string }{
+		{"other host", "198.18.0.2:10080", "198.18.0.1:40000"},
+		{"other host to a mapped address", "[::ffff:198.18.0.2]:10080", "[::ffff:198.18.0.1]:40000"},
+		{"loopback source, outside address", "198.18.0.2:10080", "127.0.0.1:40000"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			for _, path := range []string{"/healthz", "/metrics"} {
+				if rec := serveFrom(h, c.local, c.remote, path, ""); rec.Code != http.StatusOK {
+					t.Errorf("%s: %d %s", path, rec.Code, rec.Body)
+				}
+			}
+			rec := serveFrom(h, c.local, c.remote, "/status", "application/json")
+			body := rec.Body.String()
+			if rec.Code != http.StatusOK {
+				t.Fatalf("/status: %d %s", rec.Code, body)
+			}
+			for _, s := range mailData {
+				if strings.Contains(body, s) {
+					t.Errorf("/status shows %q to %s:\n%s", s, c.remote, body)
+				}
+			}
+			var st Status
+			if err := json.Unmarshal(rec.Body.Bytes(), &st); err != nil {
+				t.Fatal(err)
+			}
+			if st.Messages != 1 || len(st.Dependencies) != 3 || st.Dependencies[1].LastError != "i/o timeout" ||
+				st.Dependencies[2].LastError != "refused" || st.Recent == nil || len(st.Recent) != 0 ||
+				!strings.Contains(st.MailDataWithheld, "admin_listen 0.0.0.0:10080") ||
+				!strings.Contains(st.MailDataWithheld, "http://127.0.0.1:10080") {
+				t.Errorf("status without mail data: %+v", st)
+			}
+			var b bytes.Buffer
+			Print(&b, st)
+			if !strings.Contains(b.String(), "LAST MESSAGES: not shown: mail data") {
+				t.Errorf("terminal output:\n%s", b.String())
+			}
+			page := serveFrom(h, c.local, c.remote, "/status", "text/html")
+			if page.Code != http.StatusOK || !strings.Contains(page.Body.String(), "mail_data_withheld") {
+				t.Errorf("status page: %d", page.Code)
+			}
+			rec = serveFrom(h, c.local, c.remote, "/debug/pprof/", "")
+			if rec.Code != http.StatusForbidden || !strings.Contains(rec.Body.String(), "admin_listen 0.0.0.0:10080") {
+				t.Errorf("pprof: %d %s", rec.Code, rec.Body)
+			}
+		})
+	}
+	for _, c := range []struct{ local, remote string }{
+		{"127.0.0.1:10080", "127.0.0.1:40000"},
+		{"[::1]:10080", "[::1]:40000"},
+		{"[::ffff:127.0.0.1]:10080", "[::ffff:127.0.0.1]:40000"},
+	} {
+		rec := serveFrom(h, c.local, c.remote, "/status", "application/json")
+		var st Status
+		if err := json.Unmarshal(rec.Body.Bytes(), &st); err != nil {
+			t.Fatal(err)
+		}
+		if len(st.Recent) != 1 || st.Recent[0].From != "alice@sender.example" || st.Recent[0].ID != "msgid-7f3a" || st.MailDataWithheld != "" ||
+			!strings.Contains(st.Dependencies[1].LastError, "77.2.0.192") {
+			t.Errorf("loopback %s: %+v", c.remote, st)
+		}
+		if rec := serveFrom(h, c.local, c.remote, "/debug/pprof/", ""); rec.Code != http.StatusOK {
+			t.Errorf("pprof over loopback %s: %d", c.remote, rec.Code)
+		}
 	}
 }

@@ -93,6 +93,9 @@ func Print(w io.Writer, st Status) {
 		fmt.Fprintf(tw, "%s%s %s\t%s\t%s\t%s\t%s\n", mark, d.Kind, d.Name, d.State, since(d.Since, st.Now), orDash(d.Target), clip(note, 60))
 	}
 	tw.Flush()
+	if st.MailDataWithheld != "" {
+		fmt.Fprintf(w, "\nLAST MESSAGES: not shown: %s\n", st.MailDataWithheld)
+	}
 	if len(st.Recent) > 0 {
 		fmt.Fprintln(w, "\nLAST MESSAGES")
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)

@@ -3,8 +3,11 @@ package admin
 import (
 	_ "embed"
 	"encoding/json"
+	"fmt"
+	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -30,6 +33,9 @@ type Handler struct {
 	Registry *prometheus.Registry
 	Info     Info
 	Pprof    bool
+	// AdminListen is the configured admin_listen, named when mail data is
+	// withheld from a request that did not come over loopback.
+	AdminListen string
 }
 
 // ServeMux returns the admin endpoints:
@@ -39,6 +45,13 @@ type Handler struct {
 //	/metrics       Prometheus
 //	/status        JSON, or the status page for a browser (Accept: text/html)
 //	/debug/pprof/  only with admin_pprof: true
+//
+// The admin endpoint has no login. Mail data (the last verdicts: senders,
+// clients, message IDs) and pprof go only to requests that came over
+// loopback (see fromLoopback); any other request gets the status without
+// them, and 403 from pprof. Health and metrics hold no mail data and are
+// served to anyone who reaches admin_listen: an orchestrator probes them
+// from outside the container.
 func (h *Handler) ServeMux() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -52,11 +65,11 @@ func (h *Handler) ServeMux() *http.ServeMux {
 		http.Redirect(w, r, "/status", http.StatusFound)
 	})
 	if h.Pprof {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		mux.HandleFunc("/debug/pprof/", h.loopbackOnly(pprof.Index))
+		mux.HandleFunc("/debug/pprof/cmdline", h.loopbackOnly(pprof.Cmdline))
+		mux.HandleFunc("/debug/pprof/profile", h.loopbackOnly(pprof.Profile))
+		mux.HandleFunc("/debug/pprof/symbol", h.loopbackOnly(pprof.Symbol))
+		mux.HandleFunc("/debug/pprof/trace", h.loopbackOnly(pprof.Trace))
 	}
 	return mux
 }
@@ -75,7 +88,71 @@ func (h *Handler) readyz(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// Snapshot assembles the status.
+// fromLoopback reports whether r came over loopback: both ends of its
+// connection are loopback addresses, so the client runs in foxproxy's own
+// network namespace (the host, or the container / pod), as on a loopback
+// admin_listen. The kernel does not route 127.0.0.0/8 or ::1 in from
+// another interface (RFC 1122 §3.2.1.3, RFC 4291 §2.5.3), so a host
+// elsewhere cannot pass for such a client.
+func fromLoopback(r *http.Request) bool {
+	local, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	if !ok {
+		return false
+	}
+	la, err := netip.ParseAddrPort(local.String())
+	if err != nil {
+		return false
+	}
+	ra, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return false
+	}
+	return la.Addr().Unmap().IsLoopback() && ra.Addr().Unmap().IsLoopback()
+}
+
+// withheldReason says why a request that did not come over loopback gets
+// no mail data; the status JSON, the status page and `foxproxy status`
+// show it.
+func (h *Handler) withheldReason() string {
+	port := "PORT"
+	if _, p, err := net.SplitHostPort(h.AdminListen); err == nil {
+		port = p
+	}
+	return fmt.Sprintf("mail data (the last messages: senders, clients, message IDs) is shown only to clients on loopback: "+
+		"admin_listen %s accepts other hosts and the admin endpoint has no login; "+
+		"ask from inside foxproxy's network namespace, e.g. foxproxy status -admin http://127.0.0.1:%s", h.AdminListen, port)
+}
+
+// withoutMailData is the status as a client off loopback gets it: no
+// recent verdicts, and the ERS and WRS rows' last error cut to its cause
+// ("i/o timeout"), because a failed lookup's error names its DNS question,
+// which holds the connecting client's address (ERS) or a host linked from a
+// message (WRS). The Dependencies slice is the snapshot's own.
+func (h *Handler) withoutMailData(st Status) Status {
+	st.Recent = []Verdict{}
+	st.MailDataWithheld = h.withheldReason()
+	for i, d := range st.Dependencies {
+		if d.Kind == "ers" || d.Kind == "wrs" {
+			if j := strings.LastIndex(d.LastError, ": "); j >= 0 {
+				st.Dependencies[i].LastError = d.LastError[j+2:]
+			}
+		}
+	}
+	return st
+}
+
+// loopbackOnly answers 403 to a request that did not come over loopback.
+func (h *Handler) loopbackOnly(next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !fromLoopback(r) {
+			http.Error(w, fmt.Sprintf("forbidden: served only to clients on loopback: admin_listen %s accepts other hosts and the admin endpoint has no login", h.AdminListen), http.StatusForbidden)
+			return
+		}
+		next(w, r)
+	}
+}
+
+// Snapshot assembles the status, mail data included.
 func (h *Handler) Snapshot() Status {
 	now := time.Now()
 	st := Status{
@@ -107,7 +184,11 @@ func (h *Handler) status(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	enc.Encode(h.Snapshot())
+	st := h.Snapshot()
+	if !fromLoopback(r) {
+		st = h.withoutMailData(st)
+	}
+	enc.Encode(st)
 }
 
 func wantsHTML(r *http.Request) bool {

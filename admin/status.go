@@ -64,6 +64,9 @@ type Status struct {
 	MessagesPerMinute float64   `json:"messages_per_minute"`
 	Messages          uint64    `json:"messages"`
 	Recent            []Verdict `json:"recent"`
+	// MailDataWithheld, when set, says why Recent is empty: the request
+	// did not come over loopback.
+	MailDataWithheld string `json:"mail_data_withheld,omitempty"`
 	// Held is set when the configuration holds mail for rescan.
 	Held *Held `json:"held,omitempty"`
 }

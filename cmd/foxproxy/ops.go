@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync/atomic"
 	"time"
 
@@ -60,7 +61,7 @@ func startOps(cfg *config.Config, rt *wired, srv *proxy.Server, log *zap.Logger)
 		return o
 	}
 	h := &admin.Handler{
-		Monitor: o.monitor, Recent: recent, Registry: m.Registry, Pprof: cfg.AdminPprof,
+		Monitor: o.monitor, Recent: recent, Registry: m.Registry, Pprof: cfg.AdminPprof, AdminListen: cfg.AdminListen,
 		Info: admin.Info{
 			Version: proxy.Version, Started: time.Now(), Sessions: srv.Sessions,
 			Listen: func() string {
@@ -76,6 +77,10 @@ func startOps(cfg *config.Config, rt *wired, srv *proxy.Server, log *zap.Logger)
 		// Mail matters more than the admin page: keep running, say so.
 		log.Error("cannot listen for admin; running without /metrics and /status", zap.String("admin_listen", cfg.AdminListen), zap.Error(err))
 		return o
+	}
+	if a, err := netip.ParseAddrPort(ln.Addr().String()); err != nil || !a.Addr().Unmap().IsLoopback() {
+		log.Info("admin_listen is not loopback: /healthz, /readyz, /metrics and /status without the last messages for anyone who reaches it; mail data and pprof only to clients on loopback",
+			zap.String("admin_listen", cfg.AdminListen))
 	}
 	o.http = &http.Server{Handler: h.ServeMux(), ReadHeaderTimeout: 10 * time.Second, WriteTimeout: 60 * time.Second}
 	go o.http.Serve(ln)

@@ -49,6 +49,14 @@ type PostfixOptions struct {
 	// re-injection smtpd, e.g. "450 4.2.1 Mailbox busy" or "DISCARD".
 	RecipientAccess map[string]string
 
+	// NetNS, when set, runs the instance inside that network namespace
+	// (NewNetNS), as a container with an address of its own: give
+	// ReinjectAddr (and FilterAddr) on the namespace's addresses, allow
+	// foxproxy's address with ReinjectOptions (mynetworks,
+	// smtpd_authorized_xforward_hosts), and send with SendOptions.NetNS.
+	// Addresses left empty are free ports on the namespace's own loopback.
+	NetNS *NetNS
+
 	// Retry timers; defaults 1s, 2s and 4s (Postfix's own: 300s, 300s, 4000s),
 	// so that deferred mail is retried within seconds without a Flush.
 	QueueRunDelay, MinBackoff, MaxBackoff string
@@ -208,6 +216,9 @@ func (p *Postfix) runScript(cmd string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	c := exec.CommandContext(ctx, p.bins["bash"], p.script, cmd)
+	if p.opt.NetNS != nil {
+		c = p.opt.NetNS.Command(ctx, p.bins["bash"], p.script, cmd)
+	}
 	c.Env = p.env()
 	out, err := c.CombinedOutput()
 	return string(out), err
@@ -242,7 +253,11 @@ func (p *Postfix) start(t testing.TB) {
 		if addr == "" {
 			continue
 		}
-		if err := waitPort(addr, startTimeout, alive); err != nil {
+		wait := waitPort
+		if p.opt.NetNS != nil {
+			wait = p.opt.NetNS.waitPort
+		}
+		if err := wait(addr, startTimeout, alive); err != nil {
 			t.Fatalf("harness: postfix: %v; last lines of %s:\n%s", err, p.maillog.path, p.maillog.tail(30))
 		}
 	}

@@ -20,10 +20,20 @@ const swaksTimeout = 2 * time.Minute
 // rejects a command (e.g. 24 for RCPT, 25 for DATA) or cannot be reached.
 func Swaks(t testing.TB, args ...string) (out string, err error) {
 	t.Helper()
+	return swaksIn(t, nil, args...)
+}
+
+// swaksIn runs swaks inside ns, or in the test's own namespace if ns is nil.
+func swaksIn(t testing.TB, ns *NetNS, args ...string) (out string, err error) {
+	t.Helper()
 	bin := requireBin(t, "swaks")
 	ctx, cancel := context.WithTimeout(context.Background(), swaksTimeout)
 	defer cancel()
-	o, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
+	c := exec.CommandContext(ctx, bin, args...)
+	if ns != nil {
+		c = ns.Command(ctx, bin, args...)
+	}
+	o, err := c.CombinedOutput()
 	return string(o), err
 }
 
@@ -48,6 +58,8 @@ type SendOptions struct {
 	Data []byte
 	// Args are extra swaks arguments, e.g. "--quit-after", "RCPT".
 	Args []string
+	// NetNS, when set, runs swaks inside that network namespace.
+	NetNS *NetNS
 }
 
 // SendResult is what swaks saw.
@@ -108,7 +120,7 @@ func Send(t testing.TB, opt SendOptions) SendResult {
 		args = append(args, "--body", opt.Body)
 	}
 	args = append(args, opt.Args...)
-	out, err := Swaks(t, args...)
+	out, err := swaksIn(t, opt.NetNS, args...)
 	res := ParseSwaks(out)
 	res.Err = err
 	return res
