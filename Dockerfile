@@ -10,7 +10,7 @@ RUN go mod download
 COPY . .
 ARG VERSION=dev
 RUN CGO_ENABLED=0 go build -trimpath \
-      -ldflags "-s -w -X github.com/foxproxy/foxproxy/proxy.Version=${VERSION}" \
+      -ldflags "-s -w -X github.com/foxproxy/foxproxy/delivery.Version=${VERSION}" \
       -o /out/foxproxy ./cmd/foxproxy \
  && /out/foxproxy check-config -config /src/deploy/foxproxy.docker.yaml
 

@@ -26,6 +26,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/foxproxy/foxproxy/config"
+	"github.com/foxproxy/foxproxy/delivery"
 	"github.com/foxproxy/foxproxy/lists"
 	"github.com/foxproxy/foxproxy/pipeline"
 	"github.com/foxproxy/foxproxy/policy"
@@ -43,7 +44,7 @@ type Runtime struct {
 	Lists *lists.Holder
 	// Links rewrites links for verdicts that ask for it (nil: no click
 	// service configured).
-	Links LinkRewriter
+	Links delivery.LinkRewriter
 	// Encryption encrypts for encrypt verdicts and decrypts mail for
 	// local recipients (nil: not configured).
 	Encryption        Encryptor

@@ -48,9 +48,9 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/foxproxy/foxproxy/delivery"
 	"github.com/foxproxy/foxproxy/pipeline"
 	"github.com/foxproxy/foxproxy/policy"
-	"github.com/foxproxy/foxproxy/proxy"
 	"github.com/foxproxy/foxproxy/quarantine"
 )
 
@@ -65,7 +65,7 @@ type Config struct {
 	// held area is left alone while it says false.
 	Ready func(ctx context.Context) bool
 	// Reinject is where and how delivered mail goes (the downstream).
-	Reinject proxy.ReinjectOptions
+	Reinject delivery.ReinjectOptions
 	// Hostname is for the trace header.
 	Hostname string
 	// StageTimeout bounds the stages on one message (timeouts.stages).
@@ -80,9 +80,9 @@ type Config struct {
 	Interval time.Duration
 	Logger   *zap.Logger
 
-	// deliver is proxy.ReinjectVerdict; tests replace it.
-	deliver func(ctx context.Context, o proxy.ReinjectOptions, env proxy.Envelope, host, id string, v policy.Verdict,
-		findings []pipeline.Finding, open func() io.Reader, maxHeaderBytes int64) (*proxy.Reinjected, error)
+	// deliver is delivery.ReinjectVerdict; tests replace it.
+	deliver func(ctx context.Context, o delivery.ReinjectOptions, env delivery.Envelope, host, id string, v policy.Verdict,
+		findings []pipeline.Finding, open func() io.Reader, maxHeaderBytes int64) (*delivery.Reinjected, error)
 	// sleep waits between messages; tests make it instant.
 	sleep func(d time.Duration, stop <-chan struct{}) bool
 }
@@ -111,7 +111,7 @@ func newLoop(cfg Config) *Loop {
 		cfg.Logger = zap.NewNop()
 	}
 	if cfg.deliver == nil {
-		cfg.deliver = proxy.ReinjectVerdict
+		cfg.deliver = delivery.ReinjectVerdict
 	}
 	if cfg.sleep == nil {
 		cfg.sleep = sleep
@@ -339,13 +339,13 @@ func (l *Loop) deliver(e quarantine.Entry, claim *quarantine.Claim, content file
 	v policy.Verdict, log *zap.Logger) outcome {
 	o := l.cfg.Reinject
 	o.BeforeData = claim.MarkSending
-	env := proxy.Envelope{From: e.From, Rcpts: e.Rcpts, MailParams: e.MailOptions, RcptParams: e.RcptOptions,
+	env := delivery.Envelope{From: e.From, Rcpts: e.Rcpts, MailParams: e.MailOptions, RcptParams: e.RcptOptions,
 		Xforward: xforwardOf(e.Xforward), Size: content.size}
 	// Not cancelled by Stop: only the downstream timeouts end a delivery.
 	res, err := l.cfg.deliver(context.Background(), o, env, l.cfg.Hostname, e.ID, v, findings, content.Open, l.cfg.MaxHeaderBytes)
-	var re *proxy.ReinjectError
+	var re *delivery.ReinjectError
 	switch {
-	case errors.Is(err, proxy.ErrReinjectUncertain):
+	case errors.Is(err, delivery.ErrReinjectUncertain):
 		if kerr := claim.KeepUncertain(err.Error()); kerr != nil {
 			log.Error("cannot mark a held message", zap.Error(kerr))
 		}
@@ -425,8 +425,8 @@ type fileContent struct {
 func (c fileContent) Size() int64     { return c.size }
 func (c fileContent) Open() io.Reader { return io.NewSectionReader(c.f, 0, c.size) }
 
-func xforwardOf(m map[string]string) proxy.Xforward {
-	return proxy.Xforward{Name: m["NAME"], Addr: m["ADDR"], Port: m["PORT"], Proto: m["PROTO"],
+func xforwardOf(m map[string]string) delivery.Xforward {
+	return delivery.Xforward{Name: m["NAME"], Addr: m["ADDR"], Port: m["PORT"], Proto: m["PROTO"],
 		Helo: m["HELO"], Ident: m["IDENT"], Source: m["SOURCE"]}
 }
 

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/foxproxy/foxproxy/admin"
+	"github.com/foxproxy/foxproxy/delivery"
 	"github.com/foxproxy/foxproxy/policy"
 	"github.com/foxproxy/foxproxy/proxy"
 	"github.com/foxproxy/foxproxy/quarantine"
@@ -135,7 +136,7 @@ func startRescan(w *wired, log *zap.Logger) (stop func()) {
 	l := rescan.Start(rescan.Config{
 		Held: held, Quarantine: q, Pipeline: w.Pipeline, Policy: w.Policy,
 		Ready: func(ctx context.Context) bool { return scannerAnswers(ctx, st) },
-		Reinject: proxy.ReinjectOptions{
+		Reinject: delivery.ReinjectOptions{
 			Addr: cfg.Downstream, Hostname: cfg.HostnameOrDefault(),
 			ConnectTimeout: cfg.Timeouts.DownstreamConnect.D(), CommandTimeout: cfg.Timeouts.DownstreamCommand.D(),
 			DataTimeout: cfg.Timeouts.DownstreamData.D(), Links: w.Links, RemoveIncomingTrace: cfg.RemoveIncomingTrace,

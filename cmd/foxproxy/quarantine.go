@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/foxproxy/foxproxy/config"
+	"github.com/foxproxy/foxproxy/delivery"
 	"github.com/foxproxy/foxproxy/pipeline"
-	"github.com/foxproxy/foxproxy/proxy"
 	"github.com/foxproxy/foxproxy/quarantine"
 )
 
@@ -420,7 +420,7 @@ func (q *quarantineCLI) release(ctx context.Context, id string, force bool) bool
 	if cfg.RemoveIncomingTrace {
 		// Only this foxproxy's X-Foxproxy-Released goes on top; fields
 		// that came with the message were not written here.
-		content, _ = proxy.RemoveIncomingTrace(msg, int64(cfg.Limits.MaxHeaderBytes))
+		content, _ = delivery.RemoveIncomingTrace(msg, int64(cfg.Limits.MaxHeaderBytes))
 	}
 	size := e.Size
 	if len(e.Encrypt) > 0 {
@@ -438,16 +438,16 @@ func (q *quarantineCLI) release(ctx context.Context, id string, force bool) bool
 	if q.held {
 		fmt.Fprintf(q.stderr, "foxproxy quarantine: %s: releasing a held message: it is delivered unscanned\n", id)
 	}
-	env := proxy.Envelope{From: e.From, Rcpts: e.Rcpts, MailParams: e.MailOptions, RcptParams: e.RcptOptions,
+	env := delivery.Envelope{From: e.From, Rcpts: e.Rcpts, MailParams: e.MailOptions, RcptParams: e.RcptOptions,
 		Xforward: xforwardOf(e.Xforward), Size: size + int64(len(header))}
-	res, err := proxy.Reinject(ctx, proxy.ReinjectOptions{
+	res, err := delivery.Reinject(ctx, delivery.ReinjectOptions{
 		Addr:           cfg.Downstream,
 		Hostname:       cfg.HostnameOrDefault(),
 		ConnectTimeout: cfg.Timeouts.DownstreamConnect.D(),
 		CommandTimeout: cfg.Timeouts.DownstreamCommand.D(),
 		DataTimeout:    cfg.Timeouts.DownstreamData.D(),
 	}, env, io.MultiReader(strings.NewReader(header), content))
-	if errors.Is(err, proxy.ErrReinjectUncertain) {
+	if errors.Is(err, delivery.ErrReinjectUncertain) {
 		if kerr := claim.KeepUncertain(err.Error()); kerr != nil {
 			fmt.Fprintf(q.stderr, "foxproxy quarantine: %s: cannot mark the entry: %v\n", id, kerr)
 		}
@@ -501,8 +501,8 @@ func (q *quarantineCLI) release(ctx context.Context, id string, force bool) bool
 	return false
 }
 
-func xforwardOf(m map[string]string) proxy.Xforward {
-	return proxy.Xforward{Name: m["NAME"], Addr: m["ADDR"], Port: m["PORT"], Proto: m["PROTO"],
+func xforwardOf(m map[string]string) delivery.Xforward {
+	return delivery.Xforward{Name: m["NAME"], Addr: m["ADDR"], Port: m["PORT"], Proto: m["PROTO"],
 		Helo: m["HELO"], Ident: m["IDENT"], Source: m["SOURCE"]}
 }
 
@@ -528,7 +528,7 @@ func releasedBy() []string {
 //		scan=infected(Eicar-Test-Signature); by=root;
 //		Fri, 27 Nov 2026 15:00:00 +0000
 func releasedHeader(host string, e quarantine.Entry, by []string, now time.Time) string {
-	parts := []string{"foxproxy/" + proxy.Version, "host=" + pipeline.TraceToken(host), "id=" + e.ID,
+	parts := []string{"foxproxy/" + delivery.Version, "host=" + pipeline.TraceToken(host), "id=" + e.ID,
 		"rule=" + pipeline.TraceToken(e.Rule)}
 	for _, f := range e.Findings {
 		if f.Status != string(pipeline.Clean) {
