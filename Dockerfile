@@ -12,7 +12,7 @@ ARG VERSION=dev
 # /out/state becomes the image's /var/lib/foxproxy. The check of the
 # configuration needs its spool.dir to exist here too.
 RUN CGO_ENABLED=0 go build -trimpath \
-      -ldflags "-s -w -X github.com/foxproxy/foxproxy/proxy.Version=${VERSION}" \
+      -ldflags "-s -w -X github.com/foxproxy/foxproxy/delivery.Version=${VERSION}" \
       -o /out/foxproxy ./cmd/foxproxy \
  && mkdir -p /var/lib/foxproxy /out/state \
  && mkdir -m 0700 /out/state/quarantine \

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"io"
 	"net"
-	"net/textproto"
 	"testing"
 	"time"
 )
@@ -146,39 +145,3 @@ func newBufReader(b []byte) *bufio.Reader { return bufio.NewReaderSize(bytes.New
 type nopConn struct{ net.Conn }
 
 func (nopConn) SetReadDeadline(time.Time) error { return nil }
-
-// The dotStuffer, fed in any pieces, puts exactly what go-smtp's DotWriter
-// (net/textproto) would on the wire.
-func FuzzDotStufferMatchesDotWriter(f *testing.F) {
-	for _, s := range []string{"a\r\n.b\r\n..\r\n", ".", "x", "\r\n", ".\r\n.", "no end"} {
-		f.Add([]byte(s), uint8(3))
-	}
-	f.Fuzz(func(t *testing.T, raw []byte, piece uint8) {
-		content := crlfClean(raw)
-		if len(raw)%2 == 1 { // also content that does not end in CRLF
-			content = bytes.TrimSuffix(content, []byte("\r\n"))
-		}
-		var want bytes.Buffer
-		dw := textproto.NewWriter(bufio.NewWriter(&want)).DotWriter()
-		dw.Write(content)
-		dw.Close()
-
-		var got bytes.Buffer
-		bw := bufio.NewWriter(&got)
-		dot := textproto.NewWriter(bw).DotWriter()
-		st := dotStuffer{w: bw, start: true}
-		size := int(piece%7) + 1
-		for b := content; len(b) > 0; {
-			n := min(size, len(b))
-			st.Write(b[:n])
-			b = b[n:]
-		}
-		if err := st.finish(dot); err != nil {
-			t.Fatal(err)
-		}
-		dot.Close()
-		if !bytes.Equal(got.Bytes(), want.Bytes()) {
-			t.Fatalf("pieces of %d:\n got %q\nwant %q", size, got.Bytes(), want.Bytes())
-		}
-	})
-}

@@ -1,177 +1,61 @@
 package proxy
 
 import (
-	"bufio"
-	"bytes"
-	"context"
-	"errors"
-	"fmt"
 	"io"
-	"net"
-	"strconv"
-	"strings"
-	"sync"
 	"time"
 
 	"github.com/emersion/go-smtp"
+
+	"github.com/foxproxy/foxproxy/delivery"
 )
 
-// downstream is one SMTP connection to the re-injection smtpd, used for the
-// transactions of one upstream session in turn.
-//
-// go-smtp's client has no XFORWARD and always sends BODY=8BITMIME when the
-// server offers 8BITMIME. dsConn, under the client, fixes both without
-// touching the client's state: it sends the XFORWARD commands in front of
-// the client's MAIL command and consumes their replies before the client
-// reads its own, and it rewrites BODY to what the upstream client sent.
+// downstream is a session's connection to the re-injection smtpd: a
+// delivery.Conn, seen the way the session's command handlers use it.
+// broken and txActive are the connection's state, brought up to date after
+// every call, so the handlers read them as they read any field.
 type downstream struct {
-	client       *smtp.Client
-	conn         *dsConn
-	bw           *bufio.Writer // content writer, reused across messages
-	xfwdAttrs    map[string]bool
-	transactions int  // completed or reset transactions on this connection
-	txActive     bool // a MAIL was accepted and not yet finished or reset
-	broken       bool // a network error or 421 happened: don't reuse
+	c        *delivery.Conn
+	conn     xforwardReplies
+	broken   bool // the connection is unusable: dial again
+	txActive bool // a MAIL was accepted, the transaction is open
 }
 
-type dsOptions struct {
-	addr           string
-	hostname       string
-	connectTimeout time.Duration
-	commandTimeout time.Duration
-	dataTimeout    time.Duration
+func newDownstream(c *delivery.Conn) *downstream {
+	return &downstream{c: c, conn: xforwardReplies{c}}
 }
 
-// dialDownstream connects and greets the downstream.
-func dialDownstream(ctx context.Context, o dsOptions) (*downstream, error) {
-	d := net.Dialer{Timeout: o.connectTimeout}
-	nc, err := d.DialContext(ctx, "tcp", o.addr)
-	if err != nil {
-		return nil, err
-	}
-	conn := &dsConn{Conn: nc, br: bufio.NewReader(nc)}
-	c := smtp.NewClient(conn)
-	// The greeting and the EHLO reply are part of connecting
-	// (timeouts.downstream_connect); go-smtp waits CommandTimeout for them.
-	c.CommandTimeout = o.connectTimeout
-	c.SubmissionTimeout = o.dataTimeout
-	if err := c.Hello(o.hostname); err != nil {
-		c.Close()
-		return nil, err
-	}
-	c.CommandTimeout = o.commandTimeout
-	ds := &downstream{client: c, conn: conn, xfwdAttrs: map[string]bool{}}
-	if ok, attrs := c.Extension("XFORWARD"); ok {
-		for _, a := range strings.Fields(strings.ToUpper(attrs)) {
-			ds.xfwdAttrs[a] = true
-		}
-	}
-	conn.pipelining, _ = c.Extension("PIPELINING")
-	conn.eightBit, _ = c.Extension("8BITMIME")
-	return ds, nil
+func (d *downstream) sync() {
+	d.broken, d.txActive = d.c.Broken(), d.c.InTransaction()
 }
 
-// mail starts a transaction: XFORWARD (when the downstream supports it),
-// then MAIL with the upstream's parameters unchanged.
 func (d *downstream) mail(from string, opts *smtp.MailOptions, x Xforward) error {
-	d.conn.prepare(xforwardCommands(x, d.xfwdAttrs), opts.Body)
-	err := d.client.Mail(from, opts)
-	d.conn.clearPrelude()
-	if err == nil {
-		d.txActive = true
-	}
-	return d.note(err)
+	defer d.sync()
+	return d.c.Mail(from, opts, x)
 }
 
 func (d *downstream) rcpt(to string, opts *smtp.RcptOptions) error {
-	return d.note(d.client.Rcpt(to, opts))
+	defer d.sync()
+	return d.c.Rcpt(to, opts)
 }
 
-// data sends header (foxproxy's added header lines) followed by the message
-// and returns the downstream's final reply text.
-//
-// The content goes through a dotStuffer straight to the connection, not
-// through go-smtp's DotWriter, which handles a byte at a time (15% of
-// foxproxy's CPU on 10 KB messages). Only the final CRLF goes through the
-// DotWriter, so its Close adds just the ".\r\n".
 func (d *downstream) data(header []byte, msg io.Reader, deadline time.Time) (string, error) {
-	w, err := d.client.Data()
-	if err != nil {
-		return "", d.note(err)
-	}
-	if d.bw == nil {
-		d.bw = bufio.NewWriterSize(d.conn, 32<<10)
-	}
-	d.conn.SetWriteDeadline(deadline)
-	st := dotStuffer{w: d.bw, start: true}
-	if _, err := st.Write(header); err != nil {
-		d.broken = true
-		return "", err
-	}
-	bp := copyBufs.Get().(*[]byte)
-	_, err = io.CopyBuffer(&st, msg, *bp)
-	copyBufs.Put(bp)
-	if err != nil {
-		d.broken = true
-		return "", err
-	}
-	if err := st.finish(w); err != nil {
-		d.broken = true
-		return "", err
-	}
-	resp, err := w.CloseWithResponse()
-	d.txActive = false
-	d.transactions++
-	if err != nil {
-		return "", d.note(err)
-	}
-	return resp.StatusText, nil
+	defer d.sync()
+	return d.c.Data(header, msg, deadline)
 }
 
-// reset abandons the current transaction, if any.
 func (d *downstream) reset() {
-	if !d.txActive || d.broken {
-		return
-	}
-	d.txActive = false
-	d.transactions++
-	if err := d.client.Reset(); err != nil {
-		d.broken = true
-	}
+	defer d.sync()
+	d.c.Reset()
 }
 
 func (d *downstream) close() {
-	if !d.broken {
-		d.conn.SetDeadline(time.Now().Add(5 * time.Second))
-		d.client.Quit()
-	}
-	d.client.Close()
+	defer d.sync()
+	d.c.Close()
 }
 
-// note marks the connection unusable after an error that leaves its state
-// unknown: anything but an ordinary 4xx/5xx reply, and 421 (the server is
-// closing the channel).
-func (d *downstream) note(err error) error {
-	var se *smtp.SMTPError
-	if err != nil && (!errors.As(err, &se) || se.Code == 421) {
-		d.broken = true
-	}
-	return err
-}
-
-// dsConn is the downstream connection under go-smtp's client.
-type dsConn struct {
-	net.Conn
-	br         *bufio.Reader
-	pipelining bool
-	eightBit   bool
-
-	mu      sync.Mutex
-	prelude []string       // commands to send before the next MAIL
-	body    smtp.BodyType  // the upstream's BODY value for that MAIL
-	swallow int            // replies to consume before the client's own
-	replies []xforwardNote // what the downstream said to the prelude
-}
+// xforwardReplies are the downstream's answers to the XFORWARD commands in
+// front of the last MAIL.
+type xforwardReplies struct{ c *delivery.Conn }
 
 type xforwardNote struct {
 	cmd   string
@@ -179,204 +63,12 @@ type xforwardNote struct {
 	reply string
 }
 
-func (c *dsConn) prepare(prelude []string, body smtp.BodyType) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.prelude, c.body, c.replies = prelude, body, nil
-}
-
-func (c *dsConn) clearPrelude() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.prelude = nil
-}
-
 // xforwardProblems returns XFORWARD replies that were not 250 (logged by
 // the session; they never fail a message).
-func (c *dsConn) xforwardProblems() []xforwardNote {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+func (x xforwardReplies) xforwardProblems() []xforwardNote {
 	var bad []xforwardNote
-	for _, r := range c.replies {
-		if r.code != 250 {
-			bad = append(bad, r)
-		}
+	for _, r := range x.c.XforwardProblems() {
+		bad = append(bad, xforwardNote{cmd: r.Command, code: r.Code, reply: r.Reply})
 	}
 	return bad
-}
-
-var mailPrefix = []byte("MAIL FROM:")
-
-func (c *dsConn) Write(b []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.prelude == nil || !bytes.HasPrefix(b, mailPrefix) {
-		return c.Conn.Write(b)
-	}
-	line := rewriteBody(b, c.body, c.eightBit)
-	prelude := c.prelude
-	c.prelude = nil
-	if c.pipelining {
-		var out bytes.Buffer
-		for _, p := range prelude {
-			out.WriteString(p + "\r\n")
-			c.replies = append(c.replies, xforwardNote{cmd: p})
-		}
-		out.Write(line)
-		c.swallow = len(prelude)
-		if _, err := c.Conn.Write(out.Bytes()); err != nil {
-			return 0, err
-		}
-		return len(b), nil
-	}
-	for _, p := range prelude {
-		if _, err := c.Conn.Write([]byte(p + "\r\n")); err != nil {
-			return 0, err
-		}
-		code, text, err := c.readReply()
-		if err != nil {
-			return 0, err
-		}
-		c.replies = append(c.replies, xforwardNote{cmd: p, code: code, reply: text})
-	}
-	if _, err := c.Conn.Write(line); err != nil {
-		return 0, err
-	}
-	return len(b), nil
-}
-
-func (c *dsConn) Read(p []byte) (int, error) {
-	c.mu.Lock()
-	for c.swallow > 0 {
-		code, text, err := c.readReply()
-		if err != nil {
-			c.mu.Unlock()
-			return 0, err
-		}
-		i := len(c.replies) - c.swallow
-		c.replies[i].code, c.replies[i].reply = code, text
-		c.swallow--
-	}
-	c.mu.Unlock()
-	return c.br.Read(p)
-}
-
-// readReply reads one complete (possibly multi-line) reply.
-// A reply is at most maxReplyLines lines, each within the read buffer
-// (4 KiB): RFC 5321 §4.5.3.1.5 allows 512 bytes a line.
-const maxReplyLines = 100
-
-func (c *dsConn) readReply() (int, string, error) {
-	var text []string
-	for range maxReplyLines {
-		line, err := c.br.ReadSlice('\n')
-		if err != nil {
-			return 0, "", fmt.Errorf("downstream: reading a reply: %w", err)
-		}
-		l := strings.TrimRight(string(line), "\r\n")
-		code, err := strconv.Atoi(l[:min(3, len(l))])
-		if len(l) < 3 || err != nil || (len(l) > 3 && l[3] != ' ' && l[3] != '-') {
-			return 0, "", fmt.Errorf("downstream: malformed reply line %q", truncate(l, 80))
-		}
-		if len(l) > 4 {
-			text = append(text, l[4:])
-		}
-		if len(l) == 3 || l[3] == ' ' {
-			return code, strings.Join(text, "\n"), nil
-		}
-	}
-	return 0, "", fmt.Errorf("downstream: reply longer than %d lines", maxReplyLines)
-}
-
-// rewriteBody makes the MAIL command carry the upstream's BODY parameter:
-// go-smtp's client adds BODY=8BITMIME whenever the server offers 8BITMIME.
-func rewriteBody(line []byte, body smtp.BodyType, eightBit bool) []byte {
-	if !eightBit {
-		return line
-	}
-	const added = " BODY=8BITMIME"
-	i := bytes.Index(line, []byte(added))
-	if i < 0 {
-		return line
-	}
-	var out []byte
-	out = append(out, line[:i]...)
-	if body != "" {
-		out = append(out, " BODY="+string(body)...)
-	}
-	return append(out, line[i+len(added):]...)
-}
-
-// dotStuffer writes message content with RFC 5321 §4.5.2 dot-stuffing. The
-// content's lines end in CRLF (the guard refuses anything else), so a line
-// starts after each LF. The last two bytes are held back: finish sends a
-// final CRLF through go-smtp's DotWriter (whose Close then writes ".\r\n"),
-// or, for content without one, writes them here and lets Close add the CRLF.
-type dotStuffer struct {
-	w     *bufio.Writer
-	start bool // at the start of a line
-	tail  [2]byte
-	nt    int
-}
-
-func (s *dotStuffer) Write(p []byte) (int, error) {
-	n := len(p)
-	if len(p) < 2 {
-		for _, c := range p {
-			if s.nt == 2 {
-				if err := s.stuff(s.tail[:1]); err != nil {
-					return 0, err
-				}
-				s.tail[0] = s.tail[1]
-				s.nt = 1
-			}
-			s.tail[s.nt] = c
-			s.nt++
-		}
-		return n, nil
-	}
-	if err := s.stuff(s.tail[:s.nt]); err != nil {
-		return 0, err
-	}
-	if err := s.stuff(p[:len(p)-2]); err != nil {
-		return 0, err
-	}
-	s.nt = copy(s.tail[:], p[len(p)-2:])
-	return n, nil
-}
-
-func (s *dotStuffer) stuff(b []byte) error {
-	for len(b) > 0 {
-		if s.start && b[0] == '.' {
-			s.w.WriteByte('.')
-		}
-		i := bytes.IndexByte(b, '\n')
-		if i < 0 {
-			s.start = false
-			_, err := s.w.Write(b)
-			return err
-		}
-		if _, err := s.w.Write(b[:i+1]); err != nil {
-			return err
-		}
-		s.start = true
-		b = b[i+1:]
-	}
-	return nil
-}
-
-// finish writes what was held back and flushes; dot is go-smtp's DotWriter,
-// still in its initial state.
-func (s *dotStuffer) finish(dot io.Writer) error {
-	if s.nt == 2 && s.tail == [2]byte{'\r', '\n'} {
-		if err := s.w.Flush(); err != nil {
-			return err
-		}
-		_, err := dot.Write(s.tail[:])
-		return err
-	}
-	if err := s.stuff(s.tail[:s.nt]); err != nil {
-		return err
-	}
-	return s.w.Flush()
 }

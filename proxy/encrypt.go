@@ -8,8 +8,7 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/foxproxy/foxproxy/pipeline"
-	"github.com/foxproxy/foxproxy/policy"
+	"github.com/foxproxy/foxproxy/delivery"
 	"github.com/foxproxy/foxproxy/spool"
 )
 
@@ -149,7 +148,7 @@ func whyNot(ls []KeyLookup) string {
 // content.
 type copyToSend struct {
 	rcpts []string
-	c     *content
+	c     *delivery.Content
 }
 
 // deliverEncrypted carries out an encrypt verdict. Every recipient's copy
@@ -160,15 +159,15 @@ type copyToSend struct {
 // delivered, encrypted once per method. Plaintext never goes to a recipient
 // selected for encryption unless deliver_unencrypted was written in the
 // configuration.
-func (ss *session) deliverEncrypted(ctx context.Context, tx *transaction, ptx *pipeline.Transaction, msg *spool.Message,
-	findings []pipeline.Finding, v policy.Verdict, sum *summary) error {
+func (ss *session) deliverEncrypted(m *message) error {
+	tx, v, sum := m.tx, m.verdict, m.sum
 	enc := ss.rt.Encryption
 	if enc == nil {
 		ss.log.Error("a rule encrypts but no encryption is configured; deferring the message", zap.String("msg_id", tx.id))
 		ss.ds.reset()
 		return errLocalProblem
 	}
-	lookups := enc.Lookup(ctx, v.EncryptRcpts)
+	lookups := enc.Lookup(m.ctx, v.EncryptRcpts)
 	p := planEncryption(tx.rcpts, lookups, ss.rt.EncryptionActions)
 	for _, l := range lookups {
 		fields := []zap.Field{zap.String("msg_id", tx.id), zap.String("rcpt", l.Rcpt), zap.String("outcome", l.Outcome)}
@@ -190,7 +189,7 @@ func (ss *session) deliverEncrypted(ctx context.Context, tx *transaction, ptx *p
 	}
 	var notes []string
 	if len(p.quarantine) > 0 {
-		qid, err := ss.quarantineCopy(ctx, tx, ptx, msg, findings, v, rcptsOf(p.quarantine))
+		qid, err := ss.quarantineCopy(m, rcptsOf(p.quarantine))
 		if err != nil {
 			return err
 		}
@@ -206,22 +205,22 @@ func (ss *session) deliverEncrypted(ctx context.Context, tx *transaction, ptx *p
 	var copies []copyToSend
 	defer func() {
 		for _, c := range copies {
-			c.c.close()
+			c.c.Close()
 		}
 	}()
-	for _, m := range p.methods {
-		c, err := ss.encryptedContent(tx, msg, v, p.byMethod[m])
+	for _, method := range p.methods {
+		c, err := ss.encryptedContent(m, p.byMethod[method])
 		if err != nil {
-			ss.log.Error("cannot encrypt message; deferring it", zap.String("msg_id", tx.id), zap.String("method", m), zap.Error(err))
+			ss.log.Error("cannot encrypt message; deferring it", zap.String("msg_id", tx.id), zap.String("method", method), zap.Error(err))
 			ss.ds.reset()
 			return errLocalProblem
 		}
-		copies = append(copies, copyToSend{rcptsOf(p.byMethod[m]), c})
+		copies = append(copies, copyToSend{rcptsOf(p.byMethod[method]), c})
 	}
 	if plain := append(append([]string(nil), p.plain...), rcptsOf(p.unencrypted)...); len(plain) > 0 {
-		c := ss.deliveryContent(tx, msg, v)
+		c := ss.deliveryContent(m)
 		if len(p.unencrypted) > 0 {
-			c.notes = append(c.notes, "encrypted=no:deliver_unencrypted")
+			c.Notes = append(c.Notes, "encrypted=no:deliver_unencrypted")
 		}
 		copies = append(copies, copyToSend{plain, c})
 	}
@@ -234,7 +233,7 @@ func (ss *session) deliverEncrypted(ctx context.Context, tx *transaction, ptx *p
 		// The upstream's transaction is open downstream with every
 		// recipient. When one copy goes to all of them it is delivered
 		// there; otherwise each copy gets a transaction of its own.
-		text, err := ss.sendCopy(tx, findings, v, cp, len(copies) == 1 && len(cp.rcpts) == len(tx.rcpts), notes)
+		text, err := ss.sendCopy(m, cp, len(copies) == 1 && len(cp.rcpts) == len(tx.rcpts), notes)
 		if err != nil {
 			if i > 0 {
 				ss.log.Error("delivery of a later copy failed after earlier copies were delivered; the upstream will retry all of them",
@@ -242,8 +241,8 @@ func (ss *session) deliverEncrypted(ctx context.Context, tx *transaction, ptx *p
 			}
 			return ss.downstreamError("DATA", tx, err)
 		}
-		if m := queuedAs.FindStringSubmatch(text); m != nil {
-			queued = append(queued, m[1])
+		if id := delivery.QueuedAs(text); id != "" {
+			queued = append(queued, id)
 		}
 	}
 	sum.downstreamID = strings.Join(queued, ",")
@@ -261,15 +260,15 @@ func (ss *session) deliverEncrypted(ctx context.Context, tx *transaction, ptx *p
 // encryptedContent is the message as delivered to keys' recipients: the
 // verdict's changes (subject tag removed, links rewritten) applied first,
 // then encrypted.
-func (ss *session) encryptedContent(tx *transaction, msg *spool.Message, v policy.Verdict, keys []KeyLookup) (*content, error) {
-	src := ss.deliveryContent(tx, msg, v)
-	defer src.close()
+func (ss *session) encryptedContent(m *message, keys []KeyLookup) (*delivery.Content, error) {
+	src := ss.deliveryContent(m)
+	defer src.Close()
 	w := spool.NewWriter(spool.Options{
 		Dir:             ss.rt.Config.Spool.Dir,
 		MemoryThreshold: int64(ss.rt.Config.Spool.MemoryThreshold),
 		MaxBytes:        3*ss.s.maxMessageBytes + 1<<20, // base64 and armour grow it by a third
 	})
-	if err := ss.rt.Encryption.Encrypt(keys, src.open(), w); err != nil {
+	if err := ss.rt.Encryption.Encrypt(keys, src.Open(), w); err != nil {
 		w.Discard()
 		return nil, err
 	}
@@ -278,14 +277,15 @@ func (ss *session) encryptedContent(tx *transaction, msg *spool.Message, v polic
 		w.Discard()
 		return nil, err
 	}
-	c := &content{open: out.Open, notes: append(src.notes, "encrypted="+keys[0].Method),
-		closers: []func(){func() { out.Close() }}}
+	c := &delivery.Content{Open: out.Open, Notes: append(src.Notes, "encrypted="+keys[0].Method)}
+	c.AddCloser(func() { out.Close() })
 	return c, nil
 }
 
 // sendCopy delivers one copy: on the upstream's open transaction when
 // whole is true, else in a transaction of its own for cp.rcpts.
-func (ss *session) sendCopy(tx *transaction, findings []pipeline.Finding, v policy.Verdict, cp copyToSend, whole bool, notes []string) (string, error) {
+func (ss *session) sendCopy(m *message, cp copyToSend, whole bool, notes []string) (string, error) {
+	tx := m.tx
 	if ss.ds == nil || ss.ds.broken || (whole && !ss.ds.txActive) {
 		return "", errDownstreamFailed
 	}
@@ -300,29 +300,29 @@ func (ss *session) sendCopy(tx *transaction, findings []pipeline.Finding, v poli
 			}
 		}
 	}
-	head := traceHeader(ss.rt.Config.HostnameOrDefault(), tx.id, v, findings, append(append(append([]string(nil), tx.notes...), cp.c.notes...), notes...)...)
-	return ss.ds.data([]byte(head), cp.c.open(), ss.s.now().Add(ss.rt.Config.Timeouts.DownstreamData.D()))
+	head := delivery.Header(ss.rt.Config.HostnameOrDefault(), tx.id, m.verdict, m.findings, append(append(append([]string(nil), tx.notes...), cp.c.Notes...), notes...)...)
+	return ss.ds.data([]byte(head), cp.c.Open(), ss.s.now().Add(ss.rt.Config.Timeouts.DownstreamData.D()))
 }
 
 // quarantineCopy keeps the copy for rcpts as it would have been encrypted
 // (subject tag removed, links rewritten), marked so that a release
 // encrypts it: a release never sends it in clear by accident.
-func (ss *session) quarantineCopy(ctx context.Context, tx *transaction, ptx *pipeline.Transaction, msg *spool.Message,
-	findings []pipeline.Finding, v policy.Verdict, rcpts []string) (string, error) {
+func (ss *session) quarantineCopy(m *message, rcpts []string) (string, error) {
+	tx := m.tx
 	if ss.rt.Quarantine == nil {
 		ss.log.Error("an encryption exception quarantines but no quarantine is configured; deferring the message",
 			zap.String("msg_id", tx.id))
 		ss.ds.reset()
 		return "", errLocalProblem
 	}
-	c := ss.deliveryContent(tx, msg, v)
-	defer c.close()
+	c := ss.deliveryContent(m)
+	defer c.Close()
 	w := spool.NewWriter(spool.Options{
 		Dir:             ss.rt.Config.Spool.Dir,
 		MemoryThreshold: int64(ss.rt.Config.Spool.MemoryThreshold),
 		MaxBytes:        2*ss.s.maxMessageBytes + 1<<20,
 	})
-	_, err := io.Copy(w, c.open())
+	_, err := io.Copy(w, c.Open())
 	var prepared *spool.Message
 	if err == nil {
 		prepared, err = w.Finish()
@@ -334,14 +334,14 @@ func (ss *session) quarantineCopy(ctx context.Context, tx *transaction, ptx *pip
 		return "", errLocalProblem
 	}
 	defer prepared.Close()
-	part := *ptx
+	part := *m.ptx
 	part.Rcpts = rcpts
 	part.Message = prepared
-	qv := v
-	qv.EncryptRcpts = rcpts
-	qid, err := ss.rt.Quarantine.Quarantine(ctx, QuarantineItem{Tx: &part, Xforward: ss.forwardAttrs(tx),
-		MailParams: mailParams(tx.opts), RcptParams: tx.rcptParams(rcpts), Findings: findings, Verdict: qv,
-		Reason: "encryption exception: no key could be had for " + whyNot(lookupsFor(rcpts))})
+	it := ss.quarantineItem(m)
+	it.Tx, it.RcptParams = &part, tx.rcptParams(rcpts)
+	it.Verdict.EncryptRcpts = rcpts
+	it.Reason = "encryption exception: no key could be had for " + whyNot(lookupsFor(rcpts))
+	qid, err := ss.rt.Quarantine.Quarantine(m.ctx, it)
 	if err != nil {
 		ss.log.Error("cannot quarantine message; deferring it", zap.String("msg_id", tx.id), zap.Error(err))
 		ss.ds.reset()

@@ -2,16 +2,13 @@ package proxy
 
 import (
 	"context"
-	"io"
 	"net/mail"
 	"strings"
 	"time"
 
 	"go.uber.org/zap"
 
-	"github.com/foxproxy/foxproxy/pipeline"
 	"github.com/foxproxy/foxproxy/policy"
-	"github.com/foxproxy/foxproxy/spool"
 )
 
 // Holding is the third answer to a scanner outage, between deferring
@@ -37,8 +34,8 @@ const HoldClockSkew = 5 * time.Minute
 // hold carries out the on_scan_unavailable tempfail as a hold when
 // scan.hold_after allows it. handled is false when the message is to be
 // deferred as before; then answer is nil.
-func (ss *session) hold(ctx context.Context, tx *transaction, ptx *pipeline.Transaction, msg *spool.Message,
-	findings []pipeline.Finding, v policy.Verdict, sum *summary) (handled bool, answer error) {
+func (ss *session) hold(m *message) (handled bool, answer error) {
+	tx, v := m.tx, m.verdict
 	holdAfter := ss.rt.Config.Scan.HoldAfter.D()
 	if v.Action != policy.Tempfail || v.Rule != "on_scan_unavailable" || holdAfter <= 0 {
 		return false, nil
@@ -48,7 +45,7 @@ func (ss *session) hold(ctx context.Context, tx *transaction, ptx *pipeline.Tran
 		return false, nil
 	}
 	now := ss.s.now()
-	received := topReceived(msg.Open(), int64(ss.rt.Config.Limits.MaxHeaderBytes))
+	received := topReceived(m.content.Open(), int64(ss.rt.Config.Limits.MaxHeaderBytes))
 	arrived, ok := ArrivalTime(received, now)
 	if !ok {
 		// Without a believable date the wait cannot be proven: defer, as
@@ -61,14 +58,13 @@ func (ss *session) hold(ctx context.Context, tx *transaction, ptx *pipeline.Tran
 	if waited := now.Sub(arrived); waited < holdAfter {
 		return false, nil
 	}
-	id, err := h.Hold(ctx, QuarantineItem{Tx: ptx, Xforward: ss.forwardAttrs(tx), MailParams: mailParams(tx.opts), RcptParams: tx.rcptParams(tx.rcpts),
-		Findings: findings, Verdict: v}, arrived)
+	id, err := h.Hold(m.ctx, ss.quarantineItem(m), arrived)
 	ss.ds.reset()
 	if err != nil {
 		ss.log.Error("cannot hold message; deferring it", zap.String("msg_id", tx.id), zap.Error(err))
 		return true, errLocalProblem
 	}
-	sum.verdict, sum.rule, sum.quarantineID = "hold", "hold_after", id
+	m.sum.verdict, m.sum.rule, m.sum.quarantineID = "hold", "hold_after", id
 	ss.log.Info("scan unavailable: message held for rescan", zap.String("msg_id", tx.id), zap.String("held_id", id),
 		zap.Time("arrived", arrived), zap.Duration("waited", now.Sub(arrived)))
 	return true, reply(250, [3]int{2, 0, 0}, "Ok: held for rescan as "+id)
@@ -101,33 +97,4 @@ func truncateText(s string, n int) string {
 		return s[:n]
 	}
 	return s
-}
-
-// ReinjectVerdict delivers a message that was checked outside an SMTP
-// session (a held message after its rescan) the way a live message with
-// verdict v is delivered (applyVerdict, then the trace header for id and
-// the verdict's headers), with Reinject's envelope and outcomes. open must
-// return a fresh reader of the whole message each time; maxHeaderBytes
-// bounds the header block the verdict's changes examine.
-func ReinjectVerdict(ctx context.Context, o ReinjectOptions, env Envelope, host, id string, v policy.Verdict,
-	findings []pipeline.Finding, open func() io.Reader, maxHeaderBytes int64) (*Reinjected, error) {
-	log := o.Log
-	if log == nil {
-		log = zap.NewNop()
-	}
-	c := applyVerdict(contentRules{links: o.Links, removeTrace: o.RemoveIncomingTrace, limit: maxHeaderBytes,
-		spool: spool.Options{MemoryThreshold: 1 << 20}, log: log.With(zap.String("held_id", id))}, id, open, v)
-	defer c.close()
-	var head strings.Builder
-	head.WriteString(traceHeader(host, id, v, findings, c.notes...))
-	for _, h := range v.Headers {
-		head.WriteString(foldHeader(h.Name, []string{sanitizeText(h.Value)}))
-	}
-	if env.Size > 0 {
-		// SIZE= is an estimate (Postfix enforces its limit on what
-		// arrives); never more than the message may be, lest a message
-		// that fits be refused for its announcement.
-		env.Size += int64(head.Len()) + int64(len(v.SubjectPrefix)) + 1
-	}
-	return Reinject(ctx, o, env, io.MultiReader(strings.NewReader(head.String()), c.open()))
 }

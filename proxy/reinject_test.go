@@ -8,6 +8,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/foxproxy/foxproxy/delivery"
 	"github.com/foxproxy/foxproxy/policy"
 )
 
@@ -44,8 +45,8 @@ func TestQuarantineKeepsRcptDSNForRelease(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, err := Reinject(ctx, ReinjectOptions{Addr: ds.addr, Hostname: "foxproxy.test"},
-		Envelope{From: "a@example.test", Rcpts: it.Tx.Rcpts, MailParams: it.MailParams, RcptParams: it.RcptParams},
+	_, err := delivery.Reinject(ctx, delivery.ReinjectOptions{Addr: ds.addr, Hostname: "foxproxy.test"},
+		delivery.Envelope{From: "a@example.test", Rcpts: it.Tx.Rcpts, MailParams: it.MailParams, RcptParams: it.RcptParams},
 		strings.NewReader("Subject: x\r\n\r\nbody\r\n"))
 	if err != nil {
 		t.Fatal(err)

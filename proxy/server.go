@@ -7,10 +7,16 @@
 // failure on the way answers 4xx, so Postfix keeps the message queued and
 // retries. Nothing is ever lost or delivered in part.
 //
-// It is built on go-smtp's server and client. What go-smtp lacks (XFORWARD
-// in both directions, content tracking for smuggling defence, per-read
-// timeouts) lives in two thin connection wrappers, guardConn (server side)
-// and dsConn (client side), so go-smtp's own state stays consistent.
+// It is the server side only: sessions, the guard, the replies (reply.go
+// builds every reply a client hears) and XFORWARD intake. Everything that
+// puts a message into the downstream (the envelope, the SMTP client, the
+// verdict's changes to the content, the trace header) is package
+// delivery's, which proxy uses and which never answers a client.
+//
+// It is built on go-smtp's server. What go-smtp lacks (XFORWARD intake,
+// content tracking for smuggling defence, per-read timeouts) lives in a
+// thin connection wrapper, guardConn, so go-smtp's own state stays
+// consistent.
 package proxy
 
 import (
@@ -26,6 +32,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/foxproxy/foxproxy/config"
+	"github.com/foxproxy/foxproxy/delivery"
 	"github.com/foxproxy/foxproxy/lists"
 	"github.com/foxproxy/foxproxy/pipeline"
 	"github.com/foxproxy/foxproxy/policy"
@@ -43,7 +50,7 @@ type Runtime struct {
 	Lists *lists.Holder
 	// Links rewrites links for verdicts that ask for it (nil: no click
 	// service configured).
-	Links LinkRewriter
+	Links delivery.LinkRewriter
 	// Encryption encrypts for encrypt verdicts and decrypts mail for
 	// local recipients (nil: not configured).
 	Encryption        Encryptor

@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"regexp"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -19,6 +18,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/foxproxy/foxproxy/delivery"
 	"github.com/foxproxy/foxproxy/pipeline"
 	"github.com/foxproxy/foxproxy/policy"
 	"github.com/foxproxy/foxproxy/spool"
@@ -174,17 +174,17 @@ func (ss *session) dial() error {
 	cfg := ss.rt.Config
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeouts.DownstreamConnect.D())
 	defer cancel()
-	d, err := dialDownstream(ctx, dsOptions{
-		addr:           cfg.Downstream,
-		hostname:       cfg.HostnameOrDefault(),
-		connectTimeout: cfg.Timeouts.DownstreamConnect.D(),
-		commandTimeout: cfg.Timeouts.DownstreamCommand.D(),
-		dataTimeout:    cfg.Timeouts.DownstreamData.D(),
+	c, err := delivery.Dial(ctx, delivery.DialOptions{
+		Addr:           cfg.Downstream,
+		Hostname:       cfg.HostnameOrDefault(),
+		ConnectTimeout: cfg.Timeouts.DownstreamConnect.D(),
+		CommandTimeout: cfg.Timeouts.DownstreamCommand.D(),
+		DataTimeout:    cfg.Timeouts.DownstreamData.D(),
 	})
 	if err != nil {
 		return &dialError{err}
 	}
-	ss.ds = d
+	ss.ds = newDownstream(c)
 	return nil
 }
 
@@ -417,7 +417,23 @@ func (ss *session) Data(r io.Reader) (result error) {
 	}
 	v := ss.rt.Policy.Decide(ptx, findings)
 	sum.verdict, sum.rule = string(v.Action), v.Rule
-	return ss.execute(ctx, tx, ptx, msg, findings, v, sum)
+	return ss.execute(&message{ctx: ctx, tx: tx, ptx: ptx, content: msg, findings: findings, verdict: v, sum: sum})
+}
+
+// message is one received message from its checks on: what carrying out
+// its verdict needs, passed as one (session.go, hold.go, encrypt.go).
+type message struct {
+	// ctx bounds the checks and the verdict's lookups and storage
+	// (timeouts.stages); the downstream has timeouts of its own.
+	ctx context.Context
+	tx  *transaction
+	ptx *pipeline.Transaction // what the stages and the policy saw
+	// content is the message as received, or decrypted when it was
+	// encrypted for a local recipient.
+	content  *spool.Message
+	findings []pipeline.Finding
+	verdict  policy.Verdict
+	sum      *summary // the message's log line, filled in on the way
 }
 
 // receive spools the content. Errors are already replies.
@@ -492,7 +508,7 @@ func (ss *session) pipelineTransaction(tx *transaction, msg *spool.Message, sum 
 	if ptx.Helo == "" {
 		ptx.Helo = ss.conn.Hostname()
 	}
-	if unavailable(ptx.QueueID) {
+	if delivery.Unavailable(ptx.QueueID) {
 		ptx.QueueID = ""
 	}
 	needClient := tx.clientSource == "peer" && ss.g.cfg.trustedXforward && cfg.ClientFromReceived
@@ -513,13 +529,13 @@ func (ss *session) pipelineTransaction(tx *transaction, msg *spool.Message, sum 
 }
 
 // execute carries out the verdict.
-func (ss *session) execute(ctx context.Context, tx *transaction, ptx *pipeline.Transaction, msg *spool.Message,
-	findings []pipeline.Finding, v policy.Verdict, sum *summary) error {
+func (ss *session) execute(m *message) error {
+	tx, v := m.tx, m.verdict
 	switch v.Action {
 	case policy.Deliver, policy.Tag:
-		return ss.deliver(tx, msg, findings, v, sum)
+		return ss.deliver(m)
 	case policy.Encrypt:
-		return ss.deliverEncrypted(ctx, tx, ptx, msg, findings, v, sum)
+		return ss.deliverEncrypted(m)
 	case policy.Quarantine:
 		if ss.rt.Quarantine == nil {
 			ss.log.Error("policy chose quarantine but no quarantine is configured; deferring the message",
@@ -527,21 +543,20 @@ func (ss *session) execute(ctx context.Context, tx *transaction, ptx *pipeline.T
 			ss.ds.reset()
 			return errLocalProblem
 		}
-		qid, err := ss.rt.Quarantine.Quarantine(ctx, QuarantineItem{Tx: ptx, Xforward: ss.forwardAttrs(tx),
-			MailParams: mailParams(tx.opts), RcptParams: tx.rcptParams(tx.rcpts), Findings: findings, Verdict: v})
+		qid, err := ss.rt.Quarantine.Quarantine(m.ctx, ss.quarantineItem(m))
 		if err != nil {
 			ss.log.Error("cannot quarantine message; deferring it", zap.String("msg_id", tx.id), zap.Error(err))
 			ss.ds.reset()
 			return errLocalProblem
 		}
-		sum.quarantineID = qid
+		m.sum.quarantineID = qid
 		ss.ds.reset()
 		return reply(250, [3]int{2, 0, 0}, "Ok: quarantined as "+qid)
 	case policy.Discard:
 		ss.ds.reset()
 		return reply(250, [3]int{2, 0, 0}, "Ok: discarded")
 	case policy.Reject, policy.Tempfail:
-		if held, r := ss.hold(ctx, tx, ptx, msg, findings, v, sum); held {
+		if held, r := ss.hold(m); held {
 			return r // scan.hold_after: see hold.go
 		}
 		ss.ds.reset()
@@ -556,27 +571,22 @@ func (ss *session) execute(ctx context.Context, tx *transaction, ptx *pipeline.T
 // otherwise, which was 80% of all bytes allocated under load.
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
-var queuedAs = regexp.MustCompile(`queued as ([0-9A-Za-z]+)`)
-
-func (ss *session) deliver(tx *transaction, msg *spool.Message, findings []pipeline.Finding, v policy.Verdict, sum *summary) error {
+// deliver sends the message on the upstream's transaction, which is open
+// downstream with every recipient.
+func (ss *session) deliver(m *message) error {
+	tx := m.tx
 	if ss.ds == nil || ss.ds.broken || !ss.ds.txActive {
 		ss.log.Warn("downstream connection lost before delivery", zap.String("msg_id", tx.id))
 		return errDownstreamFailed
 	}
-	c := ss.deliveryContent(tx, msg, v)
-	defer c.close()
-	var head strings.Builder
-	head.WriteString(traceHeader(ss.rt.Config.HostnameOrDefault(), tx.id, v, findings, append(tx.notes, c.notes...)...))
-	for _, h := range v.Headers {
-		head.WriteString(foldHeader(h.Name, []string{sanitizeText(h.Value)}))
-	}
-	text, err := ss.ds.data([]byte(head.String()), c.open(), ss.s.now().Add(ss.rt.Config.Timeouts.DownstreamData.D()))
+	c := ss.deliveryContent(m)
+	defer c.Close()
+	head := delivery.Header(ss.rt.Config.HostnameOrDefault(), tx.id, m.verdict, m.findings, append(tx.notes, c.Notes...)...)
+	text, err := ss.ds.data([]byte(head), c.Open(), ss.s.now().Add(ss.rt.Config.Timeouts.DownstreamData.D()))
 	if err != nil {
 		return ss.downstreamError("DATA", tx, err)
 	}
-	if m := queuedAs.FindStringSubmatch(text); m != nil {
-		sum.downstreamID = m[1]
-	}
+	m.sum.downstreamID = delivery.QueuedAs(text)
 	return delivered(text)
 }
 
@@ -683,25 +693,11 @@ func (f findingLog) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	return nil
 }
 
-// mailParams records the MAIL parameters a later re-injection must repeat.
-func mailParams(o *smtp.MailOptions) map[string]string {
-	m := map[string]string{}
-	if o == nil {
-		return m
-	}
-	if o.Body != "" {
-		m["BODY"] = string(o.Body)
-	}
-	if o.UTF8 {
-		m["SMTPUTF8"] = ""
-	}
-	if o.Return != "" {
-		m["RET"] = string(o.Return)
-	}
-	if o.EnvelopeID != "" {
-		m["ENVID"] = o.EnvelopeID
-	}
-	return m
+// quarantineItem is what the quarantine keeps of the message: enough to
+// release it later exactly as it was received.
+func (ss *session) quarantineItem(m *message) QuarantineItem {
+	return QuarantineItem{Tx: m.ptx, Xforward: ss.forwardAttrs(m.tx), MailParams: delivery.MailParams(m.tx.opts),
+		RcptParams: m.tx.rcptParams(m.tx.rcpts), Findings: m.findings, Verdict: m.verdict}
 }
 
 // rcptParams records the DSN parameters of rcpts' RCPTs; nil when none
@@ -709,7 +705,7 @@ func mailParams(o *smtp.MailOptions) map[string]string {
 func (tx *transaction) rcptParams(rcpts []string) map[string]map[string]string {
 	var m map[string]map[string]string
 	for _, r := range rcpts {
-		if p := RcptParams(tx.rcptOpts[r]); p != nil {
+		if p := delivery.RcptParams(tx.rcptOpts[r]); p != nil {
 			if m == nil {
 				m = map[string]map[string]string{}
 			}

@@ -4,15 +4,11 @@ import (
 	"io"
 	"math"
 	"net"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/emersion/go-smtp"
 	"go.uber.org/zap"
-
-	"github.com/foxproxy/foxproxy/pipeline"
-	"github.com/foxproxy/foxproxy/policy"
 )
 
 // tinyMessage is a short plain-text mail with a Postfix Received header,
@@ -157,59 +153,5 @@ func BenchmarkTransactionTinyMessage(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		benchTransaction(b, c)
-	}
-}
-
-// traceFindings are what a message with ERS, WRS and scan on gets.
-var traceFindings = []pipeline.Finding{
-	{Stage: "ers", Status: pipeline.Clean},
-	{Stage: "wrs", Status: pipeline.Listed, Categories: []string{"phish", "spam"}},
-	{Stage: "scan", Status: pipeline.Clean, Backend: "smart"},
-}
-
-// BenchmarkTraceHeader renders the X-Foxproxy header of a message with
-// three findings (folded onto two lines).
-func BenchmarkTraceHeader(b *testing.B) {
-	v := policy.Verdict{Action: policy.Tag, Rule: "wrs-spam"}
-	b.ReportAllocs()
-	for b.Loop() {
-		if h := traceHeader("mx.example.org", "7ubt2krp4qj5dwoc", v, traceFindings); !strings.HasPrefix(h, "X-Foxproxy: ") {
-			b.Fatal(h)
-		}
-	}
-}
-
-// BenchmarkFoldHeader is a policy's added header (one short part).
-func BenchmarkFoldHeader(b *testing.B) {
-	b.ReportAllocs()
-	for b.Loop() {
-		foldHeader("X-Foxproxy-Flag", []string{"wrs-spam"})
-	}
-}
-
-// message10K is a 10 KB message with a Subject in a header block of ten
-// lines.
-func message10K() string {
-	var s strings.Builder
-	s.WriteString(tinyMessage[:strings.Index(tinyMessage, "\r\n\r\n")+4])
-	for s.Len() < 10<<10 {
-		s.WriteString("A line of a typical message body, about seventy characters long...\r\n")
-	}
-	return s.String()
-}
-
-// BenchmarkPrefixSubject is a tag verdict's subject prefix on a 10 KB
-// message: the header block is rewritten, the body streams through.
-// SetBytes counts the whole message, which is read to the end.
-func BenchmarkPrefixSubject(b *testing.B) {
-	msg := message10K()
-	buf := make([]byte, 32<<10)
-	b.SetBytes(int64(len(msg)))
-	b.ReportAllocs()
-	for b.Loop() {
-		r := prefixSubject(strings.NewReader(msg), "[SPAM] ", 1<<20)
-		if _, err := io.CopyBuffer(io.Discard, r, buf); err != nil {
-			b.Fatal(err)
-		}
 	}
 }

@@ -6,65 +6,16 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+
+	"github.com/foxproxy/foxproxy/delivery"
 )
 
-// Xforward holds the attributes of Postfix's XFORWARD extension
-// (XFORWARD_README): what the upstream Postfix knows about the client that
-// really sent the message. Values are decoded; "" means not sent.
-// "[UNAVAILABLE]" and "[TEMPUNAVAIL]" are kept as sent: they mean unknown.
-type Xforward struct {
-	Name   string // client's verified reverse name
-	Addr   string // client's IP address (without the "IPV6:" prefix)
-	Port   string // client's TCP port
-	Proto  string // SMTP or ESMTP
-	Helo   string // client's HELO/EHLO argument
-	Ident  string // the upstream's queue ID
-	Source string // LOCAL or REMOTE
-}
+// Xforward is what XFORWARD intake records about the original client;
+// delivery sends the same attributes on to the downstream.
+type Xforward = delivery.Xforward
 
 // xforwardAttrs is what foxproxy advertises and accepts, in Postfix's order.
 var xforwardAttrs = []string{"NAME", "ADDR", "PORT", "PROTO", "HELO", "IDENT", "SOURCE"}
-
-func (x *Xforward) field(name string) *string {
-	switch name {
-	case "NAME":
-		return &x.Name
-	case "ADDR":
-		return &x.Addr
-	case "PORT":
-		return &x.Port
-	case "PROTO":
-		return &x.Proto
-	case "HELO":
-		return &x.Helo
-	case "IDENT":
-		return &x.Ident
-	case "SOURCE":
-		return &x.Source
-	}
-	return nil
-}
-
-// IsZero reports whether no attribute was sent.
-func (x Xforward) IsZero() bool { return x == Xforward{} }
-
-// unavailable reports whether v is one of XFORWARD's "unknown" values.
-func unavailable(v string) bool {
-	return strings.EqualFold(v, "[UNAVAILABLE]") || strings.EqualFold(v, "[TEMPUNAVAIL]")
-}
-
-// ClientAddr returns the forwarded client address, if one was sent and is
-// known.
-func (x Xforward) ClientAddr() (netip.Addr, bool) {
-	if x.Addr == "" || unavailable(x.Addr) {
-		return netip.Addr{}, false
-	}
-	a, err := netip.ParseAddr(x.Addr)
-	if err != nil {
-		return netip.Addr{}, false
-	}
-	return a.Unmap(), true
-}
 
 // errXforwardSyntax and friends are turned into 501 replies; their text is
 // safe to show the client (it only echoes what the client sent, bounded).
@@ -87,7 +38,7 @@ func parseXforward(arg string, maxValue int, x *Xforward) error {
 			return fmt.Errorf("Syntax: XFORWARD attribute=value... (bad item %q)", truncate(f, 40))
 		}
 		name = strings.ToUpper(name)
-		dst := next.field(name)
+		dst := next.Attr(name)
 		if dst == nil {
 			return fmt.Errorf("Bad XFORWARD attribute name: %s", truncate(name, 20))
 		}
@@ -108,7 +59,7 @@ func parseXforward(arg string, maxValue int, x *Xforward) error {
 }
 
 func checkXforwardValue(name string, v *string) error {
-	if unavailable(*v) {
+	if delivery.Unavailable(*v) {
 		return nil
 	}
 	for i := 0; i < len(*v); i++ {
@@ -167,54 +118,9 @@ func decodeXtext(s string) (string, error) {
 
 func isUpperHex(c byte) bool { return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'F') }
 
-// encodeXtext encodes s as RFC 3461 xtext.
-func encodeXtext(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= '!' && c <= '~' && c != '+' && c != '=' {
-			b.WriteByte(c)
-		} else {
-			fmt.Fprintf(&b, "+%02X", c)
-		}
-	}
-	return b.String()
-}
-
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
 	return s[:n] + "..."
-}
-
-// xforwardCommands renders x for a downstream that announced the given
-// attributes, split in two commands the way Postfix's smtp client does so
-// each stays far below any line limit. Attributes the downstream does not
-// support, and empty ones, are left out.
-func xforwardCommands(x Xforward, supported map[string]bool) []string {
-	groups := [][]string{{"NAME", "ADDR", "PORT"}, {"PROTO", "HELO", "IDENT", "SOURCE"}}
-	var cmds []string
-	for _, g := range groups {
-		var b strings.Builder
-		for _, name := range g {
-			v := *x.field(name)
-			if v == "" || !supported[name] {
-				continue
-			}
-			if name == "ADDR" && !unavailable(v) {
-				if a, err := netip.ParseAddr(v); err == nil && a.Is6() && !a.Is4In6() {
-					v = "IPV6:" + v
-				}
-			}
-			if b.Len() == 0 {
-				b.WriteString("XFORWARD")
-			}
-			b.WriteString(" " + name + "=" + encodeXtext(v))
-		}
-		if b.Len() > 0 {
-			cmds = append(cmds, b.String())
-		}
-	}
-	return cmds
 }

@@ -1,12 +1,12 @@
 package proxy
 
 import (
-	"bufio"
 	"net/netip"
 	"strings"
 	"testing"
 
 	"github.com/foxproxy/foxproxy/config"
+	"github.com/foxproxy/foxproxy/delivery"
 )
 
 func TestParseXforward(t *testing.T) {
@@ -53,22 +53,6 @@ func TestXforwardClientAddr(t *testing.T) {
 	}
 	if _, ok := (Xforward{Addr: "[UNAVAILABLE]"}).ClientAddr(); ok {
 		t.Fatal("[UNAVAILABLE] is not an address")
-	}
-}
-
-func TestXforwardCommandsForDownstream(t *testing.T) {
-	x := Xforward{Name: "mail.example.com", Addr: "2001:db8::7", Port: "25", Proto: "ESMTP", Helo: "a b", Ident: "ABC", Source: "REMOTE"}
-	all := map[string]bool{"NAME": true, "ADDR": true, "PORT": true, "PROTO": true, "HELO": true, "IDENT": true, "SOURCE": true}
-	got := xforwardCommands(x, all)
-	want := []string{"XFORWARD NAME=mail.example.com ADDR=IPV6:2001:db8::7 PORT=25", "XFORWARD PROTO=ESMTP HELO=a+20b IDENT=ABC SOURCE=REMOTE"}
-	if strings.Join(got, "|") != strings.Join(want, "|") {
-		t.Fatalf("got %q\nwant %q", got, want)
-	}
-	if got := xforwardCommands(x, map[string]bool{"ADDR": true}); len(got) != 1 || got[0] != "XFORWARD ADDR=IPV6:2001:db8::7" {
-		t.Fatalf("only announced attributes may be sent: %q", got)
-	}
-	if got := xforwardCommands(x, map[string]bool{}); len(got) != 0 {
-		t.Fatalf("nothing announced, nothing sent: %q", got)
 	}
 }
 
@@ -184,7 +168,7 @@ func FuzzParseXforward(f *testing.F) {
 		// Whatever was accepted must survive the trip to the downstream.
 		all := map[string]bool{"NAME": true, "ADDR": true, "PORT": true, "PROTO": true, "HELO": true, "IDENT": true, "SOURCE": true}
 		var back Xforward
-		for _, cmd := range xforwardCommands(x, all) {
+		for _, cmd := range delivery.XforwardCommands(x, all) {
 			if strings.ContainsAny(cmd, "\r\n") {
 				t.Fatalf("command with a line break: %q", cmd)
 			}
@@ -209,24 +193,5 @@ func TestTopReceived(t *testing.T) {
 		if got := topReceived(strings.NewReader(in), 1<<20); got != want {
 			t.Errorf("topReceived(%.40q...) = %q, want %q", in, got, want)
 		}
-	}
-}
-
-func TestDownstreamReplyReading(t *testing.T) {
-	read := func(in string) (int, string, error) {
-		c := &dsConn{br: bufio.NewReader(strings.NewReader(in))}
-		return c.readReply()
-	}
-	if code, text, err := read("250-first\r\n250 2.0.0 Ok\r\n"); err != nil || code != 250 || text != "first\n2.0.0 Ok" {
-		t.Fatalf("multi-line: %d %q %v", code, text, err)
-	}
-	if _, _, err := read("hello\r\n"); err == nil {
-		t.Fatal("malformed reply accepted")
-	}
-	if _, _, err := read(strings.Repeat("250-x\r\n", 200) + "250 ok\r\n"); err == nil {
-		t.Fatal("a reply of 200 lines accepted")
-	}
-	if _, _, err := read("250 " + strings.Repeat("x", 10000) + "\r\n"); err == nil {
-		t.Fatal("a 10 KB reply line accepted")
 	}
 }

@@ -48,10 +48,11 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/foxproxy/foxproxy/delivery"
 	"github.com/foxproxy/foxproxy/pipeline"
 	"github.com/foxproxy/foxproxy/policy"
-	"github.com/foxproxy/foxproxy/proxy"
 	"github.com/foxproxy/foxproxy/quarantine"
+	"github.com/foxproxy/foxproxy/release"
 )
 
 // Config configures a Loop.
@@ -65,7 +66,7 @@ type Config struct {
 	// held area is left alone while it says false.
 	Ready func(ctx context.Context) bool
 	// Reinject is where and how delivered mail goes (the downstream).
-	Reinject proxy.ReinjectOptions
+	Reinject delivery.ReinjectOptions
 	// Hostname is for the trace header.
 	Hostname string
 	// StageTimeout bounds the stages on one message (timeouts.stages).
@@ -80,9 +81,9 @@ type Config struct {
 	Interval time.Duration
 	Logger   *zap.Logger
 
-	// deliver is proxy.ReinjectVerdict; tests replace it.
-	deliver func(ctx context.Context, o proxy.ReinjectOptions, env proxy.Envelope, host, id string, v policy.Verdict,
-		findings []pipeline.Finding, open func() io.Reader, maxHeaderBytes int64) (*proxy.Reinjected, error)
+	// deliver is delivery.ReinjectVerdict; tests replace it.
+	deliver func(ctx context.Context, o delivery.ReinjectOptions, env delivery.Envelope, host, id string, v policy.Verdict,
+		findings []pipeline.Finding, open func() io.Reader, maxHeaderBytes int64) (*delivery.Reinjected, error)
 	// sleep waits between messages; tests make it instant.
 	sleep func(d time.Duration, stop <-chan struct{}) bool
 }
@@ -111,7 +112,7 @@ func newLoop(cfg Config) *Loop {
 		cfg.Logger = zap.NewNop()
 	}
 	if cfg.deliver == nil {
-		cfg.deliver = proxy.ReinjectVerdict
+		cfg.deliver = delivery.ReinjectVerdict
 	}
 	if cfg.sleep == nil {
 		cfg.sleep = sleep
@@ -334,26 +335,30 @@ func (l *Loop) claim(id string, log *zap.Logger) (*quarantine.Claim, error) {
 	return nil, err
 }
 
-// deliver re-injects a rescanned message and deletes it after the 250.
+// deliver re-injects a rescanned message and deletes it after the 250
+// (release.Release).
 func (l *Loop) deliver(e quarantine.Entry, claim *quarantine.Claim, content fileContent, findings []pipeline.Finding,
 	v policy.Verdict, log *zap.Logger) outcome {
-	o := l.cfg.Reinject
-	o.BeforeData = claim.MarkSending
-	env := proxy.Envelope{From: e.From, Rcpts: e.Rcpts, MailParams: e.MailOptions, RcptParams: e.RcptOptions,
-		Xforward: xforwardOf(e.Xforward), Size: content.size}
 	// Not cancelled by Stop: only the downstream timeouts end a delivery.
-	res, err := l.cfg.deliver(context.Background(), o, env, l.cfg.Hostname, e.ID, v, findings, content.Open, l.cfg.MaxHeaderBytes)
-	var re *proxy.ReinjectError
+	res, err := release.Release(context.Background(), release.Request{
+		Store: l.cfg.Held, Claim: claim, Entry: e, Options: l.cfg.Reinject, Size: content.size,
+		Send: func(ctx context.Context, o delivery.ReinjectOptions, env delivery.Envelope) (*delivery.Reinjected, error) {
+			return l.cfg.deliver(ctx, o, env, l.cfg.Hostname, e.ID, v, findings, content.Open, l.cfg.MaxHeaderBytes)
+		},
+	})
+	var re *delivery.ReinjectError
+	var recErr *release.RecordError
 	switch {
-	case errors.Is(err, proxy.ErrReinjectUncertain):
-		if kerr := claim.KeepUncertain(err.Error()); kerr != nil {
-			log.Error("cannot mark a held message", zap.Error(kerr))
-		}
+	case errors.Is(err, delivery.ErrReinjectUncertain):
 		log.Error("held message sent, but the downstream's answer never came: it may have been queued; it stays held until an administrator decides",
 			zap.Error(err))
 		return skipped
 	case errors.As(err, &re) && !re.Temporary():
 		return l.toQuarantine(e, content, findings, v.Rule, "the downstream refused it after the rescan: "+re.Error(), log)
+	case errors.As(err, &recErr):
+		log.Error("held message delivered but its entry could not be "+recErr.Op+"; it will not be sent again by itself",
+			zap.String("downstream_queue_id", res.QueuedAs), zap.Strings("rcpts", res.Accepted), zap.Error(err))
+		return skipped
 	case err != nil:
 		// Nothing was delivered (Reinject's contract): a downstream that
 		// is down or busy. Try again next round.
@@ -361,34 +366,21 @@ func (l *Loop) deliver(e quarantine.Entry, claim *quarantine.Claim, content file
 		return halt
 	}
 	if len(res.Refused) == 0 {
-		if err := l.cfg.Held.Delete(e.ID); err != nil && !errors.Is(err, quarantine.ErrNotFound) {
-			claim.KeepUncertain("delivered (" + res.Reply + ") but the held entry could not be deleted")
-			log.Error("held message delivered but not deleted; it will not be sent again by itself", zap.String("downstream_queue_id", res.QueuedAs), zap.Error(err))
-			return skipped
-		}
 		log.Info("held message rescanned and delivered", zap.String("downstream_queue_id", res.QueuedAs), zap.Strings("rcpts", res.Accepted))
 		return moved
 	}
-	// Some recipients refused: the others have it. The entry keeps only
-	// the refused ones, so nothing is delivered to anyone twice.
+	// Some recipients refused: the others have it, and the entry keeps
+	// only the refused ones, so nothing is delivered to anyone twice.
 	permanent := false
-	var left, why []string
+	var why []string
 	for _, r := range res.Refused {
-		left = append(left, r.Rcpt)
 		why = append(why, fmt.Sprintf("<%s>: %d %s", r.Rcpt, r.Code, r.Reply))
 		permanent = permanent || r.Code/100 == 5
-	}
-	e.Rcpts = left
-	e.Released = append(e.Released, quarantine.Release{Time: time.Now().UTC(), Rcpts: res.Accepted, QueuedAs: res.QueuedAs})
-	if err := l.cfg.Held.Update(e); err != nil {
-		claim.KeepUncertain("delivered to " + strings.Join(res.Accepted, ", ") + " but the held entry could not be updated")
-		log.Error("held message delivered to some recipients but the entry could not be updated; it will not be sent again by itself", zap.Error(err))
-		return skipped
 	}
 	log.Warn("held message delivered to some recipients; the downstream refused others",
 		zap.String("downstream_queue_id", res.QueuedAs), zap.Strings("refused", why))
 	if permanent {
-		return l.toQuarantine(e, content, findings, v.Rule, "the downstream refused "+strings.Join(why, "; "), log)
+		return l.toQuarantine(res.Entry, content, findings, v.Rule, "the downstream refused "+strings.Join(why, "; "), log)
 	}
 	return moved
 }
@@ -398,11 +390,7 @@ func (l *Loop) deliver(e quarantine.Entry, claim *quarantine.Claim, content file
 // quarantine's copy is durable.
 func (l *Loop) toQuarantine(e quarantine.Entry, content fileContent, findings []pipeline.Finding, rule, reason string, log *zap.Logger) outcome {
 	q := e
-	q.Time, q.Rule, q.Reason, q.Findings = time.Now().UTC(), rule, reason, nil
-	for _, f := range findings {
-		q.Findings = append(q.Findings, quarantine.Finding{Stage: f.Stage, Status: string(f.Status),
-			Categories: f.Categories, Detail: f.Detail, Backend: f.Backend})
-	}
+	q.Time, q.Rule, q.Reason, q.Findings = time.Now().UTC(), rule, reason, release.EntryFindings(findings)
 	if err := l.cfg.Quarantine.PutAs(e.ID, q, content.Open()); err != nil && !errors.Is(err, quarantine.ErrExists) {
 		log.Error("cannot quarantine a rescanned held message; it stays held", zap.Error(err))
 		return halt
@@ -424,11 +412,6 @@ type fileContent struct {
 
 func (c fileContent) Size() int64     { return c.size }
 func (c fileContent) Open() io.Reader { return io.NewSectionReader(c.f, 0, c.size) }
-
-func xforwardOf(m map[string]string) proxy.Xforward {
-	return proxy.Xforward{Name: m["NAME"], Addr: m["ADDR"], Port: m["PORT"], Proto: m["PROTO"],
-		Helo: m["HELO"], Ident: m["IDENT"], Source: m["SOURCE"]}
-}
 
 // findingsLog renders findings in a log line as the trace header does.
 type findingsLog []pipeline.Finding

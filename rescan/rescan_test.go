@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"github.com/foxproxy/foxproxy/config"
+	"github.com/foxproxy/foxproxy/delivery"
 	"github.com/foxproxy/foxproxy/pipeline"
 	"github.com/foxproxy/foxproxy/policy"
-	"github.com/foxproxy/foxproxy/proxy"
 	"github.com/foxproxy/foxproxy/quarantine"
 )
 
@@ -39,11 +39,11 @@ func (s *scanByContent) Inspect(_ context.Context, tx *pipeline.Transaction) pip
 type downstream struct {
 	mu        sync.Mutex
 	delivered []string // held IDs
-	answer    func(o proxy.ReinjectOptions) (*proxy.Reinjected, error)
+	answer    func(o delivery.ReinjectOptions) (*delivery.Reinjected, error)
 }
 
-func (d *downstream) deliver(_ context.Context, o proxy.ReinjectOptions, env proxy.Envelope, host, id string, v policy.Verdict,
-	_ []pipeline.Finding, open func() io.Reader, _ int64) (*proxy.Reinjected, error) {
+func (d *downstream) deliver(_ context.Context, o delivery.ReinjectOptions, env delivery.Envelope, host, id string, v policy.Verdict,
+	_ []pipeline.Finding, open func() io.Reader, _ int64) (*delivery.Reinjected, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.answer != nil {
@@ -54,7 +54,7 @@ func (d *downstream) deliver(_ context.Context, o proxy.ReinjectOptions, env pro
 	}
 	io.ReadAll(open())
 	d.delivered = append(d.delivered, id)
-	return &proxy.Reinjected{Reply: "2.0.0 Ok: queued as ABC", QueuedAs: "ABC", Accepted: env.Rcpts}, nil
+	return &delivery.Reinjected{Reply: "2.0.0 Ok: queued as ABC", QueuedAs: "ABC", Accepted: env.Rcpts}, nil
 }
 
 type fixture struct {
@@ -169,7 +169,7 @@ func TestRescanUncertainIsNotRepeated(t *testing.T) {
 	f := newFixture(t)
 	id := f.hold(t, "c", "x", time.Now())
 	calls := 0
-	f.ds.answer = func(o proxy.ReinjectOptions) (*proxy.Reinjected, error) {
+	f.ds.answer = func(o delivery.ReinjectOptions) (*delivery.Reinjected, error) {
 		calls++
 		if err := o.BeforeData(); err != nil {
 			return nil, err
@@ -187,7 +187,7 @@ func TestRescanUncertainIsNotRepeated(t *testing.T) {
 	}
 }
 
-var errUncertain = &wrapped{proxy.ErrReinjectUncertain}
+var errUncertain = &wrapped{delivery.ErrReinjectUncertain}
 
 type wrapped struct{ err error }
 

@@ -15,16 +15,16 @@ import (
 
 	"github.com/foxproxy/foxproxy/clicktime"
 	"github.com/foxproxy/foxproxy/config"
-	"github.com/foxproxy/foxproxy/proxy"
+	"github.com/foxproxy/foxproxy/delivery"
 )
 
 // Time-of-click protection (clicktime): the rewriter the proxy calls for
 // verdicts with rewrite_links, and the click service's own HTTP listener.
 
-// linkRewriter adapts clicktime.Rewriter to proxy.LinkRewriter.
+// linkRewriter adapts clicktime.Rewriter to delivery.LinkRewriter.
 type linkRewriter struct{ r *clicktime.Rewriter }
 
-var _ proxy.LinkRewriter = linkRewriter{}
+var _ delivery.LinkRewriter = linkRewriter{}
 
 func (l linkRewriter) RewriteLinks(msgRef string, src io.Reader, dst io.Writer) (string, error) {
 	res, err := l.r.Rewrite(msgRef, src, dst)
@@ -37,7 +37,7 @@ func (l linkRewriter) RewriteLinks(msgRef string, src io.Reader, dst io.Writer) 
 // buildLinkRewriter returns the rewriter for cfg, or nil when no rule
 // rewrites links. The keys are read from their files here, so a SIGHUP
 // picks up rotated keys.
-func buildLinkRewriter(cfg *config.Config) (proxy.LinkRewriter, error) {
+func buildLinkRewriter(cfg *config.Config) (delivery.LinkRewriter, error) {
 	if !cfg.RewritesLinks() {
 		return nil, nil
 	}

@@ -12,9 +12,11 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/foxproxy/foxproxy/admin"
+	"github.com/foxproxy/foxproxy/delivery"
 	"github.com/foxproxy/foxproxy/policy"
 	"github.com/foxproxy/foxproxy/proxy"
 	"github.com/foxproxy/foxproxy/quarantine"
+	"github.com/foxproxy/foxproxy/release"
 	"github.com/foxproxy/foxproxy/rescan"
 	"github.com/foxproxy/foxproxy/scan"
 )
@@ -76,10 +78,7 @@ func entryOf(it proxy.QuarantineItem) quarantine.Entry {
 	e := quarantine.Entry{
 		From: tx.From, Rcpts: tx.Rcpts, QueueID: tx.QueueID,
 		Size: tx.Message.Size(), Rule: it.Verdict.Rule, MailOptions: it.MailParams, RcptOptions: it.RcptParams,
-		Xforward: map[string]string{
-			"NAME": it.Xforward.Name, "ADDR": it.Xforward.Addr, "PORT": it.Xforward.Port,
-			"PROTO": it.Xforward.Proto, "HELO": it.Xforward.Helo, "IDENT": it.Xforward.Ident, "SOURCE": it.Xforward.Source,
-		},
+		Xforward: it.Xforward.Map(), Findings: release.EntryFindings(it.Findings),
 	}
 	if tx.Client.IsValid() {
 		e.Client = tx.Client.String()
@@ -87,10 +86,6 @@ func entryOf(it proxy.QuarantineItem) quarantine.Entry {
 	e.Reason = it.Reason
 	if it.Verdict.Action == policy.Encrypt {
 		e.Encrypt = it.Verdict.EncryptRcpts
-	}
-	for _, f := range it.Findings {
-		e.Findings = append(e.Findings, quarantine.Finding{Stage: f.Stage, Status: string(f.Status),
-			Categories: f.Categories, Detail: f.Detail, Backend: f.Backend})
 	}
 	return e
 }
@@ -135,7 +130,7 @@ func startRescan(w *wired, log *zap.Logger) (stop func()) {
 	l := rescan.Start(rescan.Config{
 		Held: held, Quarantine: q, Pipeline: w.Pipeline, Policy: w.Policy,
 		Ready: func(ctx context.Context) bool { return scannerAnswers(ctx, st) },
-		Reinject: proxy.ReinjectOptions{
+		Reinject: delivery.ReinjectOptions{
 			Addr: cfg.Downstream, Hostname: cfg.HostnameOrDefault(),
 			ConnectTimeout: cfg.Timeouts.DownstreamConnect.D(), CommandTimeout: cfg.Timeouts.DownstreamCommand.D(),
 			DataTimeout: cfg.Timeouts.DownstreamData.D(), Links: w.Links, RemoveIncomingTrace: cfg.RemoveIncomingTrace,

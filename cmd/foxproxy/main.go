@@ -36,6 +36,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/foxproxy/foxproxy/config"
+	"github.com/foxproxy/foxproxy/delivery"
 	"github.com/foxproxy/foxproxy/proxy"
 )
 
@@ -75,7 +76,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	switch cmd {
 	case "version":
-		fmt.Fprintf(stdout, "foxproxy %s (%s, %s/%s)\n", proxy.Version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+		fmt.Fprintf(stdout, "foxproxy %s (%s, %s/%s)\n", delivery.Version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return 0
 	case "check-config":
 		return checkConfig(*cfgPath, stdout, stderr)
@@ -151,7 +152,7 @@ func serve(path string, stderr io.Writer) int {
 	srv := proxy.NewServer(rt.Runtime, log)
 	ops := startOps(cfg, rt, srv, log)
 	defer ops.stop()
-	log.Info("foxproxy started", zap.String("version", proxy.Version), zap.String("config", cfg.File),
+	log.Info("foxproxy started", zap.String("version", delivery.Version), zap.String("config", cfg.File),
 		zap.Stringer("listen", ln.Addr()), zap.String("downstream", cfg.Downstream), zap.Strings("stages", rt.stageNames()),
 		zap.String("admin", cfg.AdminListen))
 

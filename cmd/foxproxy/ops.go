@@ -17,6 +17,7 @@ import (
 
 	"github.com/foxproxy/foxproxy/admin"
 	"github.com/foxproxy/foxproxy/config"
+	"github.com/foxproxy/foxproxy/delivery"
 	"github.com/foxproxy/foxproxy/metrics"
 	"github.com/foxproxy/foxproxy/proxy"
 )
@@ -63,7 +64,7 @@ func startOps(cfg *config.Config, rt *wired, srv *proxy.Server, log *zap.Logger)
 	h := &admin.Handler{
 		Monitor: o.monitor, Recent: recent, Registry: m.Registry, Pprof: cfg.AdminPprof, AdminListen: cfg.AdminListen,
 		Info: admin.Info{
-			Version: proxy.Version, Started: time.Now(), Sessions: srv.Sessions,
+			Version: delivery.Version, Started: time.Now(), Sessions: srv.Sessions,
 			Listen: func() string {
 				if a := srv.Addr(); a != nil {
 					return a.String()

@@ -16,9 +16,10 @@ import (
 	"time"
 
 	"github.com/foxproxy/foxproxy/config"
+	"github.com/foxproxy/foxproxy/delivery"
 	"github.com/foxproxy/foxproxy/pipeline"
-	"github.com/foxproxy/foxproxy/proxy"
 	"github.com/foxproxy/foxproxy/quarantine"
+	"github.com/foxproxy/foxproxy/release"
 )
 
 const quarantineUsage = `usage: foxproxy quarantine COMMAND [-config FILE] ...
@@ -420,7 +421,7 @@ func (q *quarantineCLI) release(ctx context.Context, id string, force bool) bool
 	if cfg.RemoveIncomingTrace {
 		// Only this foxproxy's X-Foxproxy-Released goes on top; fields
 		// that came with the message were not written here.
-		content, _ = proxy.RemoveIncomingTrace(msg, int64(cfg.Limits.MaxHeaderBytes))
+		content, _ = delivery.RemoveIncomingTrace(msg, int64(cfg.Limits.MaxHeaderBytes))
 	}
 	size := e.Size
 	if len(e.Encrypt) > 0 {
@@ -438,26 +439,34 @@ func (q *quarantineCLI) release(ctx context.Context, id string, force bool) bool
 	if q.held {
 		fmt.Fprintf(q.stderr, "foxproxy quarantine: %s: releasing a held message: it is delivered unscanned\n", id)
 	}
-	env := proxy.Envelope{From: e.From, Rcpts: e.Rcpts, MailParams: e.MailOptions, RcptParams: e.RcptOptions,
-		Xforward: xforwardOf(e.Xforward), Size: size + int64(len(header))}
-	res, err := proxy.Reinject(ctx, proxy.ReinjectOptions{
-		Addr:           cfg.Downstream,
-		Hostname:       cfg.HostnameOrDefault(),
-		ConnectTimeout: cfg.Timeouts.DownstreamConnect.D(),
-		CommandTimeout: cfg.Timeouts.DownstreamCommand.D(),
-		DataTimeout:    cfg.Timeouts.DownstreamData.D(),
-	}, env, io.MultiReader(strings.NewReader(header), content))
-	if errors.Is(err, proxy.ErrReinjectUncertain) {
-		if kerr := claim.KeepUncertain(err.Error()); kerr != nil {
-			fmt.Fprintf(q.stderr, "foxproxy quarantine: %s: cannot mark the entry: %v\n", id, kerr)
-		}
+	res, err := release.Release(ctx, release.Request{
+		Store: q.store, Claim: claim, Entry: e, Now: q.now,
+		Options: delivery.ReinjectOptions{
+			Addr:           cfg.Downstream,
+			Hostname:       cfg.HostnameOrDefault(),
+			ConnectTimeout: cfg.Timeouts.DownstreamConnect.D(),
+			CommandTimeout: cfg.Timeouts.DownstreamCommand.D(),
+			DataTimeout:    cfg.Timeouts.DownstreamData.D(),
+		},
+		Size: size + int64(len(header)),
+		Send: func(ctx context.Context, o delivery.ReinjectOptions, env delivery.Envelope) (*delivery.Reinjected, error) {
+			return delivery.Reinject(ctx, o, env, io.MultiReader(strings.NewReader(header), content))
+		},
+	})
+	var recErr *release.RecordError
+	switch {
+	case errors.Is(err, delivery.ErrReinjectUncertain):
 		q.fail(id, err)
 		fmt.Fprintf(q.stderr, "  the entry is kept and marked; look for it in the downstream's log (orig_queue_id=%s),\n"+
 			"  then run release --force or delete\n", printable(e.QueueID))
 		return false
-	}
-	if err != nil {
-		claim.Drop()
+	case errors.As(err, &recErr) && recErr.Op == "deleted":
+		q.fail(id, fmt.Errorf("released, queued as %s, but the entry could not be deleted: %w; delete it, do not release it again", res.QueuedAs, recErr.Err))
+		return false
+	case errors.As(err, &recErr):
+		q.fail(id, fmt.Errorf("released to %s (queued as %s), but the entry could not be updated: %w", strings.Join(addrs(res.Accepted), ", "), res.QueuedAs, recErr.Err))
+		return false
+	case err != nil:
 		q.fail(id, fmt.Errorf("not released: %w; the entry is kept", err))
 		return false
 	}
@@ -465,45 +474,26 @@ func (q *quarantineCLI) release(ctx context.Context, id string, force bool) bool
 		fmt.Fprintf(q.stderr, "foxproxy quarantine: %s: warning: the downstream refused XFORWARD (%s): its log names this host as the client\n",
 			id, printable(res.XforwardRefused))
 	}
-	to := make([]string, len(res.Accepted))
-	for i, a := range res.Accepted {
-		to[i] = addr(a)
-	}
+	fmt.Fprintf(q.stdout, "%s: released to %s: 250 %s\n", id, strings.Join(addrs(res.Accepted), ", "), printable(res.Reply))
 	if len(res.Refused) == 0 {
-		if err := q.store.Delete(id); err != nil && !errors.Is(err, quarantine.ErrNotFound) {
-			claim.KeepUncertain("released (" + res.Reply + ") but the entry could not be deleted")
-			q.fail(id, fmt.Errorf("released, queued as %s, but the entry could not be deleted: %w; delete it, do not release it again", res.QueuedAs, err))
-			return false
-		}
-		fmt.Fprintf(q.stdout, "%s: released to %s: 250 %s\n", id, strings.Join(to, ", "), printable(res.Reply))
 		return true
 	}
-
-	// Some recipients refused: the others have the message now. The entry
-	// stays for the refused ones only, so a later release (after the
-	// downstream's problem is fixed) cannot deliver twice.
-	var left, why []string
+	var why []string
 	for _, r := range res.Refused {
-		left = append(left, r.Rcpt)
 		why = append(why, fmt.Sprintf("%s: %d %s", addr(r.Rcpt), r.Code, printable(r.Reply)))
 	}
-	e.Rcpts = left
-	e.Released = append(e.Released, quarantine.Release{Time: q.now().UTC(), Rcpts: res.Accepted, QueuedAs: res.QueuedAs})
-	if err := q.store.Update(e); err != nil {
-		claim.KeepUncertain("released to " + strings.Join(res.Accepted, ", ") + " but the entry could not be updated")
-		q.fail(id, fmt.Errorf("released to %s (queued as %s), but the entry could not be updated: %w", strings.Join(to, ", "), res.QueuedAs, err))
-		return false
-	}
-	claim.Drop()
-	fmt.Fprintf(q.stdout, "%s: released to %s: 250 %s\n", id, strings.Join(to, ", "), printable(res.Reply))
 	fmt.Fprintf(q.stderr, "foxproxy quarantine: %s: the downstream refused %s\n  the entry is kept for %s only: release it again to retry, or delete it\n",
-		id, strings.Join(why, "; "), plural(len(left), "that recipient", "those recipients"))
+		id, strings.Join(why, "; "), plural(len(res.Refused), "that recipient", "those recipients"))
 	return false
 }
 
-func xforwardOf(m map[string]string) proxy.Xforward {
-	return proxy.Xforward{Name: m["NAME"], Addr: m["ADDR"], Port: m["PORT"], Proto: m["PROTO"],
-		Helo: m["HELO"], Ident: m["IDENT"], Source: m["SOURCE"]}
+// addrs are addresses as the command line shows them.
+func addrs(as []string) []string {
+	out := make([]string, len(as))
+	for i, a := range as {
+		out[i] = addr(a)
+	}
+	return out
 }
 
 // releasedBy names who released: the user, and who used sudo to become it.
@@ -528,7 +518,7 @@ func releasedBy() []string {
 //		scan=infected(Eicar-Test-Signature); by=root;
 //		Fri, 27 Nov 2026 15:00:00 +0000
 func releasedHeader(host string, e quarantine.Entry, by []string, now time.Time) string {
-	parts := []string{"foxproxy/" + proxy.Version, "host=" + pipeline.TraceToken(host), "id=" + e.ID,
+	parts := []string{"foxproxy/" + delivery.Version, "host=" + pipeline.TraceToken(host), "id=" + e.ID,
 		"rule=" + pipeline.TraceToken(e.Rule)}
 	for _, f := range e.Findings {
 		if f.Status != string(pipeline.Clean) {
@@ -537,24 +527,5 @@ func releasedHeader(host string, e quarantine.Entry, by []string, now time.Time)
 	}
 	parts = append(parts, by...)
 	parts = append(parts, now.Format(time.RFC1123Z))
-	var b strings.Builder
-	b.WriteString("X-Foxproxy-Released:")
-	col := b.Len()
-	for i, p := range parts {
-		if i > 0 {
-			b.WriteString(";")
-			col++
-		}
-		if i > 0 && col+1+len(p) > 78 {
-			b.WriteString("\r\n\t")
-			col = 1
-		} else {
-			b.WriteString(" ")
-			col++
-		}
-		b.WriteString(p)
-		col += len(p)
-	}
-	b.WriteString("\r\n")
-	return b.String()
+	return delivery.FoldHeader("X-Foxproxy-Released", parts)
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/foxproxy/foxproxy/admin"
 	"github.com/foxproxy/foxproxy/config"
+	"github.com/foxproxy/foxproxy/delivery"
 	"github.com/foxproxy/foxproxy/encryption"
 	"github.com/foxproxy/foxproxy/pipeline"
 	"github.com/foxproxy/foxproxy/policy"
@@ -158,7 +159,7 @@ func (w *wired) buildWRS(c config.WRS, dnsClient *reputation.DNSClient, log *zap
 	}
 	if sb := c.SafeBrowsing; sb.APIKey != "" {
 		wc.SafeBrowsing = &reputation.SafeBrowsingConfig{APIKey: sb.APIKey, BaseURL: sb.BaseURL, Timeout: sb.Timeout.D(),
-			ThreatTypes: sb.ThreatTypes, ClientVersion: proxy.Version}
+			ThreatTypes: sb.ThreatTypes, ClientVersion: delivery.Version}
 	}
 	if c.Feedback.URL != "" || c.Feedback.File != "" {
 		fb, err := reputation.NewFeedback(reputation.FeedbackConfig{URL: c.Feedback.URL, File: c.Feedback.File,

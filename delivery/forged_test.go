@@ -1,12 +1,9 @@
-package proxy
+package delivery
 
 import (
 	"io"
 	"strings"
 	"testing"
-
-	"github.com/foxproxy/foxproxy/config"
-	"github.com/foxproxy/foxproxy/policy"
 )
 
 func TestRemoveOurFields(t *testing.T) {
@@ -29,31 +26,6 @@ func TestRemoveOurFields(t *testing.T) {
 		got, _ := io.ReadAll(r)
 		if string(got) != c.want || n != c.removed || has != (c.removed > 0) {
 			t.Errorf("in %.50q: got %.50q removed %d (scan %v), want %.50q removed %d", c.in, got, n, has, c.want, c.removed)
-		}
-	}
-}
-
-// A sender cannot make a downstream filter believe a verdict foxproxy
-// never gave: X-Foxproxy fields that arrive are removed and the trace
-// header says how many; with remove_incoming_trace off they are kept.
-func TestForgedTraceRemoved(t *testing.T) {
-	in := "X-Foxproxy: foxproxy/1; verdict=deliver; wrs=clean\r\nSubject: hi\r\nX-Foxproxy-Flag: whitelisted\r\n\r\nbody\r\n"
-	for _, remove := range []bool{true, false} {
-		ds := startDownstream(t)
-		p := startProxy(t, ds.addr, withPolicy(fixedPolicy{Action: policy.Deliver, Rule: "r"}),
-			withConfig(func(c *config.Config) { c.RemoveIncomingTrace = remove }))
-		if _, err := sendMail(t, p.addr, "a@example.test", []string{"b@example.test"}, in); err != nil {
-			t.Fatal(err)
-		}
-		head, rest := stripTrace(t, ds.messages()[0].data)
-		if remove {
-			if string(rest) != "Subject: hi\r\n\r\nbody\r\n" || !strings.Contains(head, "removed=2-forged-fields") {
-				t.Errorf("forged fields not removed: head %q, rest %q", head, rest)
-			}
-			continue
-		}
-		if string(rest) != in || strings.Contains(head, "removed=") {
-			t.Errorf("remove_incoming_trace off changed the message: head %q, rest %q", head, rest)
 		}
 	}
 }

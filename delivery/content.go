@@ -1,4 +1,4 @@
-package proxy
+package delivery
 
 import (
 	"bufio"
@@ -24,94 +24,91 @@ type LinkRewriter interface {
 	RewriteLinks(msgRef string, src io.Reader, dst io.Writer) (note string, err error)
 }
 
-// content is a message as it will be delivered: the spooled original with
-// the verdict's changes applied, plus notes for the trace header.
-type content struct {
-	open    func() io.Reader
-	notes   []string
+// Content is a message as it will be delivered: the original with a
+// verdict's changes applied, plus notes for the trace header. Close it when
+// done.
+type Content struct {
+	// Open returns a fresh reader of the whole message each time.
+	Open func() io.Reader
+	// Notes are trace-header tokens (key=value) about what was done.
+	Notes   []string
 	closers []func()
 }
 
-func (c *content) close() {
+// AddCloser makes Close run f (to release what Open reads from).
+func (c *Content) AddCloser(f func()) { c.closers = append(c.closers, f) }
+
+// Close releases what the content holds.
+func (c *Content) Close() {
 	for _, f := range c.closers {
 		f()
 	}
 }
 
-// contentRules is what applying a verdict to a message's content needs.
-type contentRules struct {
-	links       LinkRewriter // nil: no click service
-	removeTrace bool         // remove_incoming_trace
-	limit       int64        // header bytes examined
-	spool       spool.Options
-	log         *zap.Logger // with the message's ID
+// Rules are what applying a verdict to a message's content needs.
+type Rules struct {
+	Links       LinkRewriter // nil: no click service
+	RemoveTrace bool         // remove_incoming_trace
+	Limit       int64        // header bytes examined (limits.max_header_bytes)
+	// Spool is where rewritten content is kept; its MaxBytes only stops a
+	// runaway (rewritten links are longer).
+	Spool spool.Options
+	Log   *zap.Logger // with the message's ID
 }
 
-// deliveryContent applies the verdict's changes to a message's content.
-func (ss *session) deliveryContent(tx *transaction, msg *spool.Message, v policy.Verdict) *content {
-	cfg := ss.rt.Config
-	return applyVerdict(contentRules{
-		links:       ss.rt.Links,
-		removeTrace: cfg.RemoveIncomingTrace,
-		limit:       int64(cfg.Limits.MaxHeaderBytes),
-		// Rewritten links are longer; the bound only stops a runaway.
-		spool: spool.Options{Dir: cfg.Spool.Dir, MemoryThreshold: int64(cfg.Spool.MemoryThreshold), MaxBytes: 2*ss.s.maxMessageBytes + 1<<20},
-		log:   ss.log.With(zap.String("msg_id", tx.id)),
-	}, tx.id, msg.Open, v)
-}
-
-// applyVerdict is the content a verdict delivers, for live mail and held
+// ApplyVerdict is the content a verdict delivers, for live mail and held
 // mail alike, in the order a reader would expect: forged X-Foxproxy fields
 // removed, the subject (tag removed, prefix added), then links. open must
-// return a fresh reader of the whole message each time. Each step that can
-// fail leaves the message as it was and says so in the trace header: a
-// message is never held back because it could not be rewritten.
-func applyVerdict(r contentRules, ref string, open func() io.Reader, v policy.Verdict) *content {
-	c := &content{}
+// return a fresh reader of the whole message each time; ref names the
+// message in rewritten links. Each step that can fail leaves the message
+// as it was and says so in the notes: a message is never held back because
+// it could not be rewritten.
+func ApplyVerdict(r Rules, ref string, open func() io.Reader, v policy.Verdict) *Content {
+	c := &Content{}
 	strip := false
-	if r.removeTrace && hasOurFields(open(), r.limit) {
-		_, n := removeOurFields(open(), r.limit)
-		r.log.Warn("message arrived with X-Foxproxy header fields foxproxy did not write; removed them", zap.Int("fields", n))
-		c.notes = append(c.notes, fmt.Sprintf("removed=%d-forged-fields", n))
+	if r.RemoveTrace && hasOurFields(open(), r.Limit) {
+		_, n := removeOurFields(open(), r.Limit)
+		r.Log.Warn("message arrived with X-Foxproxy header fields foxproxy did not write; removed them", zap.Int("fields", n))
+		c.Notes = append(c.Notes, fmt.Sprintf("removed=%d-forged-fields", n))
 		strip = true
 	}
-	c.open = func() io.Reader {
+	c.Open = func() io.Reader {
 		m := open()
 		if strip {
-			m, _ = removeOurFields(m, r.limit)
+			m, _ = removeOurFields(m, r.Limit)
 		}
 		if v.SubjectTag != "" {
-			m = removeSubjectTag(m, v.SubjectTag, r.limit)
+			m = removeSubjectTag(m, v.SubjectTag, r.Limit)
 		}
 		if v.SubjectPrefix != "" {
-			m = prefixSubject(m, sanitizeText(v.SubjectPrefix)+" ", r.limit)
+			m = prefixSubject(m, headerText(v.SubjectPrefix)+" ", r.Limit)
 		}
 		return m
 	}
 	if !v.RewriteLinks {
 		return c
 	}
-	if r.links == nil {
+	if r.Links == nil {
 		// Configuration validation makes this unreachable; be loud if not.
-		r.log.Error("a rule rewrites links but no click service is configured; delivering links as they are")
-		c.notes = append(c.notes, "links=not-rewritten:unconfigured")
+		r.Log.Error("a rule rewrites links but no click service is configured; delivering links as they are")
+		c.Notes = append(c.Notes, "links=not-rewritten:unconfigured")
 		return c
 	}
-	w := spool.NewWriter(r.spool)
-	note, err := r.links.RewriteLinks(ref, c.open(), w)
+	w := spool.NewWriter(r.Spool)
+	note, err := r.Links.RewriteLinks(ref, c.Open(), w)
 	var rewritten *spool.Message
 	if err == nil {
 		rewritten, err = w.Finish()
 	}
 	if err != nil {
 		w.Discard()
-		r.log.Warn("cannot rewrite links; delivering them as they are", zap.Error(err))
-		c.notes = append(c.notes, "links=not-rewritten:error")
+		r.Log.Warn("cannot rewrite links; delivering them as they are", zap.Error(err))
+		c.Notes = append(c.Notes, "links=not-rewritten:error")
 		return c
 	}
-	c.notes = append(c.notes, note)
-	c.open = rewritten.Open
-	c.closers = append(c.closers, func() { rewritten.Close() })
+	c.Notes = append(c.Notes, note)
+	c.Open = rewritten.Open
+	c.AddCloser(func() { rewritten.Close() })
 	return c
 }
 

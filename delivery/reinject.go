@@ -1,4 +1,4 @@
-package proxy
+package delivery
 
 import (
 	"context"
@@ -11,6 +11,10 @@ import (
 
 	"github.com/emersion/go-smtp"
 	"go.uber.org/zap"
+
+	"github.com/foxproxy/foxproxy/pipeline"
+	"github.com/foxproxy/foxproxy/policy"
+	"github.com/foxproxy/foxproxy/spool"
 )
 
 // ReinjectOptions says where Reinject delivers: normally the configured
@@ -41,7 +45,7 @@ type Envelope struct {
 	From  string   // "" is the null sender
 	Rcpts []string // at least one
 	// MailParams are the MAIL parameters recorded at receipt (see
-	// QuarantineItem.MailParams): BODY, SMTPUTF8 (present: set), RET, ENVID.
+	// MailParams): BODY, SMTPUTF8 (present: set), RET, ENVID.
 	MailParams map[string]string
 	// Xforward is what the downstream hears about the original client,
 	// for the downstream's log (orig_client=, orig_queue_id=).
@@ -104,7 +108,16 @@ func (e *ReinjectError) Temporary() bool { return e.Code/100 == 4 }
 // after the final dot): the downstream may have queued it.
 var ErrReinjectUncertain = errors.New("the message was sent but the downstream's reply never came: it may have been queued")
 
-var reinjectQueuedAs = regexp.MustCompile(`queued as ([0-9A-Za-z]+)`)
+var queuedAs = regexp.MustCompile(`queued as ([0-9A-Za-z]+)`)
+
+// QueuedAs returns the queue ID in a downstream's reply to the end of data
+// ("2.0.0 Ok: queued as 4Xyz"), or "" when it names none.
+func QueuedAs(reply string) string {
+	if m := queuedAs.FindStringSubmatch(reply); m != nil {
+		return m[1]
+	}
+	return ""
+}
 
 // Reinject delivers a message received earlier (a quarantined one, on
 // release) to the re-injection smtpd in one SMTP transaction, with its
@@ -137,25 +150,25 @@ func Reinject(ctx context.Context, o ReinjectOptions, env Envelope, content io.R
 	if o.DataTimeout <= 0 {
 		o.DataTimeout = 10 * time.Minute
 	}
-	d, err := dialDownstream(ctx, dsOptions{addr: o.Addr, hostname: o.Hostname,
-		connectTimeout: o.ConnectTimeout, commandTimeout: o.CommandTimeout, dataTimeout: o.DataTimeout})
+	d, err := Dial(ctx, DialOptions{Addr: o.Addr, Hostname: o.Hostname,
+		ConnectTimeout: o.ConnectTimeout, CommandTimeout: o.CommandTimeout, DataTimeout: o.DataTimeout})
 	if err != nil {
 		return nil, fmt.Errorf("connect to downstream %s: %w", o.Addr, err)
 	}
 	// ctx ending breaks off the exchange: every read and write then fails.
 	stop := context.AfterFunc(ctx, func() { d.conn.Close() })
 	defer stop()
-	defer d.close()
+	defer d.Close()
 
 	res := &Reinjected{}
-	if err := d.mail(env.From, opts, env.Xforward); err != nil {
+	if err := d.Mail(env.From, opts, env.Xforward); err != nil {
 		return nil, reinjectFailure("MAIL", err)
 	}
-	if bad := d.conn.xforwardProblems(); len(bad) > 0 {
-		res.XforwardRefused = fmt.Sprintf("%s: %d %s", bad[0].cmd, bad[0].code, bad[0].reply)
+	if bad := d.XforwardProblems(); len(bad) > 0 {
+		res.XforwardRefused = fmt.Sprintf("%s: %d %s", bad[0].Command, bad[0].Code, bad[0].Reply)
 	}
 	for _, rcpt := range env.Rcpts {
-		err := d.rcpt(rcpt, reinjectRcptOptions(env.RcptParams[rcpt]))
+		err := d.Rcpt(rcpt, reinjectRcptOptions(env.RcptParams[rcpt]))
 		var se *smtp.SMTPError
 		switch {
 		case err == nil:
@@ -167,17 +180,17 @@ func Reinject(ctx context.Context, o ReinjectOptions, env Envelope, content io.R
 		}
 	}
 	if len(res.Accepted) == 0 {
-		d.reset()
+		d.Reset()
 		return nil, &ReinjectError{Stage: "RCPT", Code: res.Refused[0].Code, Reply: res.Refused[0].Reply, Refused: res.Refused}
 	}
 
 	// The content goes through go-smtp's DataCommand directly (not
-	// downstream.data) to tell the two kinds of failure apart: before the
+	// Conn.Data) to tell the two kinds of failure apart: before the
 	// final dot nothing is delivered; after it, without a reply, the
 	// outcome is unknown.
 	if o.BeforeData != nil {
 		if err := o.BeforeData(); err != nil {
-			d.reset()
+			d.Reset()
 			return nil, fmt.Errorf("reinject: before DATA: %w", err)
 		}
 	}
@@ -200,9 +213,7 @@ func Reinject(ctx context.Context, o ReinjectOptions, env Envelope, content io.R
 		return nil, fmt.Errorf("reinject: %w (%v)", ErrReinjectUncertain, err)
 	}
 	res.Reply = strings.TrimSpace(resp.StatusText)
-	if m := reinjectQueuedAs.FindStringSubmatch(res.Reply); m != nil {
-		res.QueuedAs = m[1]
-	}
+	res.QueuedAs = QueuedAs(res.Reply)
 	return res, nil
 }
 
@@ -242,6 +253,28 @@ func reinjectMailOptions(env Envelope) (*smtp.MailOptions, error) {
 		}
 	}
 	return opts, nil
+}
+
+// MailParams records the MAIL parameters a later re-injection must repeat
+// (see Envelope.MailParams).
+func MailParams(o *smtp.MailOptions) map[string]string {
+	m := map[string]string{}
+	if o == nil {
+		return m
+	}
+	if o.Body != "" {
+		m["BODY"] = string(o.Body)
+	}
+	if o.UTF8 {
+		m["SMTPUTF8"] = ""
+	}
+	if o.Return != "" {
+		m["RET"] = string(o.Return)
+	}
+	if o.EnvelopeID != "" {
+		m["ENVID"] = o.EnvelopeID
+	}
+	return m
 }
 
 // RcptParams records the DSN parameters of one RCPT (NOTIFY, ORCPT) that a
@@ -286,4 +319,29 @@ func reinjectRcptOptions(params map[string]string) *smtp.RcptOptions {
 		o.OriginalRecipientType, o.OriginalRecipient = smtp.DSNAddressType(strings.ToUpper(t)), addr
 	}
 	return o
+}
+
+// ReinjectVerdict delivers a message that was checked outside an SMTP
+// session (a held message after its rescan) the way a live message with
+// verdict v is delivered (ApplyVerdict, then Header for id), with
+// Reinject's envelope and outcomes. open must return a fresh reader of the
+// whole message each time; maxHeaderBytes bounds the header block the
+// verdict's changes examine.
+func ReinjectVerdict(ctx context.Context, o ReinjectOptions, env Envelope, host, id string, v policy.Verdict,
+	findings []pipeline.Finding, open func() io.Reader, maxHeaderBytes int64) (*Reinjected, error) {
+	log := o.Log
+	if log == nil {
+		log = zap.NewNop()
+	}
+	c := ApplyVerdict(Rules{Links: o.Links, RemoveTrace: o.RemoveIncomingTrace, Limit: maxHeaderBytes,
+		Spool: spool.Options{MemoryThreshold: 1 << 20}, Log: log.With(zap.String("held_id", id))}, id, open, v)
+	defer c.Close()
+	head := Header(host, id, v, findings, c.Notes...)
+	if env.Size > 0 {
+		// SIZE= is an estimate (Postfix enforces its limit on what
+		// arrives); never more than the message may be, lest a message
+		// that fits be refused for its announcement.
+		env.Size += int64(len(head)) + int64(len(v.SubjectPrefix)) + 1
+	}
+	return Reinject(ctx, o, env, io.MultiReader(strings.NewReader(head), c.Open()))
 }

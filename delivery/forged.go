@@ -1,4 +1,4 @@
-package proxy
+package delivery
 
 import (
 	"bufio"
@@ -93,6 +93,7 @@ func removeOurFields(r io.Reader, limit int64) (io.Reader, int) {
 	return io.MultiReader(&head, br), removed
 }
 
-// RemoveIncomingTrace is removeOurFields for a quarantine release: the
-// message without the X-Foxproxy fields it arrived with, and their number.
+// RemoveIncomingTrace is the message without the X-Foxproxy fields it
+// arrived with, and their number: for a release, which puts only its own
+// X-Foxproxy-Released on top.
 func RemoveIncomingTrace(r io.Reader, limit int64) (io.Reader, int) { return removeOurFields(r, limit) }

@@ -8,27 +8,35 @@ import (
 	"testing"
 	"time"
 
+	"github.com/foxproxy/foxproxy/config"
+	"github.com/foxproxy/foxproxy/delivery"
 	"github.com/foxproxy/foxproxy/policy"
 )
 
-func TestRemoveSubjectTag(t *testing.T) {
-	cases := map[string]string{
-		"Subject: [secure] contract\r\n\r\nbody [secure]\r\n":         "Subject: contract\r\n\r\nbody [secure]\r\n",
-		"From: a\r\nsubject: Contract [SECURE]\r\n\r\nb\r\n":          "From: a\r\nsubject: Contract\r\n\r\nb\r\n",
-		"Subject: Re: [Secure] x\r\n\tfolded\r\n\r\nb\r\n":            "Subject: Re: x\r\n\tfolded\r\n\r\nb\r\n",
-		"Subject: nothing here\r\nX-Tag: [secure]\r\n\r\nb\r\n":       "Subject: nothing here\r\nX-Tag: [secure]\r\n\r\nb\r\n",
-		"Subject: [secure]\r\n\r\nb\r\n":                              "Subject:\r\n\r\nb\r\n",
-		"X-Other: 1\r\n\r\nSubject: [secure] body line\r\n":           "X-Other: 1\r\n\r\nSubject: [secure] body line\r\n",
-		"Subject: two [secure] tags [secure]\r\n\r\nb\r\n":            "Subject: two tags [secure]\r\n\r\nb\r\n",
-		"Subject: " + strings.Repeat("x", 5000) + " [secure]\r\n\r\n": "Subject: " + strings.Repeat("x", 5000) + " [secure]\r\n\r\n",
-	}
-	for in, want := range cases {
-		got, err := io.ReadAll(removeSubjectTag(strings.NewReader(in), "[secure]", 1<<20))
-		if err != nil {
+// Tests of verdicts applied to content, through a live proxy session and
+// a real downstream (the content itself is package delivery's).
+
+// A sender cannot make a downstream filter believe a verdict foxproxy
+// never gave: X-Foxproxy fields that arrive are removed and the trace
+// header says how many; with remove_incoming_trace off they are kept.
+func TestForgedTraceRemoved(t *testing.T) {
+	in := "X-Foxproxy: foxproxy/1; verdict=deliver; wrs=clean\r\nSubject: hi\r\nX-Foxproxy-Flag: whitelisted\r\n\r\nbody\r\n"
+	for _, remove := range []bool{true, false} {
+		ds := startDownstream(t)
+		p := startProxy(t, ds.addr, withPolicy(fixedPolicy{Action: policy.Deliver, Rule: "r"}),
+			withConfig(func(c *config.Config) { c.RemoveIncomingTrace = remove }))
+		if _, err := sendMail(t, p.addr, "a@example.test", []string{"b@example.test"}, in); err != nil {
 			t.Fatal(err)
 		}
-		if string(got) != want {
-			t.Errorf("in %.60q:\n got %.80q\nwant %.80q", in, got, want)
+		head, rest := stripTrace(t, ds.messages()[0].data)
+		if remove {
+			if string(rest) != "Subject: hi\r\n\r\nbody\r\n" || !strings.Contains(head, "removed=2-forged-fields") {
+				t.Errorf("forged fields not removed: head %q, rest %q", head, rest)
+			}
+			continue
+		}
+		if string(rest) != in || strings.Contains(head, "removed=") {
+			t.Errorf("remove_incoming_trace off changed the message: head %q, rest %q", head, rest)
 		}
 	}
 }
@@ -81,8 +89,8 @@ func TestReinjectVerdictAppliesTheVerdictLikeLiveMail(t *testing.T) {
 		ds := startDownstream(t)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		_, err := ReinjectVerdict(ctx, ReinjectOptions{Addr: ds.addr, Hostname: "foxproxy.test", Links: fakeRewriter{fail: fail}, RemoveIncomingTrace: true},
-			Envelope{From: "a@example.test", Rcpts: []string{"b@example.test"}, Size: int64(len(in))}, "foxproxy.test", "H1",
+		_, err := delivery.ReinjectVerdict(ctx, delivery.ReinjectOptions{Addr: ds.addr, Hostname: "foxproxy.test", Links: fakeRewriter{fail: fail}, RemoveIncomingTrace: true},
+			delivery.Envelope{From: "a@example.test", Rcpts: []string{"b@example.test"}, Size: int64(len(in))}, "foxproxy.test", "H1",
 			policy.Verdict{Action: policy.Tag, Rule: "r", RewriteLinks: true, SubjectPrefix: "[x]"}, nil,
 			func() io.Reader { return strings.NewReader(in) }, 1<<20)
 		if err != nil {
