@@ -287,7 +287,7 @@ func (ss *session) refuseBeforeData(tx *transaction) *earlyAnswer {
 	if ptx.Helo == "" {
 		ptx.Helo = ss.conn.Hostname()
 	}
-	if unavailable(ptx.QueueID) {
+	if delivery.Unavailable(ptx.QueueID) {
 		ptx.QueueID = ""
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeouts.Stages.D())
