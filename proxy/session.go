@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	"github.com/emersion/go-smtp"
 	"go.uber.org/zap"
@@ -84,6 +85,11 @@ func newID() string {
 func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 	if ss.tx != nil {
 		return errNestedMail
+	}
+	if hasControlChar(from) {
+		ss.log.Info("refused MAIL: control character in sender address", zap.String("from", from))
+		ss.s.obs.Refused("MAIL", errSenderControlChar.Code)
+		return errSenderControlChar
 	}
 	if opts.Size > ss.s.maxMessageBytes {
 		return errTooBig
@@ -206,6 +212,11 @@ func (ss *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if tx == nil {
 		return errNoTransaction
 	}
+	if hasControlChar(to) {
+		ss.log.Info("refused RCPT: control character in recipient address", zap.String("msg_id", tx.id), zap.String("to", to))
+		ss.s.obs.Refused("RCPT", errRecipientControlChar.Code)
+		return errRecipientControlChar
+	}
 	if ss.ds == nil || ss.ds.broken {
 		ss.s.obs.Refused("RCPT", errDownstreamFailed.Code)
 		return errDownstreamFailed
@@ -221,6 +232,14 @@ func (ss *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	}
 	tx.rcptOpts[to] = opts
 	return nil
+}
+
+// hasControlChar reports a control character: C0 and DEL, which RFC 5321
+// §4.1.2 keeps out of a Mailbox, and the C1 controls, which no SMTPUTF8
+// address needs. go-smtp's address parser lets them through, and a NUL or
+// CR in an address could split it in a downstream's log or in a header.
+func hasControlChar(s string) bool {
+	return strings.IndexFunc(s, unicode.IsControl) >= 0
 }
 
 // Reset abandons the transaction, here and downstream.
