@@ -146,7 +146,11 @@ func (s *Signer) Verify(token string) (rawURL, msgRef, keyID string, err error) 
 	if len(token) > maxTokenLen {
 		return "", "", "", fmt.Errorf("%w: %d characters", ErrMalformed, len(token))
 	}
-	b, err := base64.RawURLEncoding.DecodeString(token)
+	// Strict: the last character of a token whose length is not a multiple
+	// of four carries padding bits that a lenient decoder ignores (RFC 4648
+	// §3.5), so up to 16 spellings of one token would verify. One token has
+	// one spelling; anything else is altered.
+	b, err := base64.RawURLEncoding.Strict().DecodeString(token)
 	if err != nil {
 		return "", "", "", fmt.Errorf("%w: not base64url", ErrMalformed)
 	}

@@ -87,6 +87,7 @@ type wkdClient struct {
 	http    *http.Client
 	timeout time.Duration
 	cache   *wkdCache
+	health  *wkdHealth
 	log     *zap.Logger
 }
 
@@ -142,7 +143,7 @@ func newWKDClient(timeout time.Duration, caFile string, resolve map[string]strin
 			return nil
 		},
 	}
-	return &wkdClient{http: client, timeout: timeout, cache: newWKDCache(cacheSize, now), log: log}, nil
+	return &wkdClient{http: client, timeout: timeout, cache: newWKDCache(cacheSize, now), health: newWKDHealth(now(), log), log: log}, nil
 }
 
 func (w *wkdClient) close() { w.http.CloseIdleConnections() }
@@ -179,8 +180,11 @@ func (w *wkdClient) lookup(ctx context.Context, addr string, now time.Time) wkdR
 		if ctx.Err() != nil {
 			err = fmt.Errorf("wkd: no answer within %v: %w", w.timeout, err)
 		}
-		return wkdResult{outcome: Unavailable, err: err, method: r.method}
+		r = wkdResult{outcome: Unavailable, err: err, method: r.method}
+		w.health.record(addr, r, now)
+		return r
 	}
+	w.health.record(addr, r, now)
 	if ttl > 0 {
 		w.cache.put(key, r, ttl)
 	}

@@ -33,7 +33,10 @@ import (
 //     RFC 5321 §2.3.8) for the session to reject the message;
 //   - bounds command line length and count, and enforces the idle and data
 //     timeouts (go-smtp's own read timeout would cap a whole DATA transfer at
-//     one command timeout).
+//     one command timeout);
+//   - answers commands foxproxy does not know or offer itself, and turns
+//     go-smtp's 502 for a command out of order into 503 (RFC 5321 §4.2.4,
+//     §4.1.4): go-smtp gets only commands it implements.
 type guardConn struct {
 	net.Conn
 	br  *bufio.Reader
@@ -57,6 +60,12 @@ type guardConn struct {
 	lineHead  [4]byte
 	ehloArmed bool // the reply being written answers EHLO: amend it
 	ehloFirst bool // the first line of that reply has been written
+	// outOfOrder replaces go-smtp's reply to the command it is answering
+	// if that reply is 502: go-smtp's 502 to MAIL, RCPT, DATA and BDAT
+	// always means a bad sequence of commands, which RFC 5321 §4.1.4 and
+	// §4.2.4 answer with 503. go-smtp keeps the session state; the guard
+	// only mends the code, and picks the text from what it tracks.
+	outOfOrder *smtp.SMTPError
 
 	// dataOffered is set while a DATA command is with go-smtp: a Data call
 	// that sees it runs on the connection's goroutine (BDAT's runs on its
@@ -67,6 +76,8 @@ type guardConn struct {
 	mu      sync.Mutex
 	xfwd    Xforward
 	inTx    bool
+	greeted bool // HELO or EHLO accepted
+	rcpts   int  // RCPTs accepted in the transaction
 	taint   taint
 	prevCR  bool
 	waiting bool // blocked reading a command line
@@ -180,8 +191,19 @@ func (g *guardConn) Read(p []byte) (int, error) {
 			g.handleXforward(arg)
 			continue
 		}
+		if r := commandRefusal(line); r != nil {
+			g.writeReply(r)
+			continue
+		}
 		verb, arg := commandVerb(line)
 		g.lastVerb, g.lastArg = verb, arg
+		switch verb {
+		case "MAIL", "RCPT", "DATA", "BDAT":
+			r := g.outOfOrderReply(verb)
+			g.wmu.Lock()
+			g.outOfOrder = r
+			g.wmu.Unlock()
+		}
 		switch verb {
 		case "DATA":
 			g.dataOffered.Store(true)
@@ -219,8 +241,23 @@ func (g *guardConn) settle() {
 			g.inTx = true
 			g.mu.Unlock()
 		}
-	case "RSET", "HELO", "EHLO":
+	case "RCPT":
+		if code == 250 {
+			g.mu.Lock()
+			g.rcpts++
+			g.mu.Unlock()
+		}
+	case "RSET":
 		g.endTransaction()
+	case "HELO", "EHLO":
+		// go-smtp resets the session for a greeting it accepts, and only
+		// then (a HELO without a domain changes nothing).
+		if code == 250 {
+			g.mu.Lock()
+			g.greeted = true
+			g.mu.Unlock()
+			g.endTransaction()
+		}
 	case "DATA":
 		g.dataOffered.Store(false)
 		if code == 354 {
@@ -247,6 +284,7 @@ func (g *guardConn) settle() {
 func (g *guardConn) endTransaction() {
 	g.mu.Lock()
 	g.inTx = false
+	g.rcpts = 0
 	g.xfwd = Xforward{} // XFORWARD attributes last one transaction (XFORWARD_README)
 	g.mu.Unlock()
 }
@@ -298,6 +336,49 @@ func (g *guardConn) readCommandLine() ([]byte, error) {
 		return bytes.Clone(line), nil
 	}
 	return nil, err
+}
+
+// commandRefusal is the guard's own reply to a command line go-smtp should
+// not see, or nil. go-smtp answers an unknown command with 500 only when its
+// word has four letters (501 otherwise), answers commands it does not
+// implement with 502 only for some, and closes the connection after the
+// fourth such error, while RFC 5321 §4.2.4 asks for 500 and 502 and for the
+// session to go on. The guard's command count still bounds a session.
+func commandRefusal(line []byte) *smtp.SMTPError {
+	s := strings.TrimRight(string(line), "\r\n")
+	if s == "" {
+		return replyEmptyCommand
+	}
+	word, _, _ := strings.Cut(s, " ")
+	switch strings.ToUpper(word) {
+	case "HELO", "EHLO", "MAIL", "RCPT", "DATA", "BDAT", "RSET", "NOOP", "QUIT", "VRFY", "STARTTLS":
+		if verb, _ := commandVerb(line); verb == "" {
+			// Only "VERB " with nothing after the space gets here:
+			// go-smtp cannot split it.
+			return replyParameterSyntax
+		}
+		return nil
+	case "SEND", "SOML", "SAML", "EXPN", "HELP", "TURN", "ETRN", "ATRN",
+		"AUTH": // foxproxy offers no AUTH: its clients are trusted by address
+		return replyNotImplemented
+	}
+	return replyUnknownCommand
+}
+
+// outOfOrderReply is the reply that replaces go-smtp's 502 to verb, should
+// it say that: its text says what the client should have sent first.
+func (g *guardConn) outOfOrderReply(verb string) *smtp.SMTPError {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	switch {
+	case verb == "MAIL" && !g.greeted:
+		return replyNeedHelo
+	case verb != "MAIL" && !g.inTx:
+		return errNoTransaction
+	case (verb == "DATA" || verb == "BDAT") && g.rcpts == 0:
+		return replyNeedRcpt
+	}
+	return replyBadSequence // e.g. MAIL or DATA while BDAT chunks are coming
 }
 
 // xforwardCommand recognises an XFORWARD command line.
@@ -465,6 +546,13 @@ func (g *guardConn) Write(b []byte) (int, error) {
 			}
 		}
 		if final {
+			if code == 502 && g.outOfOrder != nil {
+				// go-smtp writes each reply in one Write (textproto
+				// flushes a whole reply), so the line is here in full.
+				out = []byte(formatReply(g.outOfOrder))
+				code = g.outOfOrder.Code
+			}
+			g.outOfOrder = nil
 			g.lastCode = code
 			g.ehloArmed, g.ehloFirst = false, false
 		}

@@ -464,7 +464,7 @@ func TestBDAT(t *testing.T) {
 	r.expect("550 5.5.2 ")
 	// A chunk refused by go-smtp (no transaction) is still consumed as data.
 	r.send("BDAT 10 LAST\r\nNOOP\r\nNOOP")
-	r.expect("502 ")
+	r.expect("503 5.5.1 ") // RFC 5321 §4.1.4: bad sequence of commands
 	r.send("NOOP\r\n")
 	r.expect("250 ")
 	if len(ds.messages()) != 1 {

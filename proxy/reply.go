@@ -40,6 +40,33 @@ var (
 	errBadAddress = reply(501, [3]int{5, 1, 7}, "Error: bad address syntax")
 )
 
+// RFC 5321 §4.1.2: a Mailbox has no control characters. Such an address is
+// refused before it reaches the downstream and the transaction state stays
+// as it was, so the client may go on (RFC 3463: X.1.7 is a bad sender
+// address syntax, X.1.3 a bad destination address syntax).
+var (
+	errSenderControlChar    = reply(501, [3]int{5, 1, 7}, "Error: control character in sender address")
+	errRecipientControlChar = reply(501, [3]int{5, 1, 3}, "Error: control character in recipient address")
+)
+
+// Replies to commands foxproxy does not know, does not offer, or gets out
+// of order. go-smtp answers all of these with 501 or 502, so the guard
+// answers the first kinds itself (guard.go: commandRefusal) and turns
+// go-smtp's 502 for a command out of order into 503 (guard.go: Write).
+var (
+	// RFC 5321 §4.2.4: 500 for a command not recognised, 502 for one
+	// recognised but not implemented.
+	replyUnknownCommand  = reply(500, [3]int{5, 5, 2}, "Error: command not recognized")
+	replyEmptyCommand    = reply(500, [3]int{5, 5, 2}, "Error: empty command line")
+	replyNotImplemented  = reply(502, [3]int{5, 5, 1}, "Error: command not implemented")
+	replyParameterSyntax = reply(501, [3]int{5, 5, 4}, "Error: syntax error in parameters or arguments")
+	// RFC 5321 §4.1.4, §4.2.4: 503 for a bad sequence of commands; RFC 3463
+	// X.5.1 is an invalid command (here: invalid now).
+	replyNeedHelo    = reply(503, [3]int{5, 5, 1}, "Error: send HELO/EHLO first")
+	replyNeedRcpt    = reply(503, [3]int{5, 5, 1}, "Error: need RCPT command")
+	replyBadSequence = reply(503, [3]int{5, 5, 1}, "Error: bad sequence of commands")
+)
+
 // Replies written by the connection guard itself, before or around go-smtp.
 var (
 	replyAccessDenied      = reply(554, [3]int{5, 7, 1}, "Error: access denied")

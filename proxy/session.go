@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	"github.com/emersion/go-smtp"
 	"go.uber.org/zap"
@@ -101,6 +102,11 @@ func newID() string {
 func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 	if ss.tx != nil {
 		return errNestedMail
+	}
+	if hasControlChar(from) {
+		ss.log.Info("refused MAIL: control character in sender address", zap.String("from", from))
+		ss.s.obs.Refused("MAIL", errSenderControlChar.Code)
+		return errSenderControlChar
 	}
 	if opts.Size > ss.s.maxMessageBytes {
 		return errTooBig
@@ -223,6 +229,11 @@ func (ss *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if tx == nil {
 		return errNoTransaction
 	}
+	if hasControlChar(to) {
+		ss.log.Info("refused RCPT: control character in recipient address", zap.String("msg_id", tx.id), zap.String("to", to))
+		ss.s.obs.Refused("RCPT", errRecipientControlChar.Code)
+		return errRecipientControlChar
+	}
 	if !tx.envelopeChecked {
 		tx.envelopeChecked = true
 		tx.early = ss.refuseBeforeData(tx)
@@ -318,6 +329,14 @@ func (ss *session) endTransaction() {
 	e := tx.early
 	ss.logSummary(&summary{tx: tx, queueID: e.queueID, verdict: string(e.verdict.Action), rule: e.verdict.Rule,
 		findings: e.findings, stages: e.stages, reply: e.reply, answeredAtRcpt: true, rcpts: e.refused})
+}
+
+// hasControlChar reports a control character: C0 and DEL, which RFC 5321
+// §4.1.2 keeps out of a Mailbox, and the C1 controls, which no SMTPUTF8
+// address needs. go-smtp's address parser lets them through, and a NUL or
+// CR in an address could split it in a downstream's log or in a header.
+func hasControlChar(s string) bool {
+	return strings.IndexFunc(s, unicode.IsControl) >= 0
 }
 
 // Reset abandons the transaction, here and downstream.

@@ -4,6 +4,7 @@
 //	foxproxy [-config FILE]               run (the embedded default without -config)
 //	foxproxy check-config [-config FILE]  validate a configuration and exit
 //	foxproxy version                      print the version
+//	foxproxy help                         list the commands (also -h, --help; usage.go)
 //	foxproxy quarantine list|show|release|delete|purge [-config FILE] ...
 //	                                      work with quarantined mail (quarantine.go)
 //	foxproxy policy test [-config FILE] --client IP --from A --to B MESSAGE.eml
@@ -51,6 +52,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	// Commands with flags and arguments of their own.
 	switch cmd {
+	case "help":
+		printUsage(stdout)
+		return 0
 	case "quarantine":
 		return quarantineCmd(args, stdout, stderr)
 	case "policy":
@@ -67,7 +71,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("foxproxy "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "", "configuration file (YAML); empty: the embedded default")
+	if cmd == "run" {
+		// "foxproxy -h" asks what foxproxy can do, not only how to run it:
+		// the list of commands, on stdout as asked for.
+		fs.Usage = func() {}
+	}
 	if err := fs.Parse(args); err != nil {
+		if cmd == "run" {
+			if errors.Is(err, flag.ErrHelp) {
+				printUsage(stdout)
+				return 0
+			}
+			printUsage(stderr) // after flag's line naming the bad flag
+		}
 		return 2
 	}
 	if fs.NArg() > 0 {
@@ -83,7 +99,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "run":
 		return serve(*cfgPath, stderr)
 	}
-	fmt.Fprintf(stderr, "foxproxy: unknown command %q (commands: run, check-config, status, healthcheck, version, quarantine, policy, update, bundle)\n", cmd)
+	fmt.Fprintf(stderr, "foxproxy: unknown command %q\n", cmd)
+	printUsage(stderr)
 	return 2
 }
 

@@ -32,6 +32,7 @@ type wired struct {
 	feedback *reputation.Feedback
 	scan     *scan.Stage
 	lists    *listsWiring
+	enc      *encryption.Gateway
 }
 
 // wire builds the stages, the policy and the quarantine from a
@@ -122,6 +123,7 @@ func wire(cfg *config.Config, log *zap.Logger) (w *wired, err error) {
 			return nil, fmt.Errorf("encryption: %w", err)
 		}
 		w.closers = append(w.closers, g.Close)
+		w.enc = g
 		w.Encryption, w.EncryptionActions = gateway{g}, encryptionActions(cfg)
 	}
 	if cfg.Quarantine.Dir != "" && cfg.UsesQuarantine() {
@@ -316,6 +318,9 @@ func (w *wired) sources() *admin.Sources {
 	if w.lists != nil && w.lists.clamdb != nil && w.lists.clamdb.Len() > 0 {
 		src.Probers = append(src.Probers, w.lists.clamdb)
 	}
+	if _, ok := w.wkdDependency(); ok {
+		src.Probers = append(src.Probers, w.enc)
+	}
 	return src
 }
 
@@ -376,6 +381,14 @@ func (w *wired) dependencies() []admin.Dependency {
 		}
 	}
 	deps = append(deps, w.lists.dependencies(w.Runtime.Lists)...)
+	// The failure table's rows 5 and 6: the key service and the click
+	// service's reputation backend (encryption.go, click.go).
+	if d, ok := w.wkdDependency(); ok {
+		deps = append(deps, d)
+	}
+	if d, ok := w.clickDependency(); ok {
+		deps = append(deps, d)
+	}
 	return deps
 }
 
