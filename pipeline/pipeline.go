@@ -19,8 +19,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/foxproxy/foxproxy/lists"
 )
 
 // Status is what a stage concluded about one message.
@@ -136,6 +134,11 @@ func TraceToken(s string) string {
 
 // Transaction is everything a stage may look at for one message. Stages must
 // treat it as read-only; it is shared by stages running concurrently.
+//
+// Data of a stage's own that must stay the same for the whole message
+// while it changes underneath (the local lists in force: lists.NewContext)
+// travels in Run's context, put there by whoever runs the pipeline, so
+// that this package imports no stage's package.
 type Transaction struct {
 	// ID is foxproxy's own identifier for the message, used in logs.
 	ID string
@@ -157,10 +160,6 @@ type Transaction struct {
 	// Message is the spooled message content as received, without the
 	// header foxproxy adds.
 	Message Content
-	// Lists are the local lists in force when the message's checks
-	// started (nil: none). Every stage uses this one snapshot, so an update
-	// that lands mid-message does not change the message's lists.
-	Lists *lists.Set
 }
 
 // Content is a spooled message. Open may be called any number of times,

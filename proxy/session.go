@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/foxproxy/foxproxy/lists"
 	"github.com/foxproxy/foxproxy/pipeline"
 	"github.com/foxproxy/foxproxy/policy"
 	"github.com/foxproxy/foxproxy/spool"
@@ -300,7 +301,8 @@ func (ss *session) Data(r io.Reader) (result error) {
 		msg = plain
 	}
 	ptx := ss.pipelineTransaction(tx, msg, sum)
-	ctx, cancel := context.WithTimeout(context.Background(), ss.rt.Config.Timeouts.Stages.D())
+	// Every stage judges the message by the lists in force now.
+	ctx, cancel := context.WithTimeout(lists.NewContext(context.Background(), ss.rt.Lists.Current()), ss.rt.Config.Timeouts.Stages.D())
 	defer cancel()
 	stagesStart := time.Now()
 	findings, err := ss.rt.Pipeline.Run(ctx, ptx)
@@ -387,7 +389,6 @@ func (ss *session) pipelineTransaction(tx *transaction, msg *spool.Message, sum 
 		From:       tx.from,
 		Rcpts:      tx.rcpts,
 		Message:    msg,
-		Lists:      ss.rt.Lists.Current(),
 	}
 	if ptx.Helo == "" {
 		ptx.Helo = ss.conn.Hostname()

@@ -51,7 +51,7 @@ type ERSConfig struct {
 	Clock Clock
 	// Lists, when set, are asked at MAIL time: an approved client's
 	// lookups are not prefetched. (Inspect uses the message's snapshot,
-	// pipeline.Transaction.Lists.)
+	// lists.FromContext.)
 	Lists *lists.Holder
 }
 
@@ -200,7 +200,7 @@ type zoneOutcome struct {
 func (e *ERS) Inspect(ctx context.Context, tx *pipeline.Transaction) pipeline.Finding {
 	start := time.Now()
 	var f pipeline.Finding
-	if _, ok := tx.Lists.ClientApproved(tx.Client); ok {
+	if _, ok := lists.FromContext(ctx).ClientApproved(tx.Client); ok {
 		// The appliance's "approved senders": no reputation lookup at all.
 		f = pipeline.Finding{Status: pipeline.Skipped, Detail: "approved client"}
 	} else {

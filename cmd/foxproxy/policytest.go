@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/foxproxy/foxproxy/config"
+	"github.com/foxproxy/foxproxy/lists"
 	"github.com/foxproxy/foxproxy/pipeline"
 	"github.com/foxproxy/foxproxy/policy"
 	"github.com/foxproxy/foxproxy/spool"
@@ -122,10 +123,9 @@ func policyCmd(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 
-	tx := &pipeline.Transaction{ID: "policy-test", Client: clientAddr, Helo: *helo, From: *from, Rcpts: to, Message: msg,
-		Lists: w.Runtime.Lists.Current()}
+	tx := &pipeline.Transaction{ID: "policy-test", Client: clientAddr, Helo: *helo, From: *from, Rcpts: to, Message: msg}
 	p := pipeline.New(run...)
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeouts.Stages.D())
+	ctx, cancel := context.WithTimeout(lists.NewContext(context.Background(), w.Runtime.Lists.Current()), cfg.Timeouts.Stages.D())
 	defer cancel()
 	p.PrefetchClient(clientAddr) // what the proxy does at MAIL
 	found, err := p.Run(ctx, tx)

@@ -8,9 +8,9 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/foxproxy/foxproxy/links"
 	"github.com/foxproxy/foxproxy/lists"
 	"github.com/foxproxy/foxproxy/pipeline"
-	"github.com/foxproxy/foxproxy/reputation/urls"
 )
 
 type mem []byte
@@ -29,7 +29,7 @@ func TestStage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := New(urls.Config{})
+	st, err := New(links.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,11 +54,11 @@ func TestStage(t *testing.T) {
 			[]string{"approved_clients", "blocked_clients", "blocked_senders", "blocked_urls"}},
 	}
 	for _, c := range cases {
-		tx := &pipeline.Transaction{Client: netip.MustParseAddr(c.client), From: c.from, Lists: set}
+		tx := &pipeline.Transaction{Client: netip.MustParseAddr(c.client), From: c.from}
 		if c.msg != nil {
 			tx.Message = c.msg
 		}
-		f := st.Inspect(context.Background(), tx)
+		f := st.Inspect(lists.NewContext(context.Background(), set), tx)
 		want := pipeline.Clean
 		if len(c.cats) > 0 {
 			want = pipeline.Listed
