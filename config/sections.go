@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/foxproxy/foxproxy/lists"
+	"github.com/foxproxy/foxproxy/pipeline"
 	"github.com/foxproxy/foxproxy/reputation"
 	"github.com/foxproxy/foxproxy/scan"
 )
@@ -145,10 +146,10 @@ type Rule struct {
 	RewriteLinks bool `yaml:"rewrite_links"`
 }
 
-// Condition is the "if" of a rule. Stage conditions list categories or the
-// keywords listed, clean, skipped, disabled (ers, wrs) or clean, infected,
-// unavailable, skipped, error (scan); any item matching is enough. A stage
-// that was skipped or disabled matches only those keywords.
+// Condition is the "if" of a rule. Stage conditions (StageConditions) list
+// categories or the keywords listed, clean, skipped, disabled (ers, wrs) or
+// clean, infected, unavailable, skipped, error (scan); any item matching is
+// enough. A stage that was skipped or disabled matches only those keywords.
 type Condition struct {
 	ERS      StringList    `yaml:"ers"`
 	WRS      StringList    `yaml:"wrs"`
@@ -262,8 +263,8 @@ type Quarantine struct {
 var (
 	Actions         = []string{"deliver", "tag", "quarantine", "reject", "tempfail", "discard", "encrypt"}
 	ListNames       = lists.Names[:] // the categories of the lists stage's finding
-	ReputationWords = []string{"listed", "clean", "skipped", "disabled", "incomplete"}
-	ScanWords       = []string{"clean", "infected", "unavailable", "skipped", "error"}
+	ReputationWords = statusWords(reputation.Statuses, pipeline.IncompleteWord)
+	ScanWords       = statusWords(scan.Statuses)
 )
 
 var (
@@ -491,10 +492,9 @@ func (c *Config) validatePolicy(add func(key, format string, args ...any)) {
 				}
 			}
 		}
-		checkWords("ers", r.If.ERS, ReputationWords, true)
-		checkWords("wrs", r.If.WRS, ReputationWords, true)
-		checkWords("scan", r.If.Scan, ScanWords, false)
-		checkWords("list", r.If.List, ListNames, false)
+		for _, sc := range StageConditions {
+			checkWords(sc.Key, sc.Of(&r.If), sc.Words, sc.AnyCategory)
+		}
 		if r.RewriteLinks && !contains([]string{"deliver", "tag", "encrypt"}, r.Then) {
 			add(key+".rewrite_links", "only deliver, tag and encrypt deliver links to rewrite")
 		}

@@ -42,7 +42,7 @@ type linkStage struct {
 	err error
 }
 
-func (s *linkStage) Name() string { return s.name }
+func (s *linkStage) Name() StageName { return StageName(s.name) }
 func (s *linkStage) Inspect(ctx context.Context, tx *Transaction) Finding {
 	if s.ctxOf != nil {
 		ctx = s.ctxOf(ctx)

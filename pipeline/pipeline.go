@@ -21,7 +21,14 @@ import (
 	"time"
 )
 
-// Status is what a stage concluded about one message.
+// StageName names a stage in findings, the trace header, logs, metrics and
+// the policy's conditions. Each stage's package exports its own (e.g.
+// reputation.ERSStage, scan.StageName, liststage.Name); this package
+// knows none of them.
+type StageName string
+
+// Status is what a stage concluded about one message. The statuses are
+// shared by all stages; each stage's package says which ones it reports.
 type Status string
 
 const (
@@ -46,10 +53,30 @@ const (
 	Error Status = "error"
 )
 
+// statuses are all the statuses, for KnownStatus.
+var statuses = []Status{Clean, Listed, Infected, Skipped, Disabled, Unavailable, Error}
+
+// KnownStatus reports whether w is the name of a status. A policy
+// condition's word that is one tests the finding's status rather than a
+// category.
+func KnownStatus(w string) bool {
+	for _, s := range statuses {
+		if string(s) == w {
+			return true
+		}
+	}
+	return false
+}
+
+// IncompleteWord marks a finding whose stage reached one of its limits
+// (Finding.Incomplete) in the trace header, and is the policy keyword
+// that matches one.
+const IncompleteWord = "incomplete"
+
 // Finding is one stage's result for one message.
 type Finding struct {
 	// Stage is the stage's Name().
-	Stage string
+	Stage StageName
 	// Status is the conclusion.
 	Status Status
 	// Categories are the list categories that matched (e.g. "spam",
@@ -71,7 +98,7 @@ type Finding struct {
 	Duration time.Duration
 	// Incomplete: the stage reached one of its limits (a message with
 	// more links, parts or nesting than it reads) and judged only what it
-	// read. The policy keyword "incomplete" matches it.
+	// read. The policy keyword "incomplete" (IncompleteWord) matches it.
 	Incomplete bool
 }
 
@@ -107,12 +134,12 @@ func (f Finding) Trace() string {
 	}
 	arg = TraceToken(arg)
 	if f.Incomplete {
-		arg = strings.TrimPrefix(arg+",incomplete", ",")
+		arg = strings.TrimPrefix(arg+","+IncompleteWord, ",")
 	}
 	if arg == "" {
-		return f.Stage + "=" + string(f.Status)
+		return string(f.Stage) + "=" + string(f.Status)
 	}
-	return f.Stage + "=" + string(f.Status) + "(" + arg + ")"
+	return string(f.Stage) + "=" + string(f.Status) + "(" + arg + ")"
 }
 
 // TraceToken keeps only characters that cannot break the trace header's
@@ -176,7 +203,8 @@ type Content interface {
 // tx after returning. A panic in Inspect is recovered by the pipeline and
 // turned into an error from Run, which the proxy answers with a 4xx.
 type Stage interface {
-	Name() string
+	// Name is the stage's name, the same for every message.
+	Name() StageName
 	Inspect(ctx context.Context, tx *Transaction) Finding
 }
 
@@ -247,7 +275,7 @@ func (p *Pipeline) Run(ctx context.Context, tx *Transaction) ([]Finding, error) 
 			start := time.Now()
 			defer func() {
 				if v := recover(); v != nil {
-					pe := &PanicError{Stage: s.Name(), Value: v, Stack: debug.Stack()}
+					pe := &PanicError{Stage: string(s.Name()), Value: v, Stack: debug.Stack()}
 					if ep, ok := v.(*extractPanic); ok {
 						pe.Value, pe.Stack = ep.value, ep.stack
 					}

@@ -40,7 +40,7 @@ const HoldClockSkew = 5 * time.Minute
 func (ss *session) hold(ctx context.Context, tx *transaction, ptx *pipeline.Transaction, msg *spool.Message,
 	findings []pipeline.Finding, v policy.Verdict, sum *summary) (handled bool, answer error) {
 	holdAfter := ss.rt.Config.Scan.HoldAfter.D()
-	if v.Action != policy.Tempfail || v.Rule != "on_scan_unavailable" || holdAfter <= 0 {
+	if v.Action != policy.Tempfail || v.Reason != policy.ReasonUnscanned || holdAfter <= 0 {
 		return false, nil
 	}
 	h, ok := ss.rt.Quarantine.(Holder)

@@ -548,7 +548,7 @@ func (fs findingsLog) MarshalLogArray(enc zapcore.ArrayEncoder) error {
 type findingLog pipeline.Finding
 
 func (f findingLog) MarshalLogObject(enc zapcore.ObjectEncoder) error {
-	enc.AddString("stage", f.Stage)
+	enc.AddString("stage", string(f.Stage))
 	enc.AddString("status", string(f.Status))
 	if len(f.Categories) > 0 {
 		enc.AddString("categories", strings.Join(f.Categories, ","))

@@ -153,13 +153,13 @@ func NewERS(cfg ERSConfig) (*ERS, error) {
 	e.base, e.cancel = context.WithCancel(context.Background())
 	if e.recheck == 0 && !cfg.SkipStartupCheck {
 		e.log.Warn("ERS recheck_interval is 0: a zone that fails its first check stays disabled until restart (not recommended)",
-			zap.String("stage", "ers"))
+			zap.String("stage", string(ERSStage)))
 	}
 	return e, nil
 }
 
 // Name implements pipeline.Stage.
-func (e *ERS) Name() string { return "ers" }
+func (e *ERS) Name() pipeline.StageName { return ERSStage }
 
 // PrefetchClient implements pipeline.ClientPrefetcher: it starts the first
 // connectivity checks if none ran, and the lookups of addr in every zone

@@ -186,7 +186,7 @@ func NewWRS(cfg WRSConfig) (*WRS, error) {
 }
 
 // Name implements pipeline.Stage.
-func (w *WRS) Name() string { return "wrs" }
+func (w *WRS) Name() pipeline.StageName { return WRSStage }
 
 // outcome is one backend's part of a finding.
 type outcome struct {

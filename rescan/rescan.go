@@ -281,7 +281,7 @@ func (l *Loop) process(e quarantine.Entry) outcome {
 	v := l.cfg.Policy.Decide(tx, findings)
 	log = log.With(zap.String("verdict", string(v.Action)), zap.String("rule", v.Rule), zap.Array("findings", findingsLog(findings)))
 	switch {
-	case v.Action == policy.Tempfail && v.Rule == "on_scan_unavailable":
+	case v.Action == policy.Tempfail && v.Reason == policy.ReasonUnscanned:
 		log.Info("held message still cannot be scanned; it stays held")
 		return halt
 	case v.Action == policy.Deliver || v.Action == policy.Tag:
@@ -400,7 +400,7 @@ func (l *Loop) toQuarantine(e quarantine.Entry, content fileContent, findings []
 	q := e
 	q.Time, q.Rule, q.Reason, q.Findings = time.Now().UTC(), rule, reason, nil
 	for _, f := range findings {
-		q.Findings = append(q.Findings, quarantine.Finding{Stage: f.Stage, Status: string(f.Status),
+		q.Findings = append(q.Findings, quarantine.Finding{Stage: string(f.Stage), Status: string(f.Status),
 			Categories: f.Categories, Detail: f.Detail, Backend: f.Backend})
 	}
 	if err := l.cfg.Quarantine.PutAs(e.ID, q, content.Open()); err != nil && !errors.Is(err, quarantine.ErrExists) {

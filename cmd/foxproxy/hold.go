@@ -37,7 +37,7 @@ func (q quarantiner) Hold(_ context.Context, it proxy.QuarantineItem, arrived ti
 	e.Reason = "no scanner could scan it; held for rescan"
 	e.Arrived = arrived.UTC()
 	for i, f := range e.Findings {
-		if f.Stage == "scan" {
+		if f.Stage == string(scan.StageName) {
 			e.Findings[i].Status = "unscanned"
 		}
 	}
@@ -89,7 +89,7 @@ func entryOf(it proxy.QuarantineItem) quarantine.Entry {
 		e.Encrypt = it.Verdict.EncryptRcpts
 	}
 	for _, f := range it.Findings {
-		e.Findings = append(e.Findings, quarantine.Finding{Stage: f.Stage, Status: string(f.Status),
+		e.Findings = append(e.Findings, quarantine.Finding{Stage: string(f.Stage), Status: string(f.Status),
 			Categories: f.Categories, Detail: f.Detail, Backend: f.Backend})
 	}
 	return e

@@ -273,7 +273,7 @@ func dnsLists(lists []config.DNSList) ([]reputation.Zone, error) {
 func (w *wired) stageNames() []string {
 	names := []string{}
 	for _, s := range w.Pipeline.Stages() {
-		names = append(names, s.Name())
+		names = append(names, string(s.Name()))
 	}
 	return names
 }

@@ -17,8 +17,13 @@ import (
 	"github.com/foxproxy/foxproxy/pipeline"
 )
 
-// Name is the stage's name in findings and the trace header.
-const Name = "lists"
+// Name is the stage's name in findings, the trace header, logs and
+// metrics. The policy's condition for it is if: {list: [...]}.
+const Name pipeline.StageName = "lists"
+
+// Statuses are the statuses the stage reports. A Listed finding's
+// categories are the names of the lists that matched (lists.Names).
+var Statuses = []pipeline.Status{pipeline.Clean, pipeline.Listed}
 
 // Stage looks the message up in its lists snapshot (lists.FromContext). It
 // makes no network access and never fails: no match is Clean, any match is
@@ -42,7 +47,7 @@ func New(cfg links.Config) (*Stage, error) {
 }
 
 // Name implements pipeline.Stage.
-func (s *Stage) Name() string { return Name }
+func (s *Stage) Name() pipeline.StageName { return Name }
 
 // Inspect implements pipeline.Stage.
 func (s *Stage) Inspect(ctx context.Context, tx *pipeline.Transaction) pipeline.Finding {
