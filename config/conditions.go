@@ -7,6 +7,33 @@ import (
 	"github.com/foxproxy/foxproxy/scan"
 )
 
+// Condition is the "if" of a rule. Stage conditions (StageConditions) list
+// categories or the keywords listed, clean, skipped, disabled (ers, wrs) or
+// clean, infected, unavailable, skipped, error (scan); any item matching is
+// enough. A stage that was skipped or disabled matches only those keywords.
+type Condition struct {
+	ERS      StringList    `yaml:"ers"`
+	WRS      StringList    `yaml:"wrs"`
+	Scan     StringList    `yaml:"scan"`
+	Client   Prefixes      `yaml:"client"`
+	From     StringList    `yaml:"from"`
+	To       StringList    `yaml:"to"`
+	Header   []HeaderMatch `yaml:"header"`
+	SizeOver ByteSize      `yaml:"size_over"`
+	// RcptDomain matches when any recipient's domain matches one of these
+	// globs ("partner.example", "*.partner.example"). For encrypt it also
+	// says which recipients' copies are encrypted.
+	RcptDomain StringList `yaml:"rcpt_domain"`
+	// SubjectTag matches when the Subject contains this text (case does not
+	// matter), e.g. "[secure]". An encrypt rule removes it before
+	// encrypting.
+	SubjectTag string `yaml:"subject_tag"`
+	// List matches when the message's client, sender or a link is on one
+	// of these local lists: approved_clients, blocked_clients,
+	// approved_senders, blocked_senders, blocked_urls.
+	List StringList `yaml:"list"`
+}
+
 // StageCondition is a rule condition on one stage's finding, such as
 // if: {ers: [spam]}: the key it is written under, the stage whose finding
 // it tests, and the words it takes.
