@@ -6,9 +6,9 @@ import (
 	"testing"
 
 	"github.com/foxproxy/foxproxy/config"
+	"github.com/foxproxy/foxproxy/links"
 	"github.com/foxproxy/foxproxy/policy"
 	"github.com/foxproxy/foxproxy/reputation"
-	"github.com/foxproxy/foxproxy/reputation/urls"
 	"github.com/foxproxy/foxproxy/scan"
 )
 
@@ -115,7 +115,7 @@ func checkRunnable(t *testing.T, cfg *config.Config, dns *reputation.DNSClient) 
 			Breaker: reputation.BreakerConfig{Failures: w.BreakerFailures, ProbeInterval: w.BreakerProbeInterval.D()}}
 		wc.Extractor.Limits.MaxURLs = w.MaxURLs
 		if w.UnwrapRedirectors {
-			wc.Extractor.Redirectors = urls.DefaultRedirectors()
+			wc.Extractor.Redirectors = links.DefaultRedirectors()
 		}
 		for _, z := range w.Zones {
 			codes, err := reputation.ParseCodes(z.Codes)

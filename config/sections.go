@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/foxproxy/foxproxy/lists"
+	"github.com/foxproxy/foxproxy/pipeline"
 	"github.com/foxproxy/foxproxy/reputation"
 	"github.com/foxproxy/foxproxy/scan"
 )
@@ -145,33 +146,6 @@ type Rule struct {
 	RewriteLinks bool `yaml:"rewrite_links"`
 }
 
-// Condition is the "if" of a rule. Stage conditions list categories or the
-// keywords listed, clean, skipped, disabled (ers, wrs) or clean, infected,
-// unavailable, skipped, error (scan); any item matching is enough. A stage
-// that was skipped or disabled matches only those keywords.
-type Condition struct {
-	ERS      StringList    `yaml:"ers"`
-	WRS      StringList    `yaml:"wrs"`
-	Scan     StringList    `yaml:"scan"`
-	Client   Prefixes      `yaml:"client"`
-	From     StringList    `yaml:"from"`
-	To       StringList    `yaml:"to"`
-	Header   []HeaderMatch `yaml:"header"`
-	SizeOver ByteSize      `yaml:"size_over"`
-	// RcptDomain matches when any recipient's domain matches one of these
-	// globs ("partner.example", "*.partner.example"). For encrypt it also
-	// says which recipients' copies are encrypted.
-	RcptDomain StringList `yaml:"rcpt_domain"`
-	// SubjectTag matches when the Subject contains this text (case does not
-	// matter), e.g. "[secure]". An encrypt rule removes it before
-	// encrypting.
-	SubjectTag string `yaml:"subject_tag"`
-	// List matches when the message's client, sender or a link is on one
-	// of these local lists: approved_clients, blocked_clients,
-	// approved_senders, blocked_senders, blocked_urls.
-	List StringList `yaml:"list"`
-}
-
 // HeaderMatch matches when a header field called Name has a value that the
 // regular expression Matches finds (RE2: linear time, no backtracking).
 type HeaderMatch struct {
@@ -262,8 +236,8 @@ type Quarantine struct {
 var (
 	Actions         = []string{"deliver", "tag", "quarantine", "reject", "tempfail", "discard", "encrypt"}
 	ListNames       = lists.Names[:] // the categories of the lists stage's finding
-	ReputationWords = []string{"listed", "clean", "skipped", "disabled", "incomplete"}
-	ScanWords       = []string{"clean", "infected", "unavailable", "skipped", "error"}
+	ReputationWords = statusWords(reputation.Statuses, pipeline.IncompleteWord)
+	ScanWords       = statusWords(scan.Statuses)
 )
 
 var (
@@ -491,10 +465,9 @@ func (c *Config) validatePolicy(add func(key, format string, args ...any)) {
 				}
 			}
 		}
-		checkWords("ers", r.If.ERS, ReputationWords, true)
-		checkWords("wrs", r.If.WRS, ReputationWords, true)
-		checkWords("scan", r.If.Scan, ScanWords, false)
-		checkWords("list", r.If.List, ListNames, false)
+		for _, sc := range StageConditions {
+			checkWords(sc.Key, sc.Of(&r.If), sc.Words, sc.AnyCategory)
+		}
 		if r.RewriteLinks && !contains([]string{"deliver", "tag", "encrypt"}, r.Then) {
 			add(key+".rewrite_links", "only deliver, tag and encrypt deliver links to rewrite")
 		}

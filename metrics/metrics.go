@@ -127,8 +127,8 @@ func (m *Metrics) Message(ev proxy.MessageEvent) {
 		m.replies.WithLabelValues("DATA", class(ev.ReplyCode)).Inc()
 	}
 	for _, f := range ev.Findings {
-		m.findings.WithLabelValues(f.Stage, string(f.Status)).Inc()
-		m.stageSeconds.WithLabelValues(f.Stage).Observe(f.Duration.Seconds())
+		m.findings.WithLabelValues(string(f.Stage), string(f.Status)).Inc()
+		m.stageSeconds.WithLabelValues(string(f.Stage)).Observe(f.Duration.Seconds())
 	}
 	for o, n := range ev.EncryptionCopies {
 		m.encCopies.WithLabelValues(o).Add(float64(n))

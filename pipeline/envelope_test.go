@@ -12,7 +12,7 @@ type envStage struct {
 	panic bool
 }
 
-func (s envStage) Name() string { return s.name }
+func (s envStage) Name() StageName { return StageName(s.name) }
 func (s envStage) Inspect(context.Context, *Transaction) Finding {
 	return Finding{Status: Infected, Detail: "Inspect called"}
 }
@@ -25,7 +25,7 @@ func (s envStage) InspectEnvelope(_ context.Context, tx *Transaction) Finding {
 
 type contentStage struct{}
 
-func (contentStage) Name() string { return "scan" }
+func (contentStage) Name() StageName { return "scan" }
 func (contentStage) Inspect(context.Context, *Transaction) Finding {
 	return Finding{Status: Clean}
 }

@@ -6,7 +6,7 @@ import (
 	"runtime/debug"
 	"sync"
 
-	"github.com/foxproxy/foxproxy/reputation/urls"
+	"github.com/foxproxy/foxproxy/links"
 )
 
 // Links returns the links in tx.Message as x finds them (an empty result
@@ -26,10 +26,10 @@ import (
 //
 // A non-nil error (ctx's) means the links may be incomplete; the result,
 // when not nil, holds those found until then. Limits reached by the
-// extractor are not errors: see urls.Result.Truncated.
-func (tx *Transaction) Links(ctx context.Context, x *urls.Extractor) (*urls.Result, error) {
+// extractor are not errors: see links.Result.Truncated.
+func (tx *Transaction) Links(ctx context.Context, x *links.Extractor) (*links.Result, error) {
 	if tx.Message == nil {
-		return &urls.Result{}, nil
+		return &links.Result{}, nil
 	}
 	m, _ := ctx.Value(linksKey{}).(*linkMemo)
 	if m == nil || m.tx != tx || !m.join(x) {
@@ -49,7 +49,7 @@ func (tx *Transaction) Links(ctx context.Context, x *urls.Extractor) (*urls.Resu
 }
 
 // extract reads c's links under ctx.
-func extract(ctx context.Context, x *urls.Extractor, c Content) (*urls.Result, error) {
+func extract(ctx context.Context, x *links.Extractor, c Content) (*links.Result, error) {
 	res := x.Extract(ContextReader(ctx, c.Open()))
 	return res, ctx.Err()
 }
@@ -63,20 +63,20 @@ type linkMemo struct {
 	ctx context.Context // Run's: bounds the extraction
 
 	mu        sync.Mutex
-	x         *urls.Extractor // the extraction's settings; nil: not started
+	x         *links.Extractor // the extraction's settings; nil: not started
 	cancel    context.CancelFunc
 	waiting   int  // callers waiting for the extraction
 	abandoned bool // stopped before it finished, or Run has ended
 
 	done     chan struct{} // closed when the extraction has ended
-	res      *urls.Result  // set before done is closed
+	res      *links.Result // set before done is closed
 	err      error
 	panicked *extractPanic
 }
 
 // join registers a caller with extractor x, starting the extraction if it
 // is the first. It reports false when x cannot share it.
-func (m *linkMemo) join(x *urls.Extractor) bool {
+func (m *linkMemo) join(x *links.Extractor) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	switch {
@@ -95,7 +95,7 @@ func (m *linkMemo) join(x *urls.Extractor) bool {
 	return true
 }
 
-func (m *linkMemo) run(ctx context.Context, x *urls.Extractor) {
+func (m *linkMemo) run(ctx context.Context, x *links.Extractor) {
 	defer close(m.done)
 	defer func() {
 		if v := recover(); v != nil {
@@ -127,7 +127,7 @@ func (m *linkMemo) leave() bool {
 // result is the extraction's outcome, once done is closed. A panic in the
 // extractor panics in every caller, so that Run reports it for each stage
 // as it would have had the stage extracted alone.
-func (m *linkMemo) result() (*urls.Result, error) {
+func (m *linkMemo) result() (*links.Result, error) {
 	if m.panicked != nil {
 		panic(m.panicked)
 	}

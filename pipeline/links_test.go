@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/foxproxy/foxproxy/reputation/urls"
+	"github.com/foxproxy/foxproxy/links"
 )
 
 const linkMail = "From: a@x.example\r\nSubject: s\r\n\r\nsee https://one.example/a and https://two.example/b\r\n"
@@ -32,17 +32,17 @@ func (c *countingContent) Open() io.Reader {
 // linkStage asks for the links with its extractor and keeps what it got.
 type linkStage struct {
 	name string
-	x    *urls.Extractor
+	x    *links.Extractor
 	// ctxOf, when set, derives the context the stage asks with.
 	ctxOf func(context.Context) context.Context
 	// asking, when set, receives Run's link memo before the stage asks.
 	asking chan<- *linkMemo
 
-	res *urls.Result
+	res *links.Result
 	err error
 }
 
-func (s *linkStage) Name() string { return s.name }
+func (s *linkStage) Name() StageName { return StageName(s.name) }
 func (s *linkStage) Inspect(ctx context.Context, tx *Transaction) Finding {
 	if s.ctxOf != nil {
 		ctx = s.ctxOf(ctx)
@@ -55,16 +55,16 @@ func (s *linkStage) Inspect(ctx context.Context, tx *Transaction) Finding {
 	return Finding{Status: Clean}
 }
 
-func newExtractor(t *testing.T, cfg urls.Config) *urls.Extractor {
+func newExtractor(t *testing.T, cfg links.Config) *links.Extractor {
 	t.Helper()
-	x, err := urls.New(cfg)
+	x, err := links.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return x
 }
 
-func hosts(r *urls.Result) []string {
+func hosts(r *links.Result) []string {
 	if r == nil {
 		return nil
 	}
@@ -78,13 +78,13 @@ func hosts(r *urls.Result) []string {
 // Stages whose extractors are the Same share one extraction per Run;
 // others, and callers outside Run, extract on their own.
 func TestLinksShared(t *testing.T) {
-	a := newExtractor(t, urls.Config{})
-	same := newExtractor(t, urls.Config{Limits: urls.Limits{MaxURLs: 50}}) // the default, spelt out
-	other := newExtractor(t, urls.Config{StrictText: true})
+	a := newExtractor(t, links.Config{})
+	same := newExtractor(t, links.Config{Limits: links.Limits{MaxURLs: 50}}) // the default, spelt out
+	other := newExtractor(t, links.Config{StrictText: true})
 	want := []string{"one.example", "two.example"}
 	cases := []struct {
 		name  string
-		x     *urls.Extractor
+		x     *links.Extractor
 		opens int32
 	}{
 		{"same extractor", a, 1},
@@ -181,7 +181,7 @@ func waitWaiting(t *testing.T, m *linkMemo, n int) {
 // truncated result; the extraction goes on for the other caller, which gets
 // every link.
 func TestLinksFirstCallerCancelled(t *testing.T) {
-	x := newExtractor(t, urls.Config{})
+	x := newExtractor(t, links.Config{})
 	msg := newGated("From: a@x.example\r\n\r\nsee https://one.example/\r\n", "and https://two.example/\r\n",
 		"and https://three.example/\r\n")
 	tx := &Transaction{Message: msg}
@@ -222,7 +222,7 @@ func TestLinksFirstCallerCancelled(t *testing.T) {
 // the links found so far with its context's error, and Run does not wait
 // for the rest of the message.
 func TestLinksLastCallerCancelled(t *testing.T) {
-	x := newExtractor(t, urls.Config{})
+	x := newExtractor(t, links.Config{})
 	msg := newGated("From: a@x.example\r\n\r\nsee https://one.example/\r\n", "and https://two.example/\r\n",
 		"and https://three.example/\r\n")
 	tx := &Transaction{Message: msg}
@@ -263,7 +263,7 @@ func (panicContent) Open() io.Reader { panic("boom") }
 // A panic in the shared extraction is a panic of each stage that waited
 // for it, reported by Run with its value; it does not crash the process.
 func TestLinksPanic(t *testing.T) {
-	x := newExtractor(t, urls.Config{})
+	x := newExtractor(t, links.Config{})
 	fs, err := New(&linkStage{name: "wrs", x: x}, &linkStage{name: "lists", x: x}).Run(context.Background(),
 		&Transaction{Message: panicContent{}})
 	var pe *PanicError

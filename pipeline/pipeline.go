@@ -19,11 +19,16 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/foxproxy/foxproxy/lists"
 )
 
-// Status is what a stage concluded about one message.
+// StageName names a stage in findings, the trace header, logs, metrics and
+// the policy's conditions. Each stage's package exports its own (e.g.
+// reputation.ERSStage, scan.StageName, liststage.Name); this package
+// knows none of them.
+type StageName string
+
+// Status is what a stage concluded about one message. The statuses are
+// shared by all stages; each stage's package says which ones it reports.
 type Status string
 
 const (
@@ -48,10 +53,30 @@ const (
 	Error Status = "error"
 )
 
+// statuses are all the statuses, for KnownStatus.
+var statuses = []Status{Clean, Listed, Infected, Skipped, Disabled, Unavailable, Error}
+
+// KnownStatus reports whether w is the name of a status. A policy
+// condition's word that is one tests the finding's status rather than a
+// category.
+func KnownStatus(w string) bool {
+	for _, s := range statuses {
+		if string(s) == w {
+			return true
+		}
+	}
+	return false
+}
+
+// IncompleteWord marks a finding whose stage reached one of its limits
+// (Finding.Incomplete) in the trace header, and is the policy keyword
+// that matches one.
+const IncompleteWord = "incomplete"
+
 // Finding is one stage's result for one message.
 type Finding struct {
 	// Stage is the stage's Name().
-	Stage string
+	Stage StageName
 	// Status is the conclusion.
 	Status Status
 	// Categories are the list categories that matched (e.g. "spam",
@@ -73,7 +98,7 @@ type Finding struct {
 	Duration time.Duration
 	// Incomplete: the stage reached one of its limits (a message with
 	// more links, parts or nesting than it reads) and judged only what it
-	// read. The policy keyword "incomplete" matches it.
+	// read. The policy keyword "incomplete" (IncompleteWord) matches it.
 	Incomplete bool
 }
 
@@ -109,12 +134,12 @@ func (f Finding) Trace() string {
 	}
 	arg = TraceToken(arg)
 	if f.Incomplete {
-		arg = strings.TrimPrefix(arg+",incomplete", ",")
+		arg = strings.TrimPrefix(arg+","+IncompleteWord, ",")
 	}
 	if arg == "" {
-		return f.Stage + "=" + string(f.Status)
+		return string(f.Stage) + "=" + string(f.Status)
 	}
-	return f.Stage + "=" + string(f.Status) + "(" + arg + ")"
+	return string(f.Stage) + "=" + string(f.Status) + "(" + arg + ")"
 }
 
 // TraceToken keeps only characters that cannot break the trace header's
@@ -136,6 +161,11 @@ func TraceToken(s string) string {
 
 // Transaction is everything a stage may look at for one message. Stages must
 // treat it as read-only; it is shared by stages running concurrently.
+//
+// Data of a stage's own that must stay the same for the whole message
+// while it changes underneath (the local lists in force: lists.NewContext)
+// travels in Run's context, put there by whoever runs the pipeline, so
+// that this package imports no stage's package.
 type Transaction struct {
 	// ID is foxproxy's own identifier for the message, used in logs.
 	ID string
@@ -157,10 +187,6 @@ type Transaction struct {
 	// Message is the spooled message content as received, without the
 	// header foxproxy adds.
 	Message Content
-	// Lists are the local lists in force when the message's checks
-	// started (nil: none). Every stage uses this one snapshot, so an update
-	// that lands mid-message does not change the message's lists.
-	Lists *lists.Set
 }
 
 // Content is a spooled message. Open may be called any number of times,
@@ -177,7 +203,8 @@ type Content interface {
 // tx after returning. A panic in Inspect is recovered by the pipeline and
 // turned into an error from Run, which the proxy answers with a 4xx.
 type Stage interface {
-	Name() string
+	// Name is the stage's name, the same for every message.
+	Name() StageName
 	Inspect(ctx context.Context, tx *Transaction) Finding
 }
 
@@ -279,7 +306,7 @@ func (p *Pipeline) Run(ctx context.Context, tx *Transaction) ([]Finding, error) 
 			start := time.Now()
 			defer func() {
 				if v := recover(); v != nil {
-					pe := &PanicError{Stage: s.Name(), Value: v, Stack: debug.Stack()}
+					pe := &PanicError{Stage: string(s.Name()), Value: v, Stack: debug.Stack()}
 					if ep, ok := v.(*extractPanic); ok {
 						pe.Value, pe.Stack = ep.value, ep.stack
 					}

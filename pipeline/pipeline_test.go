@@ -17,7 +17,7 @@ type fakeStage struct {
 	seen    []netip.Addr
 }
 
-func (s *fakeStage) Name() string { return s.name }
+func (s *fakeStage) Name() StageName { return StageName(s.name) }
 func (s *fakeStage) Inspect(ctx context.Context, tx *Transaction) Finding {
 	if s.panics {
 		panic("boom")

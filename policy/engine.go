@@ -11,6 +11,8 @@ import (
 
 	"github.com/foxproxy/foxproxy/config"
 	"github.com/foxproxy/foxproxy/pipeline"
+	"github.com/foxproxy/foxproxy/reputation"
+	"github.com/foxproxy/foxproxy/scan"
 )
 
 // Engine evaluates the configured rules: in order, first match wins, no
@@ -41,14 +43,30 @@ type rule struct {
 }
 
 type condition struct {
-	ers, wrs, scan []string
-	client         config.Prefixes
-	from, to       []string
-	rcptDomain     []string
-	subjectTag     string
-	list           []string
-	header         []headerMatch
-	sizeOver       int64
+	stages     []stageTest // in config.StageConditions order
+	client     config.Prefixes
+	from, to   []string
+	rcptDomain []string
+	subjectTag string
+	header     []headerMatch
+	sizeOver   int64
+}
+
+// stageTest is a rule's condition on one stage's finding: any of words
+// matches (see stageMatches).
+type stageTest struct {
+	stage pipeline.StageName
+	words []string
+}
+
+// tests reports whether the condition tests stage's finding.
+func (cond *condition) tests(stage pipeline.StageName) bool {
+	for _, st := range cond.stages {
+		if st.stage == stage {
+			return true
+		}
+	}
+	return false
 }
 
 type headerMatch struct {
@@ -72,11 +90,15 @@ func New(cfg config.Policy, maxHeaderBytes int64) (*Engine, error) {
 			subjectPrefix: rc.SubjectPrefix,
 			rewriteLinks:  rc.RewriteLinks,
 			cond: condition{
-				ers: nonEmpty(rc.If.ERS), wrs: nonEmpty(rc.If.WRS), scan: nonEmpty(rc.If.Scan),
 				client: nonEmptyPrefixes(rc.If.Client), sizeOver: int64(rc.If.SizeOver),
 				from: lower(rc.If.From), to: lower(rc.If.To), rcptDomain: lower(rc.If.RcptDomain),
-				subjectTag: strings.ToLower(rc.If.SubjectTag), list: nonEmpty(rc.If.List),
+				subjectTag: strings.ToLower(rc.If.SubjectTag),
 			},
+		}
+		for _, sc := range config.StageConditions {
+			if words := nonEmpty(sc.Of(&rc.If)); words != nil {
+				r.cond.stages = append(r.cond.stages, stageTest{stage: sc.Stage, words: words})
+			}
 		}
 		if r.cond.subjectTag != "" {
 			e.needHeader = true
@@ -135,10 +157,10 @@ func (e *Engine) Decide(tx *pipeline.Transaction, findings []pipeline.Finding) V
 	for i := range e.rules {
 		r := &e.rules[i]
 		if r.cond.matches(ctx) {
-			return e.guard(ctx, r.verdict(ctx), r.cond.scan != nil)
+			return e.guard(ctx, r.verdict(ctx), r.cond.tests(scan.StageName))
 		}
 	}
-	return e.guard(ctx, Verdict{Action: Deliver, Rule: "default"}, false)
+	return e.guard(ctx, Verdict{Action: Deliver, Rule: RuleDefault, Reason: ReasonDefault}, false)
 }
 
 // guard keeps a delivering verdict from delivering what the scan could not
@@ -149,15 +171,15 @@ func (e *Engine) guard(ctx *evalContext, v Verdict, ruleTestedScan bool) Verdict
 	if ruleTestedScan || !v.Delivers() {
 		return v
 	}
-	f, ok := ctx.finding("scan")
+	f, ok := ctx.finding(scan.StageName)
 	if !ok {
 		return v
 	}
 	switch {
 	case f.Status == pipeline.Infected && e.onInfected != Deliver:
-		g := Verdict{Action: e.onInfected, Rule: "on_infected"}
+		g := Verdict{Action: e.onInfected, Rule: RuleOnInfected, Reason: ReasonInfected}
 		if g.Action == Reject || g.Action == Tempfail {
-			r := rule{action: g.Action, cond: condition{scan: []string{"infected"}}}
+			r := rule{action: g.Action, cond: condition{stages: []stageTest{{stage: scan.StageName, words: []string{string(pipeline.Infected)}}}}}
 			g.Reply = r.buildReply(ctx)
 		}
 		return g
@@ -165,7 +187,7 @@ func (e *Engine) guard(ctx *evalContext, v Verdict, ruleTestedScan bool) Verdict
 		// Error: the scanner answered something unusable (a malformed
 		// reply, an error of its own). The message is as unscanned as
 		// when no scanner answered at all.
-		return Verdict{Action: Tempfail, Rule: "on_scan_unavailable", Reply: &Reply{Code: 451, Enhanced: [3]int{4, 7, 1},
+		return Verdict{Action: Tempfail, Rule: RuleOnScanUnavailable, Reason: ReasonUnscanned, Reply: &Reply{Code: 451, Enhanced: [3]int{4, 7, 1},
 			Text: "Error: scan service temporarily unavailable, try again later"}}
 	}
 	return v
@@ -179,7 +201,7 @@ type evalContext struct {
 	read     bool
 }
 
-func (c *evalContext) finding(stage string) (pipeline.Finding, bool) {
+func (c *evalContext) finding(stage pipeline.StageName) (pipeline.Finding, bool) {
 	for _, f := range c.findings {
 		if f.Stage == stage {
 			return f, true
@@ -200,22 +222,15 @@ func (c *evalContext) messageHeader() textproto.MIMEHeader {
 }
 
 func (cond *condition) matches(c *evalContext) bool {
-	if cond.ers != nil && !stageMatches(c, "ers", cond.ers) {
-		return false
-	}
-	if cond.wrs != nil && !stageMatches(c, "wrs", cond.wrs) {
-		return false
-	}
-	if cond.scan != nil && !stageMatches(c, "scan", cond.scan) {
-		return false
+	for _, st := range cond.stages {
+		if !stageMatches(c, st.stage, st.words) {
+			return false
+		}
 	}
 	if cond.client != nil && (!c.tx.Client.IsValid() || !cond.client.Contains(c.tx.Client)) {
 		return false
 	}
 	if cond.from != nil && !addressMatches(cond.from, c.tx.From) {
-		return false
-	}
-	if cond.list != nil && !listMatches(c, cond.list) {
 		return false
 	}
 	if (cond.to != nil || cond.rcptDomain != nil) && len(cond.selectRcpts(c.tx.Rcpts)) == 0 {
@@ -258,21 +273,6 @@ func (cond *condition) selectRcpts(rcpts []string) []string {
 	return out
 }
 
-// listMatches: the local-lists stage reports the lists that matched as
-// categories of its finding.
-func listMatches(c *evalContext, names []string) bool {
-	f, ok := c.finding("lists")
-	if !ok || f.Status != pipeline.Listed {
-		return false
-	}
-	for _, n := range names {
-		if f.Has(n) {
-			return true
-		}
-	}
-	return false
-}
-
 // subjectHasTag matches the tag anywhere in the Subject, ignoring case. The
 // Subject is compared as written (an encoded-word hides a tag, as it does
 // from every other filter that looks for one).
@@ -294,21 +294,25 @@ func domainMatches(patterns []string, addr string) bool {
 	return false
 }
 
-// stageMatches: any listed word matches. Categories match only a Listed
-// finding; a skipped or disabled stage matches only those keywords, so "the
-// Web Reputation condition no longer matches" while its service is down.
-func stageMatches(c *evalContext, stage string, words []string) bool {
+// stageMatches: any listed word matches. A status's name matches that
+// status; "incomplete" matches a finding that reached a limit; any other
+// word is a category, which matches only a Listed finding. So a skipped or
+// disabled stage matches only those keywords ("the Web Reputation
+// condition no longer matches" while its service is down), and the lists
+// stage's condition, whose words are the names of the lists, matches the
+// lists its finding lists.
+func stageMatches(c *evalContext, stage pipeline.StageName, words []string) bool {
 	f, ok := c.finding(stage)
 	if !ok {
 		return false
 	}
 	for _, w := range words {
-		switch w {
-		case "listed", "clean", "skipped", "disabled", "infected", "unavailable", "error":
+		switch {
+		case pipeline.KnownStatus(w):
 			if string(f.Status) == w {
 				return true
 			}
-		case "incomplete":
+		case w == pipeline.IncompleteWord:
 			if f.Incomplete {
 				return true
 			}
@@ -406,8 +410,8 @@ func (r *rule) defaultText(c *evalContext) string {
 	if r.action == Tempfail {
 		return "Error: message deferred by policy, try again later"
 	}
-	if r.cond.ers != nil {
-		if f, ok := c.finding("ers"); ok && f.Status == pipeline.Listed {
+	if r.cond.tests(reputation.ERSStage) {
+		if f, ok := c.finding(reputation.ERSStage); ok && f.Status == pipeline.Listed {
 			t := fmt.Sprintf("Service unavailable; client host [%s] blocked using %s", c.tx.Client, zoneOf(f))
 			if f.Reason != "" {
 				t += "; " + f.Reason
@@ -415,13 +419,13 @@ func (r *rule) defaultText(c *evalContext) string {
 			return t
 		}
 	}
-	if r.cond.wrs != nil {
-		if f, ok := c.finding("wrs"); ok && f.Status == pipeline.Listed {
+	if r.cond.tests(reputation.WRSStage) {
+		if f, ok := c.finding(reputation.WRSStage); ok && f.Status == pipeline.Listed {
 			return fmt.Sprintf("Error: message refused: it links to %s, listed by %s", whatOf(f), zoneOf(f))
 		}
 	}
-	if r.cond.scan != nil {
-		if f, ok := c.finding("scan"); ok && f.Status == pipeline.Infected {
+	if r.cond.tests(scan.StageName) {
+		if f, ok := c.finding(scan.StageName); ok && f.Status == pipeline.Infected {
 			return fmt.Sprintf("Error: message refused: malware found (%s)", f.Detail)
 		}
 	}
@@ -449,13 +453,13 @@ func whatOf(f pipeline.Finding) string {
 
 func (c *evalContext) replyVars() *strings.Replacer {
 	var ersZone, ersReason, wrsDomains, threat string
-	if f, ok := c.finding("ers"); ok && f.Status == pipeline.Listed {
+	if f, ok := c.finding(reputation.ERSStage); ok && f.Status == pipeline.Listed {
 		ersZone, ersReason = zoneOf(f), f.Reason
 	}
-	if f, ok := c.finding("wrs"); ok && f.Status == pipeline.Listed {
+	if f, ok := c.finding(reputation.WRSStage); ok && f.Status == pipeline.Listed {
 		wrsDomains = whatOf(f)
 	}
-	if f, ok := c.finding("scan"); ok && f.Status == pipeline.Infected {
+	if f, ok := c.finding(scan.StageName); ok && f.Status == pipeline.Infected {
 		threat = f.Detail
 	}
 	return strings.NewReplacer("{client}", c.tx.Client.String(), "{ers.zone}", ersZone, "{ers.reason}", ersReason,

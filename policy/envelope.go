@@ -4,6 +4,7 @@ import (
 	"strings"
 
 	"github.com/foxproxy/foxproxy/lists"
+	"github.com/foxproxy/foxproxy/lists/liststage"
 	"github.com/foxproxy/foxproxy/pipeline"
 )
 
@@ -89,10 +90,19 @@ func (e *Engine) DecideBeforeData(tx *pipeline.Transaction, findings []pipeline.
 func (r *rule) beforeData(c *evalContext) tri {
 	cond := &r.cond
 	all := yes
+	for _, st := range cond.stages {
+		t := envelopeStage(c, st.stage, st.words)
+		if st.stage == liststage.Name {
+			t = envelopeLists(c, st.words)
+		}
+		switch t {
+		case no:
+			return no
+		case unknown:
+			all = unknown
+		}
+	}
 	for _, t := range []func() tri{
-		func() tri { return envelopeStage(c, "ers", cond.ers) },
-		func() tri { return unknownIf(cond.wrs != nil) },
-		func() tri { return unknownIf(cond.scan != nil) },
 		func() tri {
 			if cond.client == nil {
 				return yes
@@ -100,7 +110,6 @@ func (r *rule) beforeData(c *evalContext) tri {
 			return known(c.tx.Client.IsValid() && cond.client.Contains(c.tx.Client))
 		},
 		func() tri { return known(cond.from == nil || addressMatches(cond.from, c.tx.From)) },
-		func() tri { return envelopeLists(c, cond.list) },
 		// Recipients: the list is complete only at DATA, and a later
 		// RCPT could still make "any recipient matches" true.
 		func() tri { return unknownIf(cond.to != nil || cond.rcptDomain != nil) },
@@ -126,13 +135,12 @@ func unknownIf(b bool) tri {
 	return yes
 }
 
-// envelopeStage is an ers condition before DATA: known only from an answer
-// (clean or listed). A skipped or disabled lookup is looked at again after
-// DATA, where the keywords skipped and disabled may then match.
-func envelopeStage(c *evalContext, stage string, words []string) tri {
-	if words == nil {
-		return yes
-	}
+// envelopeStage is a stage condition before DATA: known only from an
+// answer (clean or listed) of a stage that looks at the envelope (ERS). A
+// stage that needs the content (WRS, scan) has no finding yet, and a
+// skipped or disabled lookup is looked at again after DATA, where the
+// keywords skipped and disabled may then match: both are unknown.
+func envelopeStage(c *evalContext, stage pipeline.StageName, words []string) tri {
 	f, ok := c.finding(stage)
 	if !ok || (f.Status != pipeline.Clean && f.Status != pipeline.Listed) {
 		return unknown
@@ -146,13 +154,10 @@ func envelopeStage(c *evalContext, stage string, words []string) tri {
 // matches), but without one, a blocked_urls in the condition leaves it
 // open.
 func envelopeLists(c *evalContext, names []string) tri {
-	if names == nil {
-		return yes
-	}
-	if _, ok := c.finding("lists"); !ok {
+	if _, ok := c.finding(liststage.Name); !ok {
 		return unknown
 	}
-	if listMatches(c, names) {
+	if stageMatches(c, liststage.Name, names) {
 		return yes
 	}
 	for _, n := range names {

@@ -4,6 +4,8 @@
 package policy
 
 import (
+	"fmt"
+
 	"github.com/foxproxy/foxproxy/pipeline"
 )
 
@@ -42,12 +44,57 @@ type Header struct {
 	Name, Value string
 }
 
+// Reason says why a verdict was reached. Code that treats some verdicts
+// specially (holding unscanned mail) asks the Reason, never the rule's
+// name, which a configuration may give to any rule.
+type Reason int
+
+const (
+	// ReasonRule: a configured rule matched (Verdict.Rule names it). It is
+	// the zero value, so a verdict built without a reason is an ordinary
+	// one.
+	ReasonRule Reason = iota
+	// ReasonDefault: no rule matched (Rule is RuleDefault).
+	ReasonDefault
+	// ReasonInfected: the scan found malware and policy.on_infected
+	// decided (Rule is RuleOnInfected).
+	ReasonInfected
+	// ReasonUnscanned: no scanner could scan a message that would have
+	// been delivered, and policy.on_scan_unavailable deferred it (Rule is
+	// RuleOnScanUnavailable).
+	ReasonUnscanned
+)
+
+func (r Reason) String() string {
+	switch r {
+	case ReasonRule:
+		return "rule"
+	case ReasonDefault:
+		return "default"
+	case ReasonInfected:
+		return "infected"
+	case ReasonUnscanned:
+		return "unscanned"
+	}
+	return fmt.Sprintf("Reason(%d)", int(r))
+}
+
+// The names Verdict.Rule has when no configured rule decided. The last two
+// are the configuration keys that decided.
+const (
+	RuleDefault           = "default"
+	RuleOnInfected        = "on_infected"
+	RuleOnScanUnavailable = "on_scan_unavailable"
+)
+
 // Verdict is the policy's decision for one message.
 type Verdict struct {
 	Action Action
 	// Rule names the rule that decided, for the log line and the trace
-	// header ("default" when no rule matched).
+	// header (RuleDefault when no rule matched).
 	Rule string
+	// Reason says why this verdict was reached.
+	Reason Reason
 	// Reply is set for Reject and Tempfail.
 	Reply *Reply
 	// Headers are added (after X-Foxproxy) for Deliver and Tag.
@@ -81,5 +128,5 @@ type DeliverAll struct{}
 
 // Decide implements Decider.
 func (DeliverAll) Decide(*pipeline.Transaction, []pipeline.Finding) Verdict {
-	return Verdict{Action: Deliver, Rule: "default"}
+	return Verdict{Action: Deliver, Rule: RuleDefault, Reason: ReasonDefault}
 }

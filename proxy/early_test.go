@@ -11,12 +11,12 @@ import (
 	"time"
 
 	"github.com/foxproxy/foxproxy/config"
+	"github.com/foxproxy/foxproxy/links"
 	"github.com/foxproxy/foxproxy/lists"
 	"github.com/foxproxy/foxproxy/lists/liststage"
 	"github.com/foxproxy/foxproxy/pipeline"
 	"github.com/foxproxy/foxproxy/policy"
 	"github.com/foxproxy/foxproxy/reputation"
-	"github.com/foxproxy/foxproxy/reputation/urls"
 )
 
 // fakeERS stands in for the ERS stage: it lists 192.0.2.1 and can look at
@@ -26,7 +26,7 @@ type fakeERS struct {
 	envelopes atomic.Int32
 }
 
-func (s *fakeERS) Name() string { return "ers" }
+func (s *fakeERS) Name() pipeline.StageName { return "ers" }
 func (s *fakeERS) Inspect(_ context.Context, tx *pipeline.Transaction) pipeline.Finding {
 	if tx.Client.String() != "192.0.2.1" {
 		return pipeline.Finding{Status: pipeline.Clean}
@@ -291,7 +291,7 @@ func TestBeforeQueueRefusesBlockedSenderAtRcpt(t *testing.T) {
 	}
 	h := lists.NewHolder()
 	h.Replace(lists.FromFiles, set)
-	ls, err := liststage.New(urls.Config{})
+	ls, err := liststage.New(links.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -338,7 +338,7 @@ type stageFunc struct {
 	fn   func(ctx context.Context, tx *pipeline.Transaction) pipeline.Finding
 }
 
-func (s stageFunc) Name() string { return s.name }
+func (s stageFunc) Name() pipeline.StageName { return pipeline.StageName(s.name) }
 func (s stageFunc) Inspect(ctx context.Context, tx *pipeline.Transaction) pipeline.Finding {
 	return s.fn(ctx, tx)
 }

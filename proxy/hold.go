@@ -37,7 +37,7 @@ const HoldClockSkew = 5 * time.Minute
 func (ss *session) hold(m *message) (handled bool, answer error) {
 	tx, v := m.tx, m.verdict
 	holdAfter := ss.rt.Config.Scan.HoldAfter.D()
-	if v.Action != policy.Tempfail || v.Rule != "on_scan_unavailable" || holdAfter <= 0 {
+	if v.Action != policy.Tempfail || v.Reason != policy.ReasonUnscanned || holdAfter <= 0 {
 		return false, nil
 	}
 	h, ok := ss.rt.Quarantine.(Holder)

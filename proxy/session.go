@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/foxproxy/foxproxy/delivery"
+	"github.com/foxproxy/foxproxy/lists"
 	"github.com/foxproxy/foxproxy/pipeline"
 	"github.com/foxproxy/foxproxy/policy"
 	"github.com/foxproxy/foxproxy/spool"
@@ -293,7 +294,6 @@ func (ss *session) refuseBeforeData(tx *transaction) *earlyAnswer {
 		QueueID:    tx.xfwd.Ident,
 		From:       tx.from,
 		Rcpts:      tx.rcpts,
-		Lists:      ss.rt.Lists.Current(),
 	}
 	if ptx.Helo == "" {
 		ptx.Helo = ss.conn.Hostname()
@@ -301,7 +301,7 @@ func (ss *session) refuseBeforeData(tx *transaction) *earlyAnswer {
 	if delivery.Unavailable(ptx.QueueID) {
 		ptx.QueueID = ""
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeouts.Stages.D())
+	ctx, cancel := context.WithTimeout(lists.NewContext(context.Background(), ss.rt.Lists.Current()), cfg.Timeouts.Stages.D())
 	defer cancel()
 	start := time.Now()
 	findings, err := ss.rt.Pipeline.RunEnvelope(ctx, ptx)
@@ -419,7 +419,8 @@ func (ss *session) Data(r io.Reader) (result error) {
 		msg = plain
 	}
 	ptx := ss.pipelineTransaction(tx, msg, sum)
-	ctx, cancel := context.WithTimeout(context.Background(), ss.rt.Config.Timeouts.Stages.D())
+	// Every stage judges the message by the lists in force now.
+	ctx, cancel := context.WithTimeout(lists.NewContext(context.Background(), ss.rt.Lists.Current()), ss.rt.Config.Timeouts.Stages.D())
 	defer cancel()
 	stagesStart := time.Now()
 	findings, err := ss.rt.Pipeline.Run(ctx, ptx)
@@ -522,7 +523,6 @@ func (ss *session) pipelineTransaction(tx *transaction, msg *spool.Message, sum 
 		From:       tx.from,
 		Rcpts:      tx.rcpts,
 		Message:    msg,
-		Lists:      ss.rt.Lists.Current(),
 	}
 	if ptx.Helo == "" {
 		ptx.Helo = ss.conn.Hostname()
@@ -690,7 +690,7 @@ func (fs findingsLog) MarshalLogArray(enc zapcore.ArrayEncoder) error {
 type findingLog pipeline.Finding
 
 func (f findingLog) MarshalLogObject(enc zapcore.ObjectEncoder) error {
-	enc.AddString("stage", f.Stage)
+	enc.AddString("stage", string(f.Stage))
 	enc.AddString("status", string(f.Status))
 	if len(f.Categories) > 0 {
 		enc.AddString("categories", strings.Join(f.Categories, ","))

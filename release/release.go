@@ -147,7 +147,7 @@ func Envelope(e quarantine.Entry, size int64) delivery.Envelope {
 func EntryFindings(fs []pipeline.Finding) []quarantine.Finding {
 	var out []quarantine.Finding
 	for _, f := range fs {
-		out = append(out, quarantine.Finding{Stage: f.Stage, Status: string(f.Status),
+		out = append(out, quarantine.Finding{Stage: string(f.Stage), Status: string(f.Status),
 			Categories: f.Categories, Detail: f.Detail, Backend: f.Backend})
 	}
 	return out

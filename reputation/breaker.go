@@ -240,7 +240,7 @@ func (b *breaker) runProbe() {
 	b.lastErr = err.Error()
 	// Still open: not a state change, so not worth more than a debug line
 	// every ProbeInterval for the length of an outage.
-	b.log.Debug("WRS backend probe failed", zap.String("stage", "wrs"),
+	b.log.Debug("WRS backend probe failed", zap.String("stage", string(WRSStage)),
 		zap.String("backend", b.name), zap.String("reason", b.lastErr))
 	b.planLocked()
 }
@@ -258,7 +258,7 @@ func (b *breaker) setLocked(to State, reason string, extra ...zap.Field) {
 		level = zapcore.WarnLevel
 	}
 	fields := append([]zap.Field{
-		zap.String("stage", "wrs"),
+		zap.String("stage", string(WRSStage)),
 		zap.String("backend", b.name),
 		zap.String("from", string(from)),
 		zap.String("to", string(to)),

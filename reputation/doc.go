@@ -24,7 +24,7 @@
 //     re-checked every RecheckInterval until it recovers by itself; a zone
 //     that passed is never disabled by later failures, which only make that
 //     message's finding Skipped.
-//   - WRS is the pipeline stage for links (DESIGN.md §4 row 2). Package urls
+//   - WRS is the pipeline stage for links (DESIGN.md §4 row 2). Package links
 //     extracts and normalises the URLs; each Backend judges them: a DNS URI
 //     list (DNSZone: codes or a SURBL-style bitmask, asked for the
 //     registrable domain, the full host and IP literals) or Safe Browsing

@@ -51,7 +51,7 @@ type ERSConfig struct {
 	Clock Clock
 	// Lists, when set, are asked at MAIL time: an approved client's
 	// lookups are not prefetched. (Inspect uses the message's snapshot,
-	// pipeline.Transaction.Lists.)
+	// lists.FromContext.)
 	Lists *lists.Holder
 }
 
@@ -154,13 +154,13 @@ func NewERS(cfg ERSConfig) (*ERS, error) {
 	e.base, e.cancel = context.WithCancel(context.Background())
 	if e.recheck == 0 && !cfg.SkipStartupCheck {
 		e.log.Warn("ERS recheck_interval is 0: a zone that fails its first check stays disabled until restart (not recommended)",
-			zap.String("stage", "ers"))
+			zap.String("stage", string(ERSStage)))
 	}
 	return e, nil
 }
 
 // Name implements pipeline.Stage.
-func (e *ERS) Name() string { return "ers" }
+func (e *ERS) Name() pipeline.StageName { return ERSStage }
 
 // PrefetchClient implements pipeline.ClientPrefetcher: it starts the first
 // connectivity checks if none ran, and the lookups of addr in every zone
@@ -201,7 +201,7 @@ type zoneOutcome struct {
 func (e *ERS) Inspect(ctx context.Context, tx *pipeline.Transaction) pipeline.Finding {
 	start := time.Now()
 	var f pipeline.Finding
-	if _, ok := tx.Lists.ClientApproved(tx.Client); ok {
+	if _, ok := lists.FromContext(ctx).ClientApproved(tx.Client); ok {
 		// The appliance's "approved senders": no reputation lookup at all.
 		f = pipeline.Finding{Status: pipeline.Skipped, Detail: "approved client"}
 	} else {

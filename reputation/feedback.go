@@ -387,7 +387,7 @@ func (s *feedbackSink) setDown(log *zap.Logger, err error) {
 	if !s.down {
 		s.down = true
 		log.Warn("WRS feedback sink down; entries are retried, then dropped and counted (mail is not affected)",
-			zap.String("stage", "wrs"), zap.String("sink", s.name), zap.String("reason", s.lastErr))
+			zap.String("stage", string(WRSStage)), zap.String("sink", s.name), zap.String("reason", s.lastErr))
 	}
 }
 
@@ -396,7 +396,7 @@ func (s *feedbackSink) setUp(log *zap.Logger) {
 	defer s.mu.Unlock()
 	if s.down {
 		s.down = false
-		log.Info("WRS feedback sink up again", zap.String("stage", "wrs"), zap.String("sink", s.name))
+		log.Info("WRS feedback sink up again", zap.String("stage", string(WRSStage)), zap.String("sink", s.name))
 	}
 }
 

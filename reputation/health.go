@@ -257,7 +257,7 @@ func (h *zoneHealth) setLocked(to State, now time.Time, reason string, extra ...
 		level = zapcore.WarnLevel
 	}
 	fields := append([]zap.Field{
-		zap.String("stage", "ers"),
+		zap.String("stage", string(ERSStage)),
 		zap.String("zone", h.zone.Name),
 		zap.String("from", string(from)),
 		zap.String("to", string(to)),

@@ -33,7 +33,7 @@ func TestERSApprovedClientSkipsLookups(t *testing.T) {
 	// 192.0.2.10 is listed in bl.test, but approved: no query at all,
 	// neither at MAIL time nor for the message.
 	e.PrefetchClient(addr("192.0.2.10"))
-	f := e.Inspect(context.Background(), &pipeline.Transaction{Client: addr("192.0.2.10"), Lists: h.Current()})
+	f := e.Inspect(lists.NewContext(context.Background(), h.Current()), &pipeline.Transaction{Client: addr("192.0.2.10")})
 	if f.Status != pipeline.Skipped || f.Detail != "approved client" || f.Stage != "ers" {
 		t.Errorf("finding = %+v", f)
 	}
@@ -43,7 +43,7 @@ func TestERSApprovedClientSkipsLookups(t *testing.T) {
 	}
 
 	// A message whose snapshot predates the approval is still checked.
-	f = e.Inspect(context.Background(), &pipeline.Transaction{Client: addr("192.0.2.10"), Lists: &lists.Set{}})
+	f = e.Inspect(lists.NewContext(context.Background(), &lists.Set{}), &pipeline.Transaction{Client: addr("192.0.2.10")})
 	if f.Status != pipeline.Listed {
 		t.Errorf("without the approval: %+v", f)
 	}
@@ -55,13 +55,9 @@ func TestWRSLocalBlockedURLs(t *testing.T) {
 	w, _ := newWRS(t, WRSConfig{Zones: []DNSZone{uriblZone}, Client: c})
 	set := listSet(t, lists.BlockedURLs, "local-bad.example\n192.0.2.200\n")
 
-	mk := func(body string) *pipeline.Transaction {
-		x := tx(body)
-		x.Lists = set
-		return x
-	}
+	ctx := lists.NewContext(context.Background(), set)
 	// Only locally blocked URLs: listed without a single DNS query.
-	f := w.Inspect(context.Background(), mk(textMail("http://www.local-bad.example/a", "http://192.0.2.200/b")))
+	f := w.Inspect(ctx, tx(textMail("http://www.local-bad.example/a", "http://192.0.2.200/b")))
 	wantFinding(t, f, pipeline.Listed, []string{"blocked"}, "listed by local; 2 urls")
 	if got, want := items(f), []string{"192.0.2.200 local blocked", "local-bad.example local blocked"}; !slices.Equal(got, want) {
 		t.Errorf("items = %q, want %q", got, want)
@@ -71,14 +67,14 @@ func TestWRSLocalBlockedURLs(t *testing.T) {
 	}
 
 	// Mixed: the local hit and the DNS list's hit, the rest still asked.
-	f = w.Inspect(context.Background(), mk(textMail("http://local-bad.example/", "http://evil.example/", "https://clean.example/")))
+	f = w.Inspect(ctx, tx(textMail("http://local-bad.example/", "http://evil.example/", "https://clean.example/")))
 	wantFinding(t, f, pipeline.Listed, []string{"blocked", "spam"}, "listed by local, uribl.test; 3 urls")
 	if s.count("clean.example.uribl.test.", dns.TypeA) != 1 || s.count("local-bad.example.uribl.test.", dns.TypeA) != 0 {
 		t.Error("the remaining URLs were not looked up exactly as expected")
 	}
 
 	// No local hit: as before.
-	f = w.Inspect(context.Background(), mk(textMail("https://clean.example/x")))
+	f = w.Inspect(ctx, tx(textMail("https://clean.example/x")))
 	wantFinding(t, f, pipeline.Clean, nil, "1 urls")
 }
 

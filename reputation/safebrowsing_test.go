@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/foxproxy/foxproxy/links"
 	"github.com/foxproxy/foxproxy/pipeline"
-	"github.com/foxproxy/foxproxy/reputation/urls"
 )
 
 // TestSafeBrowsingRequestShape asserts the JSON the server receives, per
@@ -185,15 +185,15 @@ func TestSafeBrowsingFailures(t *testing.T) {
 // most 500, and the listings of every batch count.
 func TestSafeBrowsingBatches(t *testing.T) {
 	sb := newFakeSB(t)
-	var links []string
+	var urls []string
 	for i := range 1200 {
-		links = append(links, fmt.Sprintf("http://h%d.example/p", i))
+		urls = append(urls, fmt.Sprintf("http://h%d.example/p", i))
 	}
 	sb.list("http://h7.example/p", "MALWARE")
 	sb.list("http://h1100.example/p", "SOCIAL_ENGINEERING")
 	w, _ := newWRS(t, WRSConfig{SafeBrowsing: sb.config(),
-		Extractor: urls.Config{Limits: urls.Limits{MaxURLs: 1200}}})
-	f := w.Inspect(context.Background(), tx(textMail(links...)))
+		Extractor: links.Config{Limits: links.Limits{MaxURLs: 1200}}})
+	f := w.Inspect(context.Background(), tx(textMail(urls...)))
 	wantFinding(t, f, pipeline.Listed, []string{"malware", "phish"}, "1200 urls")
 	sb.mu.Lock()
 	defer sb.mu.Unlock()

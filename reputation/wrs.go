@@ -15,9 +15,9 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/foxproxy/foxproxy/links"
 	"github.com/foxproxy/foxproxy/lists"
 	"github.com/foxproxy/foxproxy/pipeline"
-	"github.com/foxproxy/foxproxy/reputation/urls"
 )
 
 // DefaultWRSBudget bounds WRS's work on one message: extraction and
@@ -37,9 +37,9 @@ type WRSConfig struct {
 	// Backends are further backends, after the above. WRS does not close
 	// them.
 	Backends []Backend
-	// Extractor bounds and tunes URL extraction (urls.Config; the zero
+	// Extractor bounds and tunes URL extraction (links.Config; the zero
 	// value is the extractor's defaults, 50 URLs at most).
-	Extractor urls.Config
+	Extractor links.Config
 	// Budget bounds Inspect, extraction included (default 5s); the
 	// caller's context may end it sooner.
 	Budget time.Duration
@@ -54,7 +54,7 @@ type WRSConfig struct {
 	// system).
 	Clock Clock
 	// Lists, when set, are the local lists CheckURL asks first (Inspect
-	// uses the message's snapshot, pipeline.Transaction.Lists).
+	// uses the message's snapshot, lists.FromContext).
 	Lists *lists.Holder
 }
 
@@ -101,14 +101,14 @@ func (c WRSConfig) Validate() error {
 	if c.Budget < 0 {
 		return errors.New("wrs: negative budget")
 	}
-	if _, err := urls.New(c.Extractor); err != nil {
+	if _, err := links.New(c.Extractor); err != nil {
 		return fmt.Errorf("wrs: %w", err)
 	}
 	return nil
 }
 
 // WRS is the web reputation stage (DESIGN.md §4 row 2): it extracts the
-// URLs of a message (package urls) and asks every backend about them in
+// URLs of a message (package links) and asks every backend about them in
 // parallel, within the budget. Each backend sits behind its own circuit
 // breaker (see StateClosed), so an outage costs Failures messages their
 // timeout, not every message.
@@ -126,7 +126,7 @@ func (c WRSConfig) Validate() error {
 //   - else → Clean, Detail "N urls" (and "truncated" when the extractor
 //     hit a limit, so some URLs were not looked at).
 type WRS struct {
-	extractor *urls.Extractor
+	extractor *links.Extractor
 	backends  []Backend
 	breakers  []*breaker
 	own       []io.Closer // backends WRS created
@@ -144,7 +144,7 @@ func NewWRS(cfg WRSConfig) (*WRS, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	x, _ := urls.New(cfg.Extractor) // validated above
+	x, _ := links.New(cfg.Extractor) // validated above
 	w := &WRS{
 		lists:     cfg.Lists,
 		extractor: x,
@@ -186,7 +186,7 @@ func NewWRS(cfg WRSConfig) (*WRS, error) {
 }
 
 // Name implements pipeline.Stage.
-func (w *WRS) Name() string { return "wrs" }
+func (w *WRS) Name() pipeline.StageName { return WRSStage }
 
 // outcome is one backend's part of a finding.
 type outcome struct {
@@ -226,7 +226,7 @@ func (w *WRS) inspect(ctx context.Context, tx *pipeline.Transaction) pipeline.Fi
 		}
 		return pipeline.Finding{Status: pipeline.Clean, Detail: d, Incomplete: res.Truncated}
 	}
-	local, rest := blockedLocally(tx.Lists, res)
+	local, rest := blockedLocally(lists.FromContext(ctx), res)
 	if len(rest.URLs) == 0 {
 		return w.combine(res, []outcome{{res: local}}, []string{LocalListName})
 	}
@@ -324,7 +324,7 @@ func tallyOutcomes(outs []outcome, names []string) tally {
 }
 
 // combine turns the backends' outcomes into one finding (rules on WRS).
-func (w *WRS) combine(res *urls.Result, outs []outcome, names []string) pipeline.Finding {
+func (w *WRS) combine(res *links.Result, outs []outcome, names []string) pipeline.Finding {
 	t := tallyOutcomes(outs, names)
 	f := pipeline.Finding{Items: t.items, Categories: t.categories}
 	problems := t.problems
@@ -375,7 +375,7 @@ func (w *WRS) report(tx *pipeline.Transaction, q *Query, outs []outcome) {
 		return
 	}
 	type listing struct{ cats, lists []string }
-	byKey := make(map[urls.Key]*listing)
+	byKey := make(map[links.Key]*listing)
 	byURL := make(map[string]*listing)
 	add := func(m *listing, name string, cats []string) {
 		m.cats = append(m.cats, cats...)
@@ -395,7 +395,7 @@ func (w *WRS) report(tx *pipeline.Transaction, q *Query, outs []outcome) {
 					byURL[h.URL] = m
 				}
 			} else {
-				k := urls.Key{Kind: h.Kind, Name: h.What}
+				k := links.Key{Kind: h.Kind, Name: h.What}
 				if m = byKey[k]; m == nil {
 					m = &listing{}
 					byKey[k] = m
@@ -411,9 +411,9 @@ func (w *WRS) report(tx *pipeline.Transaction, q *Query, outs []outcome) {
 		var hit listing
 		for _, m := range []*listing{
 			byURL[u.Normalized],
-			byKey[urls.Key{Kind: urls.KeyDomain, Name: u.Domain}],
-			byKey[urls.Key{Kind: urls.KeyHost, Name: u.Host}],
-			byKey[urls.Key{Kind: urls.KeyIP, Name: u.Host}],
+			byKey[links.Key{Kind: links.KeyDomain, Name: u.Domain}],
+			byKey[links.Key{Kind: links.KeyHost, Name: u.Host}],
+			byKey[links.Key{Kind: links.KeyIP, Name: u.Host}],
 		} {
 			if m != nil {
 				hit.cats = append(hit.cats, m.cats...)

@@ -3,7 +3,7 @@ package reputation
 import (
 	"context"
 
-	"github.com/foxproxy/foxproxy/reputation/urls"
+	"github.com/foxproxy/foxproxy/links"
 )
 
 // Backend is one source of URL reputation for WRS: a DNS URI block list
@@ -39,11 +39,11 @@ type Backend interface {
 
 // Query is what WRS asks the backends about one message.
 type Query struct {
-	// URLs are the message's distinct normalised URLs (urls.Result.URLs).
-	URLs []urls.URL
-	// Keys are their distinct lookup keys (urls.Result.Keys): registrable
+	// URLs are the message's distinct normalised URLs (links.Result.URLs).
+	URLs []links.URL
+	// Keys are their distinct lookup keys (links.Result.Keys): registrable
 	// domains, hosts that differ from them, IP addresses.
-	Keys []urls.Key
+	Keys []links.Key
 }
 
 // BackendResult is a backend's answer for one message.
@@ -61,7 +61,7 @@ type Hit struct {
 	What string
 	// Kind is the kind of key that is listed (a DNS list hit), or 0 for a
 	// hit on one URL (Safe Browsing), which URL then names.
-	Kind urls.KeyKind
+	Kind links.KeyKind
 	// URL is the listed URL's normalised form for a URL hit.
 	URL string
 	// Categories are the categories of the listing, sorted, without

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/foxproxy/foxproxy/reputation/urls"
+	"github.com/foxproxy/foxproxy/links"
 )
 
 // URLVerdict is WRS's judgement of one URL at click time.
@@ -27,7 +27,7 @@ var ErrURLUnchecked = errors.New("wrs: url not checked")
 
 // CheckURL judges one URL now, for time-of-click protection. The URL is
 // normalised as the extractor normalises the URLs of a message
-// (urls.Normalize: case, IDNA, numeric hosts) and its keys (registrable
+// (links.Normalize: case, IDNA, numeric hosts) and its keys (registrable
 // domain, host, IP) are asked of every backend through the same breakers
 // and caches as Inspect, so a click on a link of a message just checked
 // costs no lookup.
@@ -42,11 +42,11 @@ func (w *WRS) CheckURL(ctx context.Context, rawURL string) (URLVerdict, error) {
 	if w.closed.Load() {
 		return URLVerdict{}, fmt.Errorf("%w: stage closed", ErrURLUnchecked)
 	}
-	u, err := urls.Normalize(rawURL)
+	u, err := links.Normalize(rawURL)
 	if err != nil {
 		return URLVerdict{}, nil
 	}
-	res := &urls.Result{URLs: []urls.URL{u}}
+	res := &links.Result{URLs: []links.URL{u}}
 	// The local blocked_urls list in force now, not when the message
 	// came: a domain blocked since is blocked at the click.
 	local, rest := blockedLocally(w.lists.Current(), res)

@@ -12,7 +12,7 @@ import (
 
 	"github.com/miekg/dns"
 
-	"github.com/foxproxy/foxproxy/reputation/urls"
+	"github.com/foxproxy/foxproxy/links"
 )
 
 // DefaultTestPoint is the name every domain list must list (RFC 5782 §5),
@@ -189,9 +189,9 @@ func (d *dnsList) Lookup(ctx context.Context, q *Query) (BackendResult, error) {
 	for i, k := range keys {
 		var err error
 		switch {
-		case k.Kind == urls.KeyIP && d.skipIPs:
+		case k.Kind == links.KeyIP && d.skipIPs:
 			continue
-		case k.Kind == urls.KeyIP:
+		case k.Kind == links.KeyIP:
 			names[i], err = ipQueryName(k.IP, d.zone.Name)
 		default:
 			names[i], err = domainQueryName(k.Name, d.zone.Name)

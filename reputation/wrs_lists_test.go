@@ -5,10 +5,10 @@ import (
 	"reflect"
 	"testing"
 
+	"github.com/foxproxy/foxproxy/links"
 	"github.com/foxproxy/foxproxy/lists"
 	"github.com/foxproxy/foxproxy/lists/liststage"
 	"github.com/foxproxy/foxproxy/pipeline"
-	"github.com/foxproxy/foxproxy/reputation/urls"
 )
 
 // WRS and the lists stage find the same through pipeline.Run, where they
@@ -23,7 +23,7 @@ func TestWRSListsShareLinks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ls, err := liststage.New(urls.Config{})
+	ls, err := liststage.New(links.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,12 +42,12 @@ func TestWRSListsShareLinks(t *testing.T) {
 		{htmlMail(20 << 10), false},
 	} {
 		m := tx(c.mail)
-		m.Lists = set
-		alone := strip(w.Inspect(context.Background(), m), ls.Inspect(context.Background(), m))
+		ctx := lists.NewContext(context.Background(), set)
+		alone := strip(w.Inspect(ctx, m), ls.Inspect(ctx, m))
 		if (alone[0].Status == pipeline.Listed) != c.listed || alone[1].Has("blocked_urls") != c.listed {
 			t.Fatalf("alone: %+v", alone)
 		}
-		got, err := pipeline.New(w, ls).Run(context.Background(), m)
+		got, err := pipeline.New(w, ls).Run(ctx, m)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -79,10 +79,10 @@ func BenchmarkPipelineWRSLists100KCached(b *testing.B) {
 	}
 	for _, bc := range []struct {
 		name string
-		cfg  urls.Config
+		cfg  links.Config
 	}{
-		{"shared", urls.Config{}},
-		{"separate", urls.Config{Limits: urls.Limits{MaxURLs: 51}}},
+		{"shared", links.Config{}},
+		{"separate", links.Config{Limits: links.Limits{MaxURLs: 51}}},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			ls, err := liststage.New(bc.cfg)
@@ -91,9 +91,9 @@ func BenchmarkPipelineWRSLists100KCached(b *testing.B) {
 			}
 			p := pipeline.New(w, ls)
 			msg := tx(htmlMail(100 << 10))
-			msg.Lists = set
+			ctx := lists.NewContext(context.Background(), set)
 			run := func() {
-				fs, err := p.Run(context.Background(), msg)
+				fs, err := p.Run(ctx, msg)
 				if err != nil || fs[0].Status != pipeline.Clean || fs[1].Status != pipeline.Clean {
 					b.Fatal(fs, err)
 				}

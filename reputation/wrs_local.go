@@ -1,8 +1,8 @@
 package reputation
 
 import (
+	"github.com/foxproxy/foxproxy/links"
 	"github.com/foxproxy/foxproxy/lists"
-	"github.com/foxproxy/foxproxy/reputation/urls"
 )
 
 // LocalListName is the zone name of a WRS hit on the local blocked_urls
@@ -16,12 +16,12 @@ const (
 // local blocked_urls list (returned as hits, one per matching entry) and
 // the rest, which still go to the backends. A locally blocked URL costs no
 // DNS query and no Safe Browsing request.
-func blockedLocally(set *lists.Set, res *urls.Result) (BackendResult, *urls.Result) {
+func blockedLocally(set *lists.Set, res *links.Result) (BackendResult, *links.Result) {
 	if set.Len(lists.BlockedURLs) == 0 {
 		return BackendResult{}, res
 	}
 	var hits BackendResult
-	rest := &urls.Result{Truncated: res.Truncated, Parts: res.Parts, Bytes: res.Bytes}
+	rest := &links.Result{Truncated: res.Truncated, Parts: res.Parts, Bytes: res.Bytes}
 	seen := map[string]bool{}
 	for _, u := range res.URLs {
 		entry, ok := set.URLBlocked(u.Host)

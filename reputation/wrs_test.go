@@ -11,8 +11,8 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/foxproxy/foxproxy/links"
 	"github.com/foxproxy/foxproxy/pipeline"
-	"github.com/foxproxy/foxproxy/reputation/urls"
 )
 
 // uriLists serves uribl.test (whole codes) and multi.test (a SURBL-style
@@ -95,7 +95,7 @@ func TestWRSTruncated(t *testing.T) {
 	s := uriLists(t)
 	c := newClient(t, DNSConfig{}, s.Addr)
 	w, _ := newWRS(t, WRSConfig{Zones: []DNSZone{uriblZone}, Client: c,
-		Extractor: urls.Config{Limits: urls.Limits{MaxURLs: 2}}})
+		Extractor: links.Config{Limits: links.Limits{MaxURLs: 2}}})
 	f := w.Inspect(context.Background(), tx(textMail("https://a.example/", "https://b.example/", "http://evil.example/")))
 	wantFinding(t, f, pipeline.Clean, nil, "2 urls; truncated")
 	if f.Stage = "wrs"; !f.Incomplete || f.Trace() != "wrs=clean(incomplete)" {
@@ -233,7 +233,7 @@ func TestWRSConfigValidate(t *testing.T) {
 		{"zone named safebrowsing", WRSConfig{Zones: []DNSZone{{Name: "safebrowsing"}}, Client: c, SafeBrowsing: sb}, "clashes"},
 		{"negative budget", WRSConfig{SafeBrowsing: sb, Budget: -1}, "negative budget"},
 		{"negative failures", WRSConfig{SafeBrowsing: sb, Breaker: BreakerConfig{Failures: -1}}, "negative failures"},
-		{"bad redirector", WRSConfig{SafeBrowsing: sb, Extractor: urls.Config{Redirectors: []urls.Redirector{{}}}}, ""},
+		{"bad redirector", WRSConfig{SafeBrowsing: sb, Extractor: links.Config{Redirectors: []links.Redirector{{}}}}, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

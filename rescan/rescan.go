@@ -282,7 +282,7 @@ func (l *Loop) process(e quarantine.Entry) outcome {
 	v := l.cfg.Policy.Decide(tx, findings)
 	log = log.With(zap.String("verdict", string(v.Action)), zap.String("rule", v.Rule), zap.Array("findings", findingsLog(findings)))
 	switch {
-	case v.Action == policy.Tempfail && v.Rule == "on_scan_unavailable":
+	case v.Action == policy.Tempfail && v.Reason == policy.ReasonUnscanned:
 		log.Info("held message still cannot be scanned; it stays held")
 		return halt
 	case v.Action == policy.Deliver || v.Action == policy.Tag:

@@ -23,7 +23,7 @@ import (
 // and it answers nothing at all while down.
 type scanByContent struct{ down bool }
 
-func (s *scanByContent) Name() string { return "scan" }
+func (s *scanByContent) Name() pipeline.StageName { return "scan" }
 func (s *scanByContent) Inspect(_ context.Context, tx *pipeline.Transaction) pipeline.Finding {
 	if s.down {
 		return pipeline.Finding{Status: pipeline.Unavailable}
@@ -157,7 +157,7 @@ type stageCounter struct {
 	s pipeline.Stage
 }
 
-func (c stageCounter) Name() string { return c.s.Name() }
+func (c stageCounter) Name() pipeline.StageName { return c.s.Name() }
 func (c stageCounter) Inspect(ctx context.Context, tx *pipeline.Transaction) pipeline.Finding {
 	*c.n++
 	return c.s.Inspect(ctx, tx)

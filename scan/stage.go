@@ -96,7 +96,7 @@ type Config struct {
 	Clock Clock
 }
 
-// Stage is foxproxy's malware scan stage (pipeline name "scan"): smart
+// Stage is foxproxy's malware scan stage (pipeline name StageName): smart
 // scan with fallback to, and failover to, conventional scan. It is safe for
 // concurrent use.
 type Stage struct {
@@ -183,7 +183,7 @@ func NewStage(cfg Config) (*Stage, error) {
 }
 
 // Name implements pipeline.Stage.
-func (s *Stage) Name() string { return "scan" }
+func (s *Stage) Name() pipeline.StageName { return StageName }
 
 // Inspect implements pipeline.Stage. It reads the message through
 // tx.Message.Open(), once per scanner tried.

@@ -39,7 +39,7 @@ func (q quarantiner) Hold(_ context.Context, it proxy.QuarantineItem, arrived ti
 	e.Reason = "no scanner could scan it; held for rescan"
 	e.Arrived = arrived.UTC()
 	for i, f := range e.Findings {
-		if f.Stage == "scan" {
+		if f.Stage == string(scan.StageName) {
 			e.Findings[i].Status = "unscanned"
 		}
 	}

@@ -11,10 +11,10 @@ import (
 
 	"github.com/foxproxy/foxproxy/admin"
 	"github.com/foxproxy/foxproxy/config"
+	"github.com/foxproxy/foxproxy/links"
 	"github.com/foxproxy/foxproxy/lists"
 	"github.com/foxproxy/foxproxy/lists/liststage"
 	"github.com/foxproxy/foxproxy/pipeline"
-	"github.com/foxproxy/foxproxy/reputation/urls"
 	"github.com/foxproxy/foxproxy/scan"
 	"github.com/foxproxy/foxproxy/update"
 )
@@ -96,9 +96,9 @@ func (w *wired) wireLists(cfg *config.Config, log *zap.Logger) (pipeline.Stage, 
 	}
 	// WRS's extraction settings (buildWRS), so that both stages share one
 	// extraction per message.
-	xc := urls.Config{Limits: urls.Limits{MaxURLs: cfg.WRS.MaxURLs}}
+	xc := links.Config{Limits: links.Limits{MaxURLs: cfg.WRS.MaxURLs}}
 	if cfg.WRS.UnwrapRedirectors {
-		xc.Redirectors = urls.DefaultRedirectors()
+		xc.Redirectors = links.DefaultRedirectors()
 	}
 	return liststage.New(xc)
 }

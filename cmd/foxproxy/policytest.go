@@ -17,8 +17,11 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/foxproxy/foxproxy/config"
+	"github.com/foxproxy/foxproxy/lists"
 	"github.com/foxproxy/foxproxy/pipeline"
 	"github.com/foxproxy/foxproxy/policy"
+	"github.com/foxproxy/foxproxy/reputation"
+	"github.com/foxproxy/foxproxy/scan"
 	"github.com/foxproxy/foxproxy/spool"
 )
 
@@ -29,14 +32,11 @@ prints each finding, the verdict and the rule that decided. The checks are
 real: ERS and WRS query their lists, scan sends the message to the
 configured scanners. --finding STAGE=STATUS[:WHAT] puts a finding in place
 of a stage's (which is then not run), e.g. ers=listed:spam,
-wrs=listed:phish, scan=infected:Eicar-Test, scan=unavailable, wrs=skipped;
---no-stages runs none, for a pure dry run of the rules. MESSAGE.eml "-"
+wrs=listed:phish, scan=infected:Eicar-Test, scan=unavailable, wrs=skipped,
+lists=listed:blocked_clients; --no-stages runs none, for a pure dry run of the rules. MESSAGE.eml "-"
 reads standard input. Exit status: 0 the test ran (whatever the verdict),
 1 it could not, 2 usage error.
 `
-
-// stageNames are the stages a policy condition can name, in pipeline order.
-var stageNames = []string{"ers", "wrs", "scan"}
 
 // policyCmd runs "foxproxy policy ...".
 func policyCmd(args []string, stdout, stderr io.Writer) int {
@@ -76,8 +76,8 @@ func policyCmd(args []string, stdout, stderr io.Writer) int {
 		}
 		clientAddr = clientAddr.Unmap()
 	}
-	injected := map[string]pipeline.Finding{}
-	var injectedOrder []string
+	injected := map[pipeline.StageName]pipeline.Finding{}
+	var injectedOrder []pipeline.StageName
 	for _, s := range inject {
 		f, err := parseFinding(s)
 		if err != nil {
@@ -122,10 +122,9 @@ func policyCmd(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 
-	tx := &pipeline.Transaction{ID: "policy-test", Client: clientAddr, Helo: *helo, From: *from, Rcpts: to, Message: msg,
-		Lists: w.Runtime.Lists.Current()}
+	tx := &pipeline.Transaction{ID: "policy-test", Client: clientAddr, Helo: *helo, From: *from, Rcpts: to, Message: msg}
 	p := pipeline.New(run...)
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeouts.Stages.D())
+	ctx, cancel := context.WithTimeout(lists.NewContext(context.Background(), w.Runtime.Lists.Current()), cfg.Timeouts.Stages.D())
 	defer cancel()
 	p.PrefetchClient(clientAddr) // what the proxy does at MAIL
 	found, err := p.Run(ctx, tx)
@@ -136,7 +135,7 @@ func policyCmd(args []string, stdout, stderr io.Writer) int {
 	// The findings in pipeline order, injected ones in their stage's place
 	// (or after the stages, for a stage that is not configured).
 	var findings []pipeline.Finding
-	ran := map[string]pipeline.Finding{}
+	ran := map[pipeline.StageName]pipeline.Finding{}
 	for _, f := range found {
 		ran[f.Stage] = f
 	}
@@ -197,7 +196,7 @@ func policyCmd(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(out, "      %s listed in %s: %s\n", printable(it.What), printable(it.Zone), printable(it.Category))
 		}
 	}
-	row("verdict", "%s, %s", v.Action, decidedBy(cfg, v.Rule))
+	row("verdict", "%s, %s", v.Action, decidedBy(cfg, v))
 	switch v.Action {
 	case policy.Reject, policy.Tempfail:
 		if r := v.Reply; r != nil {
@@ -224,12 +223,13 @@ func policyCmd(args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-// decidedBy names the rule that decided and where it is written.
-func decidedBy(cfg *config.Config, rule string) string {
-	switch rule {
-	case "default":
+// decidedBy names the rule that decided v and where it is written.
+func decidedBy(cfg *config.Config, v policy.Verdict) string {
+	rule := v.Rule
+	switch v.Reason {
+	case policy.ReasonDefault:
 		return "no rule matched (the default)"
-	case "on_infected", "on_scan_unavailable":
+	case policy.ReasonInfected, policy.ReasonUnscanned:
 		key := "policy." + rule
 		if l := cfg.Line(key); l > 0 {
 			return fmt.Sprintf("by %s (%s:%d)", key, cfg.File, l)
@@ -250,17 +250,17 @@ func decidedBy(cfg *config.Config, rule string) string {
 
 // liveNote says what running a stage does, so nobody is surprised by
 // lookups or scans leaving the machine.
-func liveNote(cfg *config.Config, stage string) string {
+func liveNote(cfg *config.Config, stage pipeline.StageName) string {
 	switch stage {
-	case "ers":
+	case reputation.ERSStage:
 		zones := make([]string, len(cfg.ERS.Zones))
 		for i, z := range cfg.ERS.Zones {
 			zones[i] = z.Zone
 		}
 		return fmt.Sprintf("real DNS lookups of the client in %s via %s", strings.Join(zones, ", "), resolvers(cfg))
-	case "wrs":
+	case reputation.WRSStage:
 		return "real lookups of the message's links"
-	case "scan":
+	case scan.StageName:
 		return "real scan by " + scanners(cfg)
 	}
 	return "run as configured"
@@ -289,23 +289,31 @@ func scanners(cfg *config.Config) string {
 	return fmt.Sprintf("%s (mode %s)", strings.Join(parts, ", "), sc.ActiveMode())
 }
 
-// parseFinding reads STAGE=STATUS[:WHAT]: WHAT is the categories (comma
-// separated) of a listed finding, the threat of an infected one, the
-// detail of any other.
+// parseFinding reads STAGE=STATUS[:WHAT] for any stage a rule can test
+// (config.StageConditions): WHAT is the categories (comma separated) of a
+// listed finding, the threat of an infected one, the detail of any other.
+// A stage whose categories are fixed (the lists stage's are the lists'
+// names) takes only those.
 func parseFinding(s string) (pipeline.Finding, error) {
-	stage, rest, ok := strings.Cut(s, "=")
-	if !ok || !slices.Contains(stageNames, stage) {
-		return pipeline.Finding{}, fmt.Errorf("want STAGE=STATUS[:WHAT] with STAGE one of %s", strings.Join(stageNames, ", "))
+	name, rest, ok := strings.Cut(s, "=")
+	i := slices.IndexFunc(config.StageConditions, func(sc config.StageCondition) bool { return string(sc.Stage) == name })
+	if !ok || i < 0 {
+		var names []string
+		for _, sc := range config.StageConditions {
+			names = append(names, string(sc.Stage))
+		}
+		return pipeline.Finding{}, fmt.Errorf("want STAGE=STATUS[:WHAT] with STAGE one of %s", strings.Join(names, ", "))
 	}
+	sc := config.StageConditions[i]
 	status, what, _ := strings.Cut(rest, ":")
-	words := config.ReputationWords
-	if stage == "scan" {
-		words = config.ScanWords
+	if !slices.Contains(sc.Statuses, pipeline.Status(status)) {
+		var words []string
+		for _, st := range sc.Statuses {
+			words = append(words, string(st))
+		}
+		return pipeline.Finding{}, fmt.Errorf("%s status %q is not one of %s", name, status, strings.Join(words, ", "))
 	}
-	if !slices.Contains(words, status) {
-		return pipeline.Finding{}, fmt.Errorf("%s status %q is not one of %s", stage, status, strings.Join(words, ", "))
-	}
-	f := pipeline.Finding{Stage: stage, Status: pipeline.Status(status)}
+	f := pipeline.Finding{Stage: sc.Stage, Status: pipeline.Status(status)}
 	switch {
 	case status == string(pipeline.Listed):
 		for _, c := range strings.Split(what, ",") {
@@ -314,8 +322,18 @@ func parseFinding(s string) (pipeline.Finding, error) {
 			}
 		}
 		slices.Sort(f.Categories)
-		if len(f.Categories) == 0 {
-			f.Categories = []string{"listed"}
+		if len(f.Categories) == 0 && sc.AnyCategory {
+			f.Categories = []string{reputation.CategoryListed}
+		}
+		if !sc.AnyCategory {
+			if len(f.Categories) == 0 {
+				return pipeline.Finding{}, fmt.Errorf("%s=listed needs :WHAT, one or more of %s", name, strings.Join(sc.Words, ", "))
+			}
+			for _, c := range f.Categories {
+				if !slices.Contains(sc.Words, c) {
+					return pipeline.Finding{}, fmt.Errorf("%s category %q is not one of %s", name, c, strings.Join(sc.Words, ", "))
+				}
+			}
 		}
 	default:
 		f.Detail = what

@@ -105,6 +105,56 @@ func TestPolicyTest(t *testing.T) {
 	}
 }
 
+// A rule can test the local lists, so --finding takes the lists stage too,
+// with the lists' names as its categories.
+func TestPolicyTestListsFinding(t *testing.T) {
+	cfg, msg, _, _ := writePolicyTest(t, `policy:
+  rules:
+    - {name: blocked, if: {list: [blocked_clients]}, then: reject}
+`)
+	base := []string{"policy", "test", "-config", cfg, "--no-stages", "--to", "c@example.test"}
+	cases := []struct {
+		name        string
+		args        []string
+		code        int
+		out, errOut []string
+	}{
+		{"listed client", []string{"--finding", "lists=listed:blocked_clients", msg}, 0,
+			[]string{"lists=listed(blocked_clients)", "injected", `verdict   reject, rule "blocked", policy.rules[0] (` + cfg + `:3)`,
+				"reply     550 5.7.1 Error: message refused by policy"}, nil},
+		{"another list", []string{"--finding", "lists=listed:approved_clients", msg}, 0,
+			[]string{"lists=listed(approved_clients)", "verdict   deliver, no rule matched (the default)"}, nil},
+		{"clean", []string{"--finding", "lists=clean", msg}, 0,
+			[]string{"lists=clean", "verdict   deliver, no rule matched (the default)"}, nil},
+		{"every testable stage offered", []string{"--finding", "dkim=fail", msg}, 2, nil,
+			[]string{"STAGE one of ers, wrs, scan, lists"}},
+		{"unknown list", []string{"--finding", "lists=listed:blocked_client", msg}, 2, nil,
+			[]string{`lists category "blocked_client" is not one of approved_clients, blocked_clients, approved_senders, blocked_senders, blocked_urls`}},
+		{"listed without a list", []string{"--finding", "lists=listed", msg}, 2, nil,
+			[]string{"lists=listed needs :WHAT"}},
+		{"status the stage never reports", []string{"--finding", "lists=infected", msg}, 2, nil,
+			[]string{`lists status "infected" is not one of clean, listed`}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := runCLI(append(append([]string{}, base...), tc.args...)...)
+			if r.code != tc.code {
+				t.Errorf("exit %d, want %d\nstdout: %s\nstderr: %s", r.code, tc.code, r.out, r.errOut)
+			}
+			for _, s := range tc.out {
+				if !strings.Contains(r.out, s) {
+					t.Errorf("stdout lacks %q:\n%s", s, r.out)
+				}
+			}
+			for _, s := range tc.errOut {
+				if !strings.Contains(r.errOut, s) {
+					t.Errorf("stderr lacks %q:\n%s", s, r.errOut)
+				}
+			}
+		})
+	}
+}
+
 // Without --no-stages the configured stages run for real, built by wire():
 // a scanner that cannot be reached makes the finding unavailable.
 func TestPolicyTestRunsStages(t *testing.T) {

@@ -208,7 +208,7 @@ func truncate(s string, n int) string {
 
 // trace renders a stored finding the way the X-Foxproxy header does.
 func trace(f quarantine.Finding) string {
-	return pipeline.Finding{Stage: f.Stage, Status: pipeline.Status(f.Status), Categories: f.Categories,
+	return pipeline.Finding{Stage: pipeline.StageName(f.Stage), Status: pipeline.Status(f.Status), Categories: f.Categories,
 		Detail: f.Detail, Backend: f.Backend}.Trace()
 }
 

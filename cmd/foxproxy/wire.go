@@ -13,12 +13,12 @@ import (
 	"github.com/foxproxy/foxproxy/config"
 	"github.com/foxproxy/foxproxy/delivery"
 	"github.com/foxproxy/foxproxy/encryption"
+	"github.com/foxproxy/foxproxy/links"
 	"github.com/foxproxy/foxproxy/pipeline"
 	"github.com/foxproxy/foxproxy/policy"
 	"github.com/foxproxy/foxproxy/proxy"
 	"github.com/foxproxy/foxproxy/quarantine"
 	"github.com/foxproxy/foxproxy/reputation"
-	"github.com/foxproxy/foxproxy/reputation/urls"
 	"github.com/foxproxy/foxproxy/scan"
 )
 
@@ -150,7 +150,7 @@ func (w *wired) buildWRS(c config.WRS, dnsClient *reputation.DNSClient, log *zap
 	}
 	wc.Extractor.Limits.MaxURLs = c.MaxURLs
 	if c.UnwrapRedirectors {
-		wc.Extractor.Redirectors = urls.DefaultRedirectors()
+		wc.Extractor.Redirectors = links.DefaultRedirectors()
 	}
 	for _, z := range c.Zones {
 		codes, err := reputation.ParseCodes(z.Codes)
@@ -276,7 +276,7 @@ func dnsLists(lists []config.DNSList) ([]reputation.Zone, error) {
 func (w *wired) stageNames() []string {
 	names := []string{}
 	for _, s := range w.Pipeline.Stages() {
-		names = append(names, s.Name())
+		names = append(names, string(s.Name()))
 	}
 	return names
 }

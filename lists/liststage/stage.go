@@ -2,8 +2,8 @@
 // local lists (package lists) the message's client, sender and links are
 // on, so that policy rules can name them (`if: {list: [blocked_clients]}`).
 //
-// It is its own package because package pipeline carries the lists
-// snapshot (pipeline.Transaction.Lists) and so imports package lists.
+// It is its own package so that package lists, which config and the
+// updater use too, stays free of the pipeline.
 package liststage
 
 import (
@@ -12,19 +12,24 @@ import (
 	"strings"
 	"time"
 
+	"github.com/foxproxy/foxproxy/links"
 	"github.com/foxproxy/foxproxy/lists"
 	"github.com/foxproxy/foxproxy/pipeline"
-	"github.com/foxproxy/foxproxy/reputation/urls"
 )
 
-// Name is the stage's name in findings and the trace header.
-const Name = "lists"
+// Name is the stage's name in findings, the trace header, logs and
+// metrics. The policy's condition for it is if: {list: [...]}.
+const Name pipeline.StageName = "lists"
 
-// Stage looks the message up in its lists snapshot (tx.Lists). It makes no
-// network access and never fails: no match is Clean, any match is Listed
-// with the lists' names as categories.
+// Statuses are the statuses the stage reports. A Listed finding's
+// categories are the names of the lists that matched (lists.Names).
+var Statuses = []pipeline.Status{pipeline.Clean, pipeline.Listed}
+
+// Stage looks the message up in its lists snapshot (lists.FromContext). It
+// makes no network access and never fails: no match is Clean, any match is
+// Listed with the lists' names as categories.
 type Stage struct {
-	extractor *urls.Extractor
+	extractor *links.Extractor
 }
 
 var (
@@ -36,8 +41,8 @@ var (
 // extraction tuned by cfg; the extraction runs only while blocked_urls has
 // entries. Given WRS's extraction settings, the two stages share one
 // extraction per message (pipeline.Transaction.Links).
-func New(cfg urls.Config) (*Stage, error) {
-	x, err := urls.New(cfg)
+func New(cfg links.Config) (*Stage, error) {
+	x, err := links.New(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -45,7 +50,7 @@ func New(cfg urls.Config) (*Stage, error) {
 }
 
 // Name implements pipeline.Stage.
-func (s *Stage) Name() string { return Name }
+func (s *Stage) Name() pipeline.StageName { return Name }
 
 // InspectEnvelope implements pipeline.EnvelopeInspector: the client and
 // sender lists, without the links (blocked_urls needs the content; the
@@ -60,7 +65,7 @@ func (s *Stage) InspectEnvelope(ctx context.Context, tx *pipeline.Transaction) p
 func (s *Stage) Inspect(ctx context.Context, tx *pipeline.Transaction) pipeline.Finding {
 	start := time.Now()
 	f := pipeline.Finding{Stage: Name, Status: pipeline.Clean}
-	set := tx.Lists
+	set := lists.FromContext(ctx)
 	hit := func(k lists.Kind, what, entry string) {
 		if !f.Has(k.String()) {
 			f.Categories = append(f.Categories, k.String())

@@ -8,9 +8,9 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/foxproxy/foxproxy/links"
 	"github.com/foxproxy/foxproxy/lists"
 	"github.com/foxproxy/foxproxy/pipeline"
-	"github.com/foxproxy/foxproxy/reputation/urls"
 )
 
 type mem []byte
@@ -29,7 +29,7 @@ func TestStage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := New(urls.Config{})
+	st, err := New(links.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,11 +54,11 @@ func TestStage(t *testing.T) {
 			[]string{"approved_clients", "blocked_clients", "blocked_senders", "blocked_urls"}},
 	}
 	for _, c := range cases {
-		tx := &pipeline.Transaction{Client: netip.MustParseAddr(c.client), From: c.from, Lists: set}
+		tx := &pipeline.Transaction{Client: netip.MustParseAddr(c.client), From: c.from}
 		if c.msg != nil {
 			tx.Message = c.msg
 		}
-		f := st.Inspect(context.Background(), tx)
+		f := st.Inspect(lists.NewContext(context.Background(), set), tx)
 		want := pipeline.Clean
 		if len(c.cats) > 0 {
 			want = pipeline.Listed
@@ -88,20 +88,21 @@ func TestInspectEnvelope(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := New(urls.Config{})
+	st, err := New(links.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	link := mem("Subject: s\r\n\r\nsee https://evil.example/\r\n")
-	tx := &pipeline.Transaction{Client: netip.MustParseAddr("192.0.2.66"), From: "x@mx.spam.example", Message: link, Lists: set}
-	if f := st.InspectEnvelope(context.Background(), tx); !slices.Equal(f.Categories, []string{"blocked_clients", "blocked_senders"}) {
+	tx := &pipeline.Transaction{Client: netip.MustParseAddr("192.0.2.66"), From: "x@mx.spam.example", Message: link}
+	ctx := lists.NewContext(context.Background(), set)
+	if f := st.InspectEnvelope(ctx, tx); !slices.Equal(f.Categories, []string{"blocked_clients", "blocked_senders"}) {
 		t.Errorf("envelope: %+v", f)
 	}
-	if f := st.Inspect(context.Background(), tx); !slices.Equal(f.Categories, []string{"blocked_clients", "blocked_senders", "blocked_urls"}) {
+	if f := st.Inspect(ctx, tx); !slices.Equal(f.Categories, []string{"blocked_clients", "blocked_senders", "blocked_urls"}) {
 		t.Errorf("after DATA: %+v", f)
 	}
 	tx.Client, tx.From = netip.MustParseAddr("198.51.100.1"), "a@other.example"
-	if f := st.InspectEnvelope(context.Background(), tx); f.Status != pipeline.Clean {
+	if f := st.InspectEnvelope(ctx, tx); f.Status != pipeline.Clean {
 		t.Errorf("envelope of an unlisted message: %+v", f)
 	}
 }

@@ -1,14 +1,14 @@
-package urls_test
+package links_test
 
 import (
 	"fmt"
 	"strings"
 
-	"github.com/foxproxy/foxproxy/reputation/urls"
+	"github.com/foxproxy/foxproxy/links"
 )
 
 func Example() {
-	x, err := urls.New(urls.Config{Redirectors: urls.DefaultRedirectors()})
+	x, err := links.New(links.Config{Redirectors: links.DefaultRedirectors()})
 	if err != nil {
 		panic(err)
 	}
@@ -35,7 +35,7 @@ func Example() {
 }
 
 func ExampleNormalize() {
-	u, err := urls.Normalize("HTTP://user@WWW.Bücher.example.:8080/a b?q=1#top")
+	u, err := links.Normalize("HTTP://user@WWW.Bücher.example.:8080/a b?q=1#top")
 	if err != nil {
 		panic(err)
 	}

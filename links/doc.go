@@ -1,12 +1,15 @@
-// Package urls finds the web links in a mail message and turns them into
-// the keys that web reputation (WRS) looks up: registrable domains, host
-// names and IP addresses.
+// Package links finds the web links in a mail message and turns them into
+// the keys that reputation lists look up: registrable domains, host names
+// and IP addresses.
 //
-// It is the extraction half of WRS (DESIGN.md §3, §4 row 2): the DNS URI
-// block lists and the Safe Browsing backend take Result.Keys and
-// Result.URLs from here. Everything is bounded (Limits) and nothing fails:
-// a message that cannot be fully read yields what was found and notes that
-// say why the rest is missing.
+// It sits below the pipeline and every stage: pipeline.Transaction.Links
+// runs one extraction per message for the stages that need the links, web
+// reputation (package reputation, WRS) asks its DNS URI block lists and
+// Safe Browsing about Result.Keys and Result.URLs, and the lists stage
+// (package lists/liststage) looks the hosts up in blocked_urls. It imports
+// none of them. Everything is bounded (Limits) and nothing fails: a message
+// that cannot be fully read yields what was found and notes that say why
+// the rest is missing.
 //
 // # What is read
 //
@@ -91,4 +94,4 @@
 // repaired; and bytes outside the base64 alphabet, and base64 that goes on
 // after "=" padding, are handled as mail clients handle them instead of
 // ending the part. A broken multipart is read to its end as plain text.
-package urls
+package links
