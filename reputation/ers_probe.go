@@ -37,11 +37,11 @@ const (
 
 func (h *zoneHealth) probe(ctx context.Context) {
 	h.mu.Lock()
-	if h.state == StateDisabled {
-		h.mu.Unlock()
+	from := h.state
+	h.mu.Unlock()
+	if from == StateDisabled {
 		return
 	}
-	h.mu.Unlock()
 	cctx, cancel := context.WithTimeout(ctx, h.e.checkTimeout)
 	err := CheckHealth(cctx, h.e.client, h.zone)
 	cancel()
@@ -50,8 +50,8 @@ func (h *zoneHealth) probe(ctx context.Context) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	switch h.state {
-	case StateUnchecked:
+	switch {
+	case h.state == StateUnchecked:
 		// Shown, never acted upon: only a message decides (see above).
 		// lastCheck stays the time of the last connectivity check.
 		if err == nil {
@@ -60,9 +60,9 @@ func (h *zoneHealth) probe(ctx context.Context) {
 			h.lastErr, h.probeDetail = err.Error(), detailProbeFailed
 		}
 		return
-	case StateDisabled:
-		// The first message's check ended while this probe ran: the
-		// zone is its re-check timer's now.
+	case from == StateUnchecked, h.state == StateDisabled:
+		// The first message's check ended while this probe ran: its
+		// answer is newer than the probe's.
 		return
 	}
 	now := h.e.clock.Now()

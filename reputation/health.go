@@ -47,7 +47,8 @@ type Health struct {
 	State State
 	// Since is when State was entered (the stage's start for the first).
 	Since time.Time
-	// LastError is the last failure of a check or a lookup, "" if none.
+	// LastError is the last failure of a check or a lookup, "" if none;
+	// for an unchecked zone, that of the last probe ("" if it passed).
 	LastError string
 	// LastCheck is when the last connectivity check ended (zero: none).
 	LastCheck time.Time
