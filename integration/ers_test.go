@@ -1,6 +1,8 @@
 package integration
 
 import (
+	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -159,4 +161,87 @@ func waitSubject(t *testing.T, pf *harness.Postfix, subject string) harness.Mess
 	}
 	t.Fatalf("no message with subject %q delivered; log tail:\n%s", subject, tail(pf.Maillog(), 15))
 	return harness.Message{}
+}
+
+// ersRow is one dependency row of /status, with what the ERS tests read.
+type ersRow struct {
+	Kind      string            `json:"kind"`
+	Name      string            `json:"name"`
+	State     string            `json:"state"`
+	OK        bool              `json:"ok"`
+	LastError string            `json:"last_error"`
+	Detail    string            `json:"detail"`
+	Counters  map[string]uint64 `json:"counters"`
+}
+
+// statusRow returns the /status row of kind and name.
+func statusRow(t *testing.T, admin, kind, name string) ersRow {
+	t.Helper()
+	_, body := httpGet(t, admin+"/status", "application/json")
+	var st struct {
+		Dependencies []ersRow `json:"dependencies"`
+	}
+	if err := json.Unmarshal([]byte(body), &st); err != nil {
+		t.Fatalf("status JSON: %v\n%s", err, body)
+	}
+	for _, d := range st.Dependencies {
+		if d.Kind == kind && d.Name == name {
+			return d
+		}
+	}
+	t.Fatalf("no dependency %s %s in %s", kind, name, body)
+	return ersRow{}
+}
+
+// The first message after start decides a zone's state, as the README
+// says, not the health monitor: with the list server dead from the start
+// and no mail, the zone stays unchecked through several probes, which only
+// show the failure; one message disables it (and is delivered with
+// ers=disabled); the list coming back re-enables it by itself within
+// recheck_interval (1s) and a margin.
+func TestERSFirstMessageDecidesZoneState(t *testing.T) {
+	rbl := startBlockList(t)
+	rbl.Stop()
+	pf := harness.StartPostfix(t, harness.PostfixOptions{})
+	fp := startFoxproxy(t, pf.FilterAddr, pf.ReinjectAddr, append(ersConfig(rbl), "admin_probe_interval: 1s", ersPolicy)...)
+
+	// Rounds of probes are counted on the downstream's row: the monitor
+	// starts a round only when the last one (ERS's probe included) ended.
+	const rounds = 4
+	startRounds := statusRow(t, fp.Admin, "downstream", "smtpd").Counters["probes"]
+	waitFor(t, fmt.Sprintf("%d probe rounds", rounds), 30*time.Second, func() bool {
+		zone := statusRow(t, fp.Admin, "ers", "bl.example.test")
+		if zone.State != "unchecked" {
+			t.Fatalf("zone %s before any message (probes must not decide): %+v\nlog:\n%s", zone.State, zone, tail(fp.Log(), 10))
+		}
+		return statusRow(t, fp.Admin, "downstream", "smtpd").Counters["probes"] >= startRounds+rounds+1
+	})
+	zone := statusRow(t, fp.Admin, "ers", "bl.example.test")
+	if zone.State != "unchecked" || zone.OK || zone.LastError == "" || !strings.Contains(zone.Detail, "test points do not answer") ||
+		zone.Counters["checks"] != 0 {
+		t.Fatalf("after %d probes of a dead list, no message: %+v", rounds, zone)
+	}
+	if strings.Contains(fp.Log(), "ERS zone state changed") {
+		t.Fatalf("zone state changed with no message:\n%s", tail(fp.Log(), 10))
+	}
+
+	sendFrom(t, pf, "127.0.0.2", "first message, list dead")
+	m := waitSubject(t, pf, "first message, list dead")
+	if tr := m.Header().Get("X-Foxproxy"); !strings.Contains(tr, "ers=disabled") {
+		t.Fatalf("first message while the list is dead: trace %q", tr)
+	}
+	fp.WaitLog(t, `"ERS zone state changed".*"zone":"bl.example.test".*"from":"unchecked","to":"disabled"`, 5*time.Second)
+	if zone := statusRow(t, fp.Admin, "ers", "bl.example.test"); zone.State != "disabled" || zone.OK || zone.Counters["checks"] == 0 {
+		t.Fatalf("after the first message: %+v", zone)
+	}
+
+	rbl.Start()
+	started := time.Now()
+	waitFor(t, "zone up within recheck_interval and a margin", 6*time.Second, func() bool {
+		return statusRow(t, fp.Admin, "ers", "bl.example.test").State == "up"
+	})
+	t.Logf("zone up %v after the list came back (recheck_interval 1s)", time.Since(started).Round(10*time.Millisecond))
+	if zone := statusRow(t, fp.Admin, "ers", "bl.example.test"); !zone.OK || zone.Detail != "" {
+		t.Fatalf("after recovery: %+v", zone)
+	}
 }

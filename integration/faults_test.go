@@ -185,9 +185,9 @@ func TestFaultDNSLists(t *testing.T) {
 			qdir := filepath.Join(t.TempDir(), "quarantine")
 			pf := harness.StartPostfix(t, harness.PostfixOptions{})
 			fp := startFoxproxy(t, pf.FilterAddr, pf.ReinjectAddr, dnsFaultConfig(server, qdir)...)
-			// The monitor's first probe runs the connectivity check.
-			fp.WaitLog(t, `"ERS zone state changed".*"to":"up"`, 10*time.Second)
+			// The first message runs the zone's connectivity check.
 			checkListsWork(t, pf, "before")
+			fp.WaitLog(t, `"ERS zone state changed".*"from":"unchecked","to":"up"`, 10*time.Second)
 
 			inject, heal := func() { fdns.set(tc.fault) }, func() { fdns.set(pass) }
 			if tc.fault.is(modeRefused) {
@@ -232,9 +232,11 @@ func TestFaultDNSLists(t *testing.T) {
 }
 
 // Row 1, the appliance's own failure: the list server is a black hole when
-// foxproxy starts. The zone fails its first check and is disabled (mail
-// flows, ers=disabled), then re-enables itself within recheck_interval of
-// the server answering, without a restart.
+// foxproxy starts. Until the first message the zone stays unchecked (the
+// monitor's probes only show that the test points do not answer); the
+// first message's check fails within the ERS budget and disables the zone
+// (mail flows, ers=disabled); it re-enables itself within recheck_interval
+// of the server answering, without a restart.
 func TestFaultDNSBlackHoleAtStart(t *testing.T) {
 	lists := startDNSLists(t)
 	fdns := startFaultDNS(t, lists.Addr())
@@ -242,7 +244,17 @@ func TestFaultDNSBlackHoleAtStart(t *testing.T) {
 	qdir := filepath.Join(t.TempDir(), "quarantine")
 	pf := harness.StartPostfix(t, harness.PostfixOptions{})
 	fp := startFoxproxy(t, pf.FilterAddr, pf.ReinjectAddr, dnsFaultConfig(fdns.addr, qdir)...)
-	fp.WaitLog(t, `"ERS zone state changed".*"from":"unchecked","to":"disabled"`, 10*time.Second)
+	// A probe into the black hole ends on the DNS timeouts: wait until one
+	// has shown the zone failing, and check that it is still unchecked.
+	waitFor(t, "a probe of the black-holed zone", 20*time.Second, func() bool {
+		return statusRow(t, fp.Admin, "ers", "bl.example.test").LastError != ""
+	})
+	if zone := statusRow(t, fp.Admin, "ers", "bl.example.test"); zone.State != "unchecked" || zone.OK {
+		t.Fatalf("before the first message: %+v", zone)
+	}
+	if strings.Contains(fp.Log(), "ERS zone state changed") {
+		t.Fatalf("zone state changed with no message:\n%s", tail(fp.Log(), 10))
+	}
 
 	mark := pf.MaillogMark()
 	qid := send(t, pf, exploitSource, "while the list was never reached", cleanBody)
@@ -250,6 +262,7 @@ func TestFaultDNSBlackHoleAtStart(t *testing.T) {
 		t.Fatalf("%s (%s), want delivered", o.status, o.reply)
 	}
 	wantContains(t, "trace", traceOf(t, pf, "while the list was never reached"), "ers=disabled")
+	fp.WaitLog(t, `"ERS zone state changed".*"from":"unchecked","to":"disabled"`, 5*time.Second)
 
 	logMark := fp.LogMark()
 	fdns.set(pass)

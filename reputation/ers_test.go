@@ -666,8 +666,14 @@ func TestERSProbe(t *testing.T) {
 	c := newClient(t, DNSConfig{Timeout: 200 * time.Millisecond}, s.Addr)
 	e, logs := newERS(t, ERSConfig{Zones: []Zone{blZone}, Client: c, RecheckInterval: time.Minute})
 	e.Probe(context.Background())
-	if h := e.Health()[0]; h.State != StateUp {
-		t.Fatalf("after the first probe: %+v", h)
+	if h := e.Health()[0]; h.State != StateUnchecked || h.Detail != detailProbePassed || h.LastError != "" || h.Checks != 0 {
+		t.Fatalf("after a probe before any message: %+v", h)
+	}
+	if f := inspect(e, "192.0.2.10"); f.Status != pipeline.Listed {
+		t.Fatalf("first message: %+v", f)
+	}
+	if h := e.Health()[0]; h.State != StateUp || h.Detail != "" {
+		t.Fatalf("after the first message: %+v", h)
 	}
 	s.set("bl.test", func(z *fakeZone) { z.rcode = dns.RcodeServerFailure })
 	e.Probe(context.Background())
@@ -680,6 +686,47 @@ func TestERSProbe(t *testing.T) {
 		t.Fatalf("probe after recovery: %+v", h)
 	}
 	if got := changes(logs, "bl.test"); !slices.Equal(got, []string{"unchecked>up", "up>down", "down>up"}) {
+		t.Fatalf("changes %v", got)
+	}
+}
+
+// Before the first message, probes of a dead list only show it: the zone
+// stays unchecked however often it is probed, and the first message's
+// check disables it. A list that answers again before the first message
+// clears what the probe showed.
+func TestERSProbeBeforeFirstMessageDoesNotDisable(t *testing.T) {
+	s := twoLists(t)
+	s.set("bl.test", func(z *fakeZone) { z.rcode = dns.RcodeServerFailure })
+	c := newClient(t, DNSConfig{Timeout: 200 * time.Millisecond}, s.Addr)
+	e, logs := newERS(t, ERSConfig{Zones: []Zone{blZone}, Client: c, RecheckInterval: time.Minute})
+	for range 3 {
+		e.Probe(context.Background())
+	}
+	h := e.Health()[0]
+	if h.State != StateUnchecked || h.Detail != detailProbeFailed || !strings.Contains(h.LastError, "SERVFAIL") ||
+		h.Checks != 0 || h.CheckFailures != 0 || !h.NextProbe.IsZero() {
+		t.Fatalf("after probes of a failing list, before any message: %+v", h)
+	}
+	if got := changes(logs, "bl.test"); len(got) != 0 {
+		t.Fatalf("probes changed the state: %v", got)
+	}
+
+	s.set("bl.test", func(z *fakeZone) { z.rcode = 0 })
+	e.Probe(context.Background())
+	if h := e.Health()[0]; h.State != StateUnchecked || h.Detail != detailProbePassed || h.LastError != "" {
+		t.Fatalf("after a probe of the list answering again: %+v", h)
+	}
+
+	s.set("bl.test", func(z *fakeZone) { z.rcode = dns.RcodeServerFailure })
+	if f := inspect(e, "192.0.2.10"); f.Status != pipeline.Disabled {
+		t.Fatalf("first message, list failing: %+v", f)
+	}
+	if h := e.Health()[0]; h.State != StateDisabled || h.Detail != "" || h.Checks != 1 {
+		t.Fatalf("after the first message: %+v", h)
+	}
+	// A disabled zone is its re-check timer's: probes leave it alone.
+	e.Probe(context.Background())
+	if got := changes(logs, "bl.test"); !slices.Equal(got, []string{"unchecked>disabled"}) {
 		t.Fatalf("changes %v", got)
 	}
 }

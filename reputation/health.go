@@ -17,7 +17,9 @@ type State string
 
 const (
 	// StateUnchecked: no message yet, so the connectivity check has not
-	// run (or is running). The first message waits for it.
+	// run (or is running). The first message waits for it. Probes show
+	// whether the test points answer meanwhile (Health.Detail) but leave
+	// the zone unchecked.
 	StateUnchecked State = "unchecked"
 	// StateUp: the check passed and lookups answer.
 	StateUp State = "up"
@@ -45,7 +47,8 @@ type Health struct {
 	State State
 	// Since is when State was entered (the stage's start for the first).
 	Since time.Time
-	// LastError is the last failure of a check or a lookup, "" if none.
+	// LastError is the last failure of a check or a lookup, "" if none;
+	// for an unchecked zone, that of the last probe ("" if it passed).
 	LastError string
 	// LastCheck is when the last connectivity check ended (zero: none).
 	LastCheck time.Time
@@ -62,6 +65,8 @@ type Health struct {
 	// Skipped counts messages a WRS backend was not asked about because
 	// its breaker was open (always 0 for ERS).
 	Skipped uint64
+	// Detail, for an unchecked ERS zone, says what the last probe saw.
+	Detail string
 }
 
 var (
@@ -84,6 +89,7 @@ type zoneHealth struct {
 	running     chan struct{} // non-nil while a check runs; closed when it ends
 	stop        func() bool   // cancels the planned re-check
 	consecutive int           // lookups failed in a row
+	probeDetail string        // what a probe saw while unchecked
 	lookups     uint64
 	listed      uint64
 	failures    uint64
@@ -175,6 +181,7 @@ func (h *zoneHealth) finishCheck(err error) {
 		// Cut short by Close: that says nothing about the zone.
 		return
 	}
+	h.probeDetail = "" // the check decided: the state says it all now
 	now := h.e.clock.Now()
 	h.lastCheck = now
 	h.nextProbe = time.Time{}
@@ -283,6 +290,7 @@ func (h *zoneHealth) snapshot() Health {
 		Failures:      h.failures,
 		Checks:        h.checks,
 		CheckFailures: h.checkFails,
+		Detail:        h.probeDetail,
 	}
 }
 

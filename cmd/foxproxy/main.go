@@ -18,7 +18,9 @@
 // configuration).
 //
 // Signals: SIGTERM and SIGINT drain and stop; SIGHUP re-reads the
-// configuration and keeps the running one if the new one is bad.
+// configuration and keeps the running one if the new one is bad. The
+// daemon catches them first thing in main (signals.go), so a signal during
+// start-up never kills it; the other commands keep the default behaviour.
 package main
 
 import (
@@ -29,9 +31,7 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/signal"
 	"runtime"
-	"syscall"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -42,14 +42,34 @@ import (
 )
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	args := os.Args[1:]
+	var sigs *daemonSignals
+	if cmd, _ := splitCommand(args); cmd == "run" {
+		// Before anything that takes time: logrotate, systemd and
+		// orchestrators send SIGHUP and SIGTERM whenever they like.
+		sigs = catchDaemonSignals()
+	}
+	os.Exit(runWith(args, os.Stdout, os.Stderr, sigs))
 }
 
-func run(args []string, stdout, stderr io.Writer) int {
-	cmd := "run"
+// splitCommand splits the command off args: "run" when the first argument is a
+// flag or there is none.
+func splitCommand(args []string) (string, []string) {
 	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
-		cmd, args = args[0], args[1:]
+		return args[0], args[1:]
 	}
+	return "run", args
+}
+
+// run runs the command in args; the daemon catches its signals in serve.
+func run(args []string, stdout, stderr io.Writer) int {
+	return runWith(args, stdout, stderr, nil)
+}
+
+// runWith runs the command in args; sigs, if not nil, are the daemon's
+// signals, caught since main began.
+func runWith(args []string, stdout, stderr io.Writer, sigs *daemonSignals) int {
+	cmd, args := splitCommand(args)
 	// Commands with flags and arguments of their own.
 	switch cmd {
 	case "help":
@@ -97,7 +117,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "check-config":
 		return checkConfig(*cfgPath, stdout, stderr)
 	case "run":
-		return serve(*cfgPath, stderr)
+		return serve(*cfgPath, stderr, sigs)
 	}
 	fmt.Fprintf(stderr, "foxproxy: unknown command %q\n", cmd)
 	printUsage(stderr)
@@ -144,7 +164,17 @@ func parseLevel(s string) zapcore.Level {
 	return l
 }
 
-func serve(path string, stderr io.Writer) int {
+// serve runs the daemon. sigs are its signals, caught since main began
+// (nil: caught here, for callers other than main). A SIGHUP during start-up
+// is one reload once serving, unless it came before the file was read; a
+// SIGTERM or SIGINT during start-up stops it before it serves, with 0.
+func serve(path string, stderr io.Writer, sigs *daemonSignals) int {
+	if sigs == nil {
+		sigs = catchDaemonSignals()
+		defer sigs.release()
+	}
+	// The file is read now: that is what an earlier SIGHUP asked for.
+	sigs.dropReload()
 	cfg, err := loadConfig(path)
 	if err != nil {
 		fmt.Fprintf(stderr, "foxproxy: refusing to start: %v\n", err)
@@ -153,6 +183,10 @@ func serve(path string, stderr io.Writer) int {
 	level := zap.NewAtomicLevelAt(parseLevel(cfg.Log.Level))
 	log := newLogger(cfg, stderr, level)
 	defer log.Sync()
+	if sig, ok := sigs.stopPending(); ok {
+		log.Info("foxproxy stopped during start-up", zap.String("signal", sig.String()))
+		return 0
+	}
 
 	rt, err := wire(cfg, log)
 	if err != nil {
@@ -166,6 +200,13 @@ func serve(path string, stderr io.Writer) int {
 		rt.close()
 		return 1
 	}
+	if sig, ok := sigs.stopPending(); ok {
+		// Nothing was accepted yet: nothing to drain.
+		ln.Close()
+		rt.close()
+		log.Info("foxproxy stopped during start-up", zap.String("signal", sig.String()))
+		return 0
+	}
 	srv := proxy.NewServer(rt.Runtime, log)
 	ops := startOps(cfg, rt, srv, log)
 	defer ops.stop()
@@ -176,9 +217,6 @@ func serve(path string, stderr io.Writer) int {
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-	defer signal.Stop(sigs)
 	current := rt
 	for {
 		select {
@@ -186,17 +224,18 @@ func serve(path string, stderr io.Writer) int {
 			log.Error("server stopped", zap.Error(err))
 			current.close()
 			return 1
-		case sig := <-sigs:
-			if sig == syscall.SIGHUP {
-				current = reload(path, srv, current, level, log)
-				ops.use(current)
-				continue
-			}
+		case <-sigs.reload:
+			current = reload(path, srv, current, level, log)
+			ops.use(current)
+		case sig := <-sigs.stop:
 			log.Info("shutting down: draining sessions", zap.String("signal", sig.String()),
 				zap.Duration("deadline", cfg.Timeouts.Shutdown.D()))
 			ctx, cancel := context.WithTimeout(context.Background(), current.Runtime.Config.Timeouts.Shutdown.D())
 			err := srv.Shutdown(ctx)
 			cancel()
+			// Shutdown closes the listener only once Serve has taken it:
+			// a SIGTERM right after start may come before that.
+			ln.Close()
 			if err != nil && !errors.Is(err, context.DeadlineExceeded) {
 				log.Warn("shutdown", zap.Error(err))
 			} else if err != nil {

@@ -329,8 +329,11 @@ func (w *wired) dependencies() []admin.Dependency {
 	if w.ers != nil {
 		servers := strings.Join(w.dns.Servers(), ",")
 		for _, h := range w.ers.Health() {
+			// An unchecked zone (no message yet) is healthy unless the
+			// monitor's last probe of its test points failed.
+			ok := h.State == reputation.StateUp || h.State == reputation.StateUnchecked && h.LastError == ""
 			deps = append(deps, admin.Dependency{
-				Kind: "ers", Name: h.Zone, State: string(h.State), OK: h.State == reputation.StateUp,
+				Kind: "ers", Name: h.Zone, State: string(h.State), OK: ok, Detail: h.Detail,
 				Target: servers, Since: h.Since, LastError: h.LastError, NextProbe: h.NextProbe,
 				Counters: map[string]uint64{"lookups": h.Lookups, "listed": h.Listed, "failures": h.Failures,
 					"checks": h.Checks, "check_failures": h.CheckFailures},
