@@ -1,4 +1,4 @@
-// Package clicktime is foxproxy's time-of-click protection (DESIGN.md §4
+// Package clicktime is foxproxy's time-of-click protection (failure table
 // row 6): links in delivered mail are rewritten to point at foxproxy's
 // click service, which judges each link again when it is clicked, hours
 // or weeks after the message arrived and its links were clean.

@@ -1,6 +1,6 @@
 package integration
 
-// The failure table (DESIGN.md §4) as tests: every dependency foxproxy has,
+// The failure table (README.md) as tests: every dependency foxproxy has,
 // each way it can fail, through real Postfix. For each case a test checks
 // what Postfix logged for the message (sent, deferred with the 4xx, bounced
 // with the 5xx), the queue, the finding in the trace header or foxproxy's
@@ -150,7 +150,7 @@ func checkListsWork(t *testing.T, pf *harness.Postfix, tag string) {
 	}
 }
 
-// DESIGN.md §4 rows 1 and 2, the DNS lists: ERS (the client) and WRS (the
+// Failure table rows 1 and 2 (README.md), the DNS lists: ERS (the client) and WRS (the
 // links) share the DNS client and here the DNS server. After the zones
 // passed their checks, a fault makes each message's finding skipped: the
 // mail flows under the other rules (the exploit source and the phishing

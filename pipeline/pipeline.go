@@ -3,7 +3,7 @@
 // The proxy builds one Transaction per message, the pipeline runs every Stage
 // on it and collects one Finding per stage, and the policy turns the findings
 // into a verdict. Stages only report facts: a Finding never carries an SMTP
-// code, and a stage never decides what happens to the message (DESIGN.md §3).
+// code, and a stage never decides what happens to the message (docs/ARCHITECTURE.md).
 //
 // Stages are wired explicitly, in order, by the caller (cmd/foxproxy); there is
 // no registry. The order is the order of the findings, which is what makes

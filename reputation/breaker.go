@@ -12,7 +12,7 @@ import (
 	"go.uber.org/zap/zapcore"
 )
 
-// Circuit breaker states of a WRS backend (DESIGN.md §4 row 2).
+// Circuit breaker states of a WRS backend (failure table row 2, README.md).
 //
 //	          Failures lookups in a row fail
 //	closed ─────────────────────────────────▶ open ◀──┐ probe fails

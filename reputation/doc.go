@@ -19,12 +19,12 @@
 //     errors, TXT reasons, and the §5 test points (CheckHealthDomain for
 //     domain lists).
 //   - ERS is the pipeline stage for the client. It fixes the appliance's
-//     "first-mail latch" (DESIGN.md §4 row 1): the first message runs each
+//     "first-mail latch" (failure table row 1, README.md): the first message runs each
 //     zone's connectivity check; a zone that fails is disabled and
 //     re-checked every RecheckInterval until it recovers by itself; a zone
 //     that passed is never disabled by later failures, which only make that
 //     message's finding Skipped.
-//   - WRS is the pipeline stage for links (DESIGN.md §4 row 2). Package links
+//   - WRS is the pipeline stage for links (failure table row 2, README.md). Package links
 //     extracts and normalises the URLs; each Backend judges them: a DNS URI
 //     list (DNSZone: codes or a SURBL-style bitmask, asked for the
 //     registrable domain, the full host and IP literals) or Safe Browsing
@@ -35,7 +35,7 @@
 //     probes in the background until the service is back. WRS has no
 //     first-mail check: the breaker is its health object.
 //   - Feedback reports the URLs WRS saw and its verdicts to an HTTP
-//     collector and/or a JSON-lines file (DESIGN.md §4 row 3):
+//     collector and/or a JSON-lines file (failure table row 3, README.md):
 //     asynchronous, bounded, batched, retried, dropped and counted when the
 //     sink is down; it never delays mail.
 //

@@ -57,7 +57,7 @@ type FeedbackEntry struct {
 	Lists      []string `json:"lists,omitempty"`
 }
 
-// FeedbackConfig configures a Feedback reporter (DESIGN.md §4 row 3). At
+// FeedbackConfig configures a Feedback reporter (failure table row 3, README.md). At
 // least one sink, URL or File, is needed. Each sink has its own queue and
 // worker, so a sink that is down holds back only itself.
 type FeedbackConfig struct {

@@ -107,7 +107,7 @@ func (c WRSConfig) Validate() error {
 	return nil
 }
 
-// WRS is the web reputation stage (DESIGN.md §4 row 2): it extracts the
+// WRS is the web reputation stage (failure table row 2, README.md): it extracts the
 // URLs of a message (package links) and asks every backend about them in
 // parallel, within the budget. Each backend sits behind its own circuit
 // breaker (see StateClosed), so an outage costs Failures messages their

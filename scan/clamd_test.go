@@ -52,7 +52,7 @@ func TestParseClamdReply(t *testing.T) {
 		want  Result
 		kind  error
 	}{
-		// Exact replies of clamd 1.4 (RECIPES §7), without the NUL.
+		// Exact replies of clamd 1.4 (integration/harness/clamd.go and cicap.go), without the NUL.
 		{reply: "stream: OK", want: Clean},
 		{reply: "stream: Eicar-Test-Signature.UNOFFICIAL FOUND", want: Infected("Eicar-Test-Signature.UNOFFICIAL")},
 		{reply: "INSTREAM size limit exceeded. ERROR", kind: ErrSizeLimit},

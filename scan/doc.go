@@ -1,5 +1,5 @@
 // Package scan is foxproxy's malware scan stage: the Scanner backends
-// (clamd, ICAP) and the smart/conventional failover of DESIGN.md §4 row 4.
+// (clamd, ICAP) and the smart/conventional failover of failure table row 4, README.md.
 //
 // # Backends
 //

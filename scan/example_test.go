@@ -11,7 +11,7 @@ import (
 	"github.com/foxproxy/foxproxy/scan"
 )
 
-// The stage built from the configuration sketched in DESIGN.md §5:
+// The stage built from the configuration of docs/scan.md:
 //
 //	scan:
 //	  mode: smart

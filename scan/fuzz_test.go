@@ -7,7 +7,7 @@ import (
 	"testing"
 )
 
-// icapSeeds are real responses (RECIPES §7) and near misses.
+// icapSeeds are real responses (integration/harness/clamd.go and cicap.go) and near misses.
 func icapSeeds() []string {
 	return []string{
 		cicapOptions, cicap204, cicapEcho, cicapInfected, cicap500, cicap404,

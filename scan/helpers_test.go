@@ -18,7 +18,7 @@ import (
 )
 
 // eicarXOR is the EICAR test file XOR-ed with 0x55, so that the plain
-// string never appears in the source (RECIPES §7).
+// string never appears in the source (integration/harness/clamd.go and cicap.go).
 const eicarXOR = "0d601a7405701514050e6109050f0d60617d050b7c6216167c622871101c161407780601141b1114071178141b011c031c070006780110060178131c191074711d7e1d7f"
 
 // eicar returns the 68-byte EICAR test file, checked against its md5.
@@ -38,7 +38,7 @@ func eicar(t testing.TB) []byte {
 }
 
 // mail returns a MIME message with the given attachment, base64-encoded (an
-// .hdb signature only matches the decoded attachment, RECIPES §7), padded
+// .hdb signature only matches the decoded attachment, integration/harness/clamd.go and cicap.go), padded
 // with a text part of about pad bytes.
 func mail(attachment []byte, pad int) []byte {
 	var b bytes.Buffer

@@ -10,7 +10,7 @@ import (
 )
 
 // Replies of c-icap 0.5.10 with virus_scan backed by clamd, exactly as
-// RECIPES §7 recorded them (CRLF line ends as on the wire).
+// integration/harness/clamd.go and cicap.go recorded them (CRLF line ends as on the wire).
 var (
 	cicapOptions = crlf(`ICAP/1.0 200 OK
 Methods: RESPMOD, REQMOD

@@ -2,7 +2,7 @@ package scan
 
 // Tests against the real daemons from Debian's packages: clamd
 // (clamav-daemon) with a one-line EICAR .hdb, and c-icap with
-// libc-icap-mod-virus-scan backed by that clamd (RECIPES §7). They are
+// libc-icap-mod-virus-scan backed by that clamd (integration/harness/clamd.go and cicap.go). They are
 // started once, on free loopback ports in a private directory, and stopped
 // by PID when the tests end.
 
@@ -47,7 +47,7 @@ var real struct {
 	clamdPort   int
 	clamdUnix   string // socket path
 	icapURL     string // virus_scan?mode=simple (recommended)
-	icapDefault string // virus_scan as RECIPES §7 configures it
+	icapDefault string // virus_scan as integration/harness/clamd.go and cicap.go configures it
 	daemons     []*daemon
 	daemonsLock sync.Mutex
 }
@@ -93,7 +93,7 @@ func startClamd(dir string, port int, unixPath string) (*daemon, error) {
 	if err := os.MkdirAll(db, 0o755); err != nil {
 		return nil, err
 	}
-	// RECIPES §7: the md5 and size of the EICAR file, a public value.
+	// integration/harness/clamd.go and cicap.go: the md5 and size of the EICAR file, a public value.
 	if err := os.WriteFile(filepath.Join(db, "eicar.hdb"), []byte("44d88612fea8a8f36de82e1278abb02f:68:Eicar-Test-Signature\n"), 0o644); err != nil {
 		return nil, err
 	}
@@ -388,7 +388,7 @@ func TestRealICAP(t *testing.T) {
 }
 
 func TestRealICAPTextBodyPitfall(t *testing.T) {
-	// RECIPES §7: an .hdb signature matches whole files only; EICAR as a
+	// integration/harness/clamd.go and cicap.go: an .hdb signature matches whole files only; EICAR as a
 	// mail's text body is not found, as an attachment it is.
 	_, _, icapURL := realDaemons(t)
 	c, _ := NewICAP(icapURL, Options{Timeout: 20 * time.Second})
@@ -396,7 +396,7 @@ func TestRealICAPTextBodyPitfall(t *testing.T) {
 	body := append([]byte("Subject: eicar\r\n\r\n"), eicar(t)...)
 	res, err := c.Scan(context.Background(), bytes.NewReader(body), int64(len(body)))
 	if err != nil || res.Infected {
-		t.Fatalf("got %v, %v: the pitfall is gone, update RECIPES and this test", res, err)
+		t.Fatalf("got %v, %v: the pitfall is gone, update integration/harness and this test", res, err)
 	}
 }
 
