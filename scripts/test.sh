@@ -4,7 +4,9 @@
 # It installs the real daemons the integration tests drive (Postfix, swaks,
 # rbldnsd, clamd, c-icap; Debian packages, via apt-get, only when missing),
 # then checks formatting and vet, then runs every test with the race
-# detector: unit tests and the integration suite against real Postfix.
+# detector and in a random order (-shuffle=on; the seed is printed, and
+# -shuffle=SEED repeats an order): unit tests and the integration suite
+# against real Postfix.
 # Needs root (apt-get, and private Postfix instances run as root) and Go.
 # Extra arguments go to `go test`, e.g. ./scripts/test.sh -run Postfix ./integration/
 set -euo pipefail
@@ -22,7 +24,7 @@ echo "test: go vet"
 go vet ./...
 
 if [ $# -gt 0 ]; then
-    exec go test -race -count=1 -timeout 40m "$@"
+    exec go test -race -shuffle=on -count=1 -timeout 40m "$@"
 fi
-echo "test: go test -race ./..."
-go test -race -count=1 -timeout 40m ./...
+echo "test: go test -race -shuffle=on ./..."
+go test -race -shuffle=on -count=1 -timeout 40m ./...
