@@ -20,6 +20,7 @@ import (
 	"github.com/foxproxy/foxproxy/pipeline"
 	"github.com/foxproxy/foxproxy/quarantine"
 	"github.com/foxproxy/foxproxy/release"
+	"github.com/foxproxy/foxproxy/settings"
 )
 
 const quarantineUsage = `usage: foxproxy quarantine COMMAND [-config FILE] ...
@@ -89,7 +90,7 @@ func quarantineCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	age := time.Duration(-1)
 	if olderThan != "" {
-		if age, err = config.ParseDuration(olderThan); err != nil {
+		if age, err = settings.ParseDuration(olderThan); err != nil {
 			fmt.Fprintf(stderr, "foxproxy quarantine purge: --older-than: %v\n", err)
 			return exitUsage
 		}
