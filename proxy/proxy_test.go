@@ -17,6 +17,7 @@ import (
 	"github.com/foxproxy/foxproxy/config"
 	"github.com/foxproxy/foxproxy/pipeline"
 	"github.com/foxproxy/foxproxy/policy"
+	"github.com/foxproxy/foxproxy/settings"
 )
 
 const sampleMessage = "From: a@example.test\r\nTo: b@example.test\r\nSubject: hello\r\n\r\nline one\r\n.leading dot\r\n..two dots\r\n.\tdot tab\r\nlast line\r\n"
@@ -548,7 +549,7 @@ func TestAllowedClients(t *testing.T) {
 }
 
 func mustPrefix(s string) config.Prefix {
-	p, err := config.ParsePrefix(s)
+	p, err := settings.ParsePrefix(s)
 	if err != nil {
 		panic(err)
 	}
