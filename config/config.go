@@ -19,6 +19,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/foxproxy/foxproxy/encryption"
 	"github.com/foxproxy/foxproxy/policy"
 )
 
@@ -69,20 +70,20 @@ type Config struct {
 	// AdminPprof adds /debug/pprof to the admin listener.
 	AdminPprof bool `yaml:"admin_pprof"`
 
-	Limits     Limits        `yaml:"limits"`
-	Timeouts   Timeouts      `yaml:"timeouts"`
-	Spool      Spool         `yaml:"spool"`
-	Log        Log           `yaml:"log"`
-	DNS        DNS           `yaml:"dns"`
-	ERS        ERS           `yaml:"ers"`
-	WRS        WRS           `yaml:"wrs"`
-	Scan       Scan          `yaml:"scan"`
-	Policy     policy.Config `yaml:"policy"`
-	Quarantine Quarantine    `yaml:"quarantine"`
-	Encryption Encryption    `yaml:"encryption"`
-	Lists      Lists         `yaml:"lists"`
-	Update     Update        `yaml:"update"`
-	Click      Click         `yaml:"click"`
+	Limits     Limits            `yaml:"limits"`
+	Timeouts   Timeouts          `yaml:"timeouts"`
+	Spool      Spool             `yaml:"spool"`
+	Log        Log               `yaml:"log"`
+	DNS        DNS               `yaml:"dns"`
+	ERS        ERS               `yaml:"ers"`
+	WRS        WRS               `yaml:"wrs"`
+	Scan       Scan              `yaml:"scan"`
+	Policy     policy.Config     `yaml:"policy"`
+	Quarantine Quarantine        `yaml:"quarantine"`
+	Encryption encryption.Config `yaml:"encryption"`
+	Lists      Lists             `yaml:"lists"`
+	Update     Update            `yaml:"update"`
+	Click      Click             `yaml:"click"`
 
 	// File is where this configuration came from ("(default)" for the
 	// embedded one). Not a YAML key.

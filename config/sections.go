@@ -206,7 +206,7 @@ func (c *Config) validateSections(add func(key, format string, args ...any)) {
 	c.validateScan(add)
 	c.validateHold(add)
 	c.validatePolicy(add)
-	c.validateEncryption(add)
+	c.Encryption.Validate(settings.Report(add).Under("encryption"))
 	c.validateLists(add)
 	c.validateClick(add)
 }
