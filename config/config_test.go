@@ -23,7 +23,7 @@ func TestDefault(t *testing.T) {
 	if c.Timeouts.Command.D() != 5*time.Minute {
 		t.Fatalf("timeouts.command = %v", c.Timeouts.Command)
 	}
-	if !c.TrustedForXforward().Contains(netip.MustParseAddr("127.0.0.1")) {
+	if !c.Proxy().TrustedForXforward().Contains(netip.MustParseAddr("127.0.0.1")) {
 		t.Fatal("xforward trust must default to allowed_clients")
 	}
 }

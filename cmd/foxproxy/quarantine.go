@@ -436,7 +436,7 @@ func (q *quarantineCLI) release(ctx context.Context, id string, force bool) bool
 			content, size = enc.Open(), enc.Size()
 		}
 	}
-	header := releasedHeader(cfg.HostnameOrDefault(), e, releasedBy(), q.now())
+	header := releasedHeader(cfg.Proxy().HostnameOrDefault(), e, releasedBy(), q.now())
 	if q.held {
 		fmt.Fprintf(q.stderr, "foxproxy quarantine: %s: releasing a held message: it is delivered unscanned\n", id)
 	}
@@ -444,7 +444,7 @@ func (q *quarantineCLI) release(ctx context.Context, id string, force bool) bool
 		Store: q.store, Claim: claim, Entry: e, Now: q.now,
 		Options: delivery.ReinjectOptions{
 			Addr:           cfg.Downstream,
-			Hostname:       cfg.HostnameOrDefault(),
+			Hostname:       cfg.Proxy().HostnameOrDefault(),
 			ConnectTimeout: cfg.Timeouts.DownstreamConnect.D(),
 			CommandTimeout: cfg.Timeouts.DownstreamCommand.D(),
 			DataTimeout:    cfg.Timeouts.DownstreamData.D(),
