@@ -4,12 +4,16 @@
 // file is either accepted whole or refused whole: foxproxy never runs on a
 // half-understood configuration (at start or on SIGHUP). Values that are not
 // in the file keep the defaults of the embedded default configuration.
+//
+// The sections of policy, proxy and encryption are those packages' own
+// types, which check themselves; config reads them from the file, checks
+// what one section needs from another, and puts the file name and line on
+// every problem. No package config composes imports config.
 package config
 
 import (
 	_ "embed"
 	"fmt"
-	"net"
 	"os"
 	"reflect"
 	"strconv"
@@ -18,6 +22,11 @@ import (
 	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/foxproxy/foxproxy/encryption"
+	"github.com/foxproxy/foxproxy/policy"
+	"github.com/foxproxy/foxproxy/proxy"
+	"github.com/foxproxy/foxproxy/settings"
 )
 
 //go:embed default.yaml
@@ -28,37 +37,17 @@ func DefaultYAML() []byte { return append([]byte(nil), defaultYAML...) }
 
 // Config is the whole configuration.
 type Config struct {
-	// Listen is the SMTP address foxproxy accepts mail on.
-	Listen string `yaml:"listen"`
-	// Downstream is the smtpd foxproxy re-injects accepted mail into.
-	Downstream string `yaml:"downstream"`
-	// Deployment says how Postfix calls foxproxy: after_queue (a
-	// content_filter: a 5xx makes Postfix bounce) or before_queue
-	// (smtpd_proxy_filter: a 5xx goes to the sending client). Defaults
-	// that depend on who hears a rejection follow it, and before_queue
-	// answers at RCPT what the envelope alone decides (proxy,
-	// refuseBeforeData).
-	Deployment string `yaml:"deployment"`
-	// Hostname is used in the banner, EHLO to the downstream and the trace
-	// header. Empty: the machine's host name.
-	Hostname string `yaml:"hostname"`
-	// AllowedClients may connect at all; others get 554 at connect.
-	AllowedClients Prefixes `yaml:"allowed_clients"`
-	// XforwardClients may send XFORWARD (their claims about the original
-	// client are believed). Empty: the same as allowed_clients.
-	XforwardClients Prefixes `yaml:"xforward_clients"`
-	// RemoveIncomingTrace removes X-Foxproxy and X-Foxproxy-* fields that
-	// arrive with a message: they were not written by this foxproxy, and a
-	// filter downstream must be able to trust the ones that were. Turn it
-	// off only where mail passes through two foxproxy instances and the
-	// first one's fields are to be kept.
-	RemoveIncomingTrace bool `yaml:"remove_incoming_trace"`
-	// ClientFromReceived lets foxproxy read the original client from the
-	// Received header that a trusted upstream Postfix prepended, when that
-	// upstream sent no XFORWARD ADDR.
-	ClientFromReceived bool `yaml:"client_from_received"`
-	// MaxMessageBytes is advertised with SIZE and enforced (552 5.3.4).
-	MaxMessageBytes ByteSize `yaml:"max_message_bytes"`
+	// The SMTP side's settings, documented at proxy.Config (Proxy
+	// returns them, with scan.hold_after).
+	Listen              string   `yaml:"listen"`
+	Downstream          string   `yaml:"downstream"`
+	Deployment          string   `yaml:"deployment"`
+	Hostname            string   `yaml:"hostname"`
+	AllowedClients      Prefixes `yaml:"allowed_clients"`
+	XforwardClients     Prefixes `yaml:"xforward_clients"`
+	RemoveIncomingTrace bool     `yaml:"remove_incoming_trace"`
+	ClientFromReceived  bool     `yaml:"client_from_received"`
+	MaxMessageBytes     ByteSize `yaml:"max_message_bytes"`
 	// AdminListen serves /healthz, /readyz, /metrics and /status; empty: off.
 	AdminListen string `yaml:"admin_listen"`
 	// AdminProbeInterval is how often every dependency is probed, so the
@@ -67,20 +56,20 @@ type Config struct {
 	// AdminPprof adds /debug/pprof to the admin listener.
 	AdminPprof bool `yaml:"admin_pprof"`
 
-	Limits     Limits     `yaml:"limits"`
-	Timeouts   Timeouts   `yaml:"timeouts"`
-	Spool      Spool      `yaml:"spool"`
-	Log        Log        `yaml:"log"`
-	DNS        DNS        `yaml:"dns"`
-	ERS        ERS        `yaml:"ers"`
-	WRS        WRS        `yaml:"wrs"`
-	Scan       Scan       `yaml:"scan"`
-	Policy     Policy     `yaml:"policy"`
-	Quarantine Quarantine `yaml:"quarantine"`
-	Encryption Encryption `yaml:"encryption"`
-	Lists      Lists      `yaml:"lists"`
-	Update     Update     `yaml:"update"`
-	Click      Click      `yaml:"click"`
+	Limits     proxy.Limits      `yaml:"limits"`
+	Timeouts   proxy.Timeouts    `yaml:"timeouts"`
+	Spool      proxy.Spool       `yaml:"spool"`
+	Log        Log               `yaml:"log"`
+	DNS        DNS               `yaml:"dns"`
+	ERS        ERS               `yaml:"ers"`
+	WRS        WRS               `yaml:"wrs"`
+	Scan       Scan              `yaml:"scan"`
+	Policy     policy.Config     `yaml:"policy"`
+	Quarantine Quarantine        `yaml:"quarantine"`
+	Encryption encryption.Config `yaml:"encryption"`
+	Lists      Lists             `yaml:"lists"`
+	Update     Update            `yaml:"update"`
+	Click      Click             `yaml:"click"`
 
 	// File is where this configuration came from ("(default)" for the
 	// embedded one). Not a YAML key.
@@ -88,43 +77,6 @@ type Config struct {
 
 	// lines maps the key paths written in File to their lines (see Line).
 	lines map[string]int
-}
-
-// Limits bound what one client can make foxproxy do.
-type Limits struct {
-	MaxRecipients       int      `yaml:"max_recipients"`
-	MaxSessions         int      `yaml:"max_sessions"`
-	MaxCommandLine      ByteSize `yaml:"max_command_line"`
-	MaxCommands         int      `yaml:"max_commands"`
-	MaxHeaderBytes      ByteSize `yaml:"max_header_bytes"`
-	MaxXforwardValueLen int      `yaml:"max_xforward_value"`
-}
-
-// Timeouts bound every wait.
-type Timeouts struct {
-	// Command is how long foxproxy waits for the next command line.
-	Command Duration `yaml:"command"`
-	// Data is the total time a client has to send one message's content.
-	Data Duration `yaml:"data"`
-	// DownstreamConnect, DownstreamCommand and DownstreamData bound the
-	// connection, each command reply, and the reply after the final dot.
-	DownstreamConnect Duration `yaml:"downstream_connect"`
-	DownstreamCommand Duration `yaml:"downstream_command"`
-	DownstreamData    Duration `yaml:"downstream_data"`
-	// Stages bounds all checks on one message together.
-	Stages Duration `yaml:"stages"`
-	// Shutdown is how long SIGTERM waits for sessions to finish.
-	Shutdown Duration `yaml:"shutdown"`
-}
-
-// Spool says where message content is kept while it is checked.
-type Spool struct {
-	// Dir holds spill files (created 0600 and unlinked at once, so a crash
-	// leaves nothing behind). Empty: the system temp directory.
-	Dir string `yaml:"dir"`
-	// MemoryThreshold is how much of a message is kept in memory before it
-	// spills to a file.
-	MemoryThreshold ByteSize `yaml:"memory_threshold"`
 }
 
 // Log configures logging.
@@ -248,71 +200,12 @@ func (c *Config) validate() []problem {
 	add := func(key, format string, args ...any) {
 		ps = append(ps, problem{key, fmt.Sprintf(format, args...)})
 	}
-	checkAddr := func(key, v string, required bool) {
-		if v == "" {
-			if required {
-				add(key, "must be set (host:port)")
-			}
-			return
-		}
-		host, port, err := net.SplitHostPort(v)
-		if err != nil {
-			add(key, "%q is not host:port", v)
-			return
-		}
-		if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
-			add(key, "%q has an invalid port", v)
-		}
-		_ = host
-	}
-	checkAddr("listen", c.Listen, true)
-	checkAddr("downstream", c.Downstream, true)
-	if c.Deployment != "after_queue" && c.Deployment != "before_queue" {
-		add("deployment", "%q is not one of after_queue, before_queue", c.Deployment)
-	}
-	checkAddr("admin_listen", c.AdminListen, false)
+	report := settings.Report(add)
+	p := c.Proxy()
+	p.Validate(report)
+	settings.CheckHostPort(report, "admin_listen", c.AdminListen, false)
 	if c.AdminProbeInterval.D() < time.Second {
 		add("admin_probe_interval", "must be at least 1s")
-	}
-	if len(c.AllowedClients) == 0 {
-		add("allowed_clients", "must list at least one network; foxproxy is never an open relay")
-	}
-	if c.MaxMessageBytes <= 0 {
-		add("max_message_bytes", "must be positive")
-	}
-	positive := map[string]int64{
-		"limits.max_recipients":       int64(c.Limits.MaxRecipients),
-		"limits.max_sessions":         int64(c.Limits.MaxSessions),
-		"limits.max_command_line":     int64(c.Limits.MaxCommandLine),
-		"limits.max_commands":         int64(c.Limits.MaxCommands),
-		"limits.max_header_bytes":     int64(c.Limits.MaxHeaderBytes),
-		"limits.max_xforward_value":   int64(c.Limits.MaxXforwardValueLen),
-		"timeouts.command":            int64(c.Timeouts.Command),
-		"timeouts.data":               int64(c.Timeouts.Data),
-		"timeouts.downstream_connect": int64(c.Timeouts.DownstreamConnect),
-		"timeouts.downstream_command": int64(c.Timeouts.DownstreamCommand),
-		"timeouts.downstream_data":    int64(c.Timeouts.DownstreamData),
-		"timeouts.stages":             int64(c.Timeouts.Stages),
-		"timeouts.shutdown":           int64(c.Timeouts.Shutdown),
-	}
-	for k, v := range positive {
-		if v <= 0 {
-			add(k, "must be positive")
-		}
-	}
-	if c.Limits.MaxCommandLine > 0 && c.Limits.MaxCommandLine < 512 {
-		add("limits.max_command_line", "must be at least 512 (RFC 5321 §4.5.3.1.4)")
-	}
-	if c.Limits.MaxCommandLine > 1<<20 {
-		add("limits.max_command_line", "must be at most 1MiB")
-	}
-	if c.Spool.MemoryThreshold < 0 {
-		add("spool.memory_threshold", "must not be negative")
-	}
-	if c.Spool.Dir != "" {
-		if st, err := os.Stat(c.Spool.Dir); err != nil || !st.IsDir() {
-			add("spool.dir", "%q is not an existing directory", c.Spool.Dir)
-		}
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
@@ -337,21 +230,21 @@ func sortProblems(ps []problem) {
 	}
 }
 
-// TrustedForXforward reports the networks whose XFORWARD is believed.
-func (c *Config) TrustedForXforward() Prefixes {
-	if len(c.XforwardClients) > 0 {
-		return c.XforwardClients
+// Proxy returns the SMTP side's settings.
+func (c *Config) Proxy() *proxy.Config {
+	return &proxy.Config{
+		Listen:              c.Listen,
+		Downstream:          c.Downstream,
+		Deployment:          c.Deployment,
+		Hostname:            c.Hostname,
+		AllowedClients:      c.AllowedClients,
+		XforwardClients:     c.XforwardClients,
+		RemoveIncomingTrace: c.RemoveIncomingTrace,
+		ClientFromReceived:  c.ClientFromReceived,
+		MaxMessageBytes:     c.MaxMessageBytes,
+		Limits:              c.Limits,
+		Timeouts:            c.Timeouts,
+		Spool:               c.Spool,
+		HoldAfter:           c.Scan.HoldAfter,
 	}
-	return c.AllowedClients
-}
-
-// HostnameOrDefault returns Hostname, else the machine's name.
-func (c *Config) HostnameOrDefault() string {
-	if c.Hostname != "" {
-		return c.Hostname
-	}
-	if h, err := os.Hostname(); err == nil && h != "" {
-		return h
-	}
-	return "foxproxy.localdomain"
 }

@@ -174,23 +174,6 @@ func setDefaults(v reflect.Value) {
 	}
 }
 
-// StringList is a list of strings that may also be written as one string.
-type StringList []string
-
-// UnmarshalYAML implements yaml.Unmarshaler.
-func (l *StringList) UnmarshalYAML(n *yaml.Node) error {
-	if n.Kind == yaml.ScalarNode {
-		*l = StringList{n.Value}
-		return nil
-	}
-	var s []string
-	if err := n.Decode(&s); err != nil {
-		return err
-	}
-	*l = s
-	return nil
-}
-
 func isLeaf(t reflect.Type) bool {
 	switch t.Kind() {
 	case reflect.Struct, reflect.Slice, reflect.Map, reflect.Pointer, reflect.Interface:

@@ -6,15 +6,13 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"regexp"
-	"strconv"
 	"strings"
 	"time"
 
-	"github.com/foxproxy/foxproxy/lists"
-	"github.com/foxproxy/foxproxy/pipeline"
+	"github.com/foxproxy/foxproxy/policy"
 	"github.com/foxproxy/foxproxy/reputation"
 	"github.com/foxproxy/foxproxy/scan"
+	"github.com/foxproxy/foxproxy/settings"
 )
 
 // DNS configures the resolver shared by the DNS-list checks (ERS and WRS).
@@ -111,63 +109,6 @@ type Feedback struct {
 // Enabled reports whether WRS has a backend.
 func (w WRS) Enabled() bool { return len(w.Zones) > 0 || w.SafeBrowsing.APIKey != "" }
 
-// Policy configures the rules that turn findings into a verdict.
-type Policy struct {
-	// Rules are tried in order; the first that matches decides. No match:
-	// deliver.
-	Rules []Rule `yaml:"rules"`
-	// OnScanUnavailable: "tempfail" (default) answers 4xx when no scanner
-	// could scan a message that would otherwise be delivered; "pass"
-	// delivers it unscanned. A rule that tests `scan: unavailable` itself
-	// is obeyed either way.
-	OnScanUnavailable string `yaml:"on_scan_unavailable"`
-	// OnInfected is what happens to infected mail that no rule about scan
-	// results decided: quarantine (default), reject, tempfail or deliver.
-	// Enabling a scanner must never mean delivering what it found.
-	OnInfected string `yaml:"on_infected"`
-}
-
-// Rule is one policy rule.
-type Rule struct {
-	// Name appears in the log line and the trace header; default rule-N.
-	Name string `yaml:"name"`
-	// If holds the conditions, all of which must match; none: always.
-	If Condition `yaml:"if"`
-	// Then is the action: deliver, tag, quarantine, reject, tempfail, discard.
-	Then string `yaml:"then"`
-	// Reply for reject and tempfail (defaults depend on what matched).
-	Reply *Reply `yaml:"reply"`
-	// Headers added by tag (default: X-Foxproxy-Flag: <rule name>).
-	Headers []HeaderField `yaml:"headers"`
-	// SubjectPrefix is put in front of the Subject by tag, e.g. "[SPAM] ".
-	SubjectPrefix string `yaml:"subject_prefix"`
-	// RewriteLinks makes deliver, tag and encrypt point the message's
-	// links at the click service (time-of-click protection).
-	RewriteLinks bool `yaml:"rewrite_links"`
-}
-
-// HeaderMatch matches when a header field called Name has a value that the
-// regular expression Matches finds (RE2: linear time, no backtracking).
-type HeaderMatch struct {
-	Name    string `yaml:"name"`
-	Matches string `yaml:"matches"`
-}
-
-// HeaderField is a header to add.
-type HeaderField struct {
-	Name  string `yaml:"name"`
-	Value string `yaml:"value"`
-}
-
-// Reply is an SMTP reply chosen by a rule.
-type Reply struct {
-	Code     int    `yaml:"code"`
-	Enhanced string `yaml:"enhanced"` // e.g. "5.7.1"
-	// Text may use {client}, {ers.zone}, {ers.reason}, {wrs.domains},
-	// {scan.threat}.
-	Text string `yaml:"text"`
-}
-
 // Scan configures malware scanning. It is on when smart.url or
 // conventional.url is set.
 type Scan struct {
@@ -232,20 +173,6 @@ type Quarantine struct {
 	Retention Duration `yaml:"retention"`
 }
 
-// Actions and stage keywords understood by the policy.
-var (
-	Actions         = []string{"deliver", "tag", "quarantine", "reject", "tempfail", "discard", "encrypt"}
-	ListNames       = lists.Names[:] // the categories of the lists stage's finding
-	ReputationWords = statusWords(reputation.Statuses, pipeline.IncompleteWord)
-	ScanWords       = statusWords(scan.Statuses)
-)
-
-var (
-	headerName   = regexp.MustCompile(`^[!-9;-~]+$`) // RFC 5322 §3.6.8 ftext
-	enhancedCode = regexp.MustCompile(`^[245]\.\d{1,3}\.\d{1,3}$`)
-	categoryName = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]*$`)
-)
-
 func (c *Config) validateSections(add func(key, format string, args ...any)) {
 	for i, s := range c.DNS.Servers {
 		host := s
@@ -279,7 +206,7 @@ func (c *Config) validateSections(add func(key, format string, args ...any)) {
 	c.validateScan(add)
 	c.validateHold(add)
 	c.validatePolicy(add)
-	c.validateEncryption(add)
+	c.Encryption.Validate(settings.Report(add).Under("encryption"))
 	c.validateLists(add)
 	c.validateClick(add)
 }
@@ -410,7 +337,7 @@ func (c *Config) validateDNSList(key string, l DNSList, seen map[string]bool, ad
 		add(key+".codes", "%v", err)
 	}
 	for _, cat := range l.Codes {
-		if !categoryName.MatchString(cat) {
+		if !policy.CategoryName.MatchString(cat) {
 			add(key+".codes", "category %q must be lower-case letters, digits, '-', '_' or '.'", cat)
 		}
 	}
@@ -427,111 +354,20 @@ func (c *Config) validateDNSList(key string, l DNSList, seen map[string]bool, ad
 	seen[name] = true
 }
 
+// validatePolicy has the policy section check itself, then checks what its
+// rules need from the other sections.
 func (c *Config) validatePolicy(add func(key, format string, args ...any)) {
-	switch c.Policy.OnScanUnavailable {
-	case "tempfail", "pass":
-	default:
-		add("policy.on_scan_unavailable", "%q is not one of tempfail, pass", c.Policy.OnScanUnavailable)
-	}
-	switch c.Policy.OnInfected {
-	case "quarantine", "reject", "tempfail", "deliver":
-	default:
-		add("policy.on_infected", "%q is not one of quarantine, reject, tempfail, deliver", c.Policy.OnInfected)
-	}
+	c.Policy.Validate(settings.Report(add).Under("policy"))
 	if c.Policy.OnInfected == "quarantine" && c.Scan.Enabled() && c.Quarantine.Dir == "" {
 		add("policy.on_infected", "quarantine needs quarantine.dir")
 	}
-	names := map[string]bool{}
 	for i, r := range c.Policy.Rules {
 		key := fmt.Sprintf("policy.rules[%d]", i)
-		if r.Name != "" {
-			if names[r.Name] {
-				add(key+".name", "%q is used by an earlier rule", r.Name)
-			}
-			names[r.Name] = true
-		}
-		if !contains(Actions, r.Then) {
-			add(key+".then", "%q is not one of %s", r.Then, strings.Join(Actions, ", "))
-		}
-		checkWords := func(k string, items StringList, words []string, categories bool) {
-			for j, w := range items {
-				if contains(words, w) || (categories && categoryName.MatchString(w)) {
-					continue
-				}
-				if categories {
-					add(fmt.Sprintf("%s.if.%s[%d]", key, k, j), "%q is neither a category nor one of %s", w, strings.Join(words, ", "))
-				} else {
-					add(fmt.Sprintf("%s.if.%s[%d]", key, k, j), "%q is not one of %s", w, strings.Join(words, ", "))
-				}
-			}
-		}
-		for _, sc := range StageConditions {
-			checkWords(sc.Key, sc.Of(&r.If), sc.Words, sc.AnyCategory)
-		}
-		if r.RewriteLinks && !contains([]string{"deliver", "tag", "encrypt"}, r.Then) {
-			add(key+".rewrite_links", "only deliver, tag and encrypt deliver links to rewrite")
-		}
-		if strings.ContainsAny(r.If.SubjectTag, "\r\n") || len(r.If.SubjectTag) > 200 {
-			add(key+".if.subject_tag", "must be one line of at most 200 characters")
-		}
-		for j, d := range r.If.RcptDomain {
-			if strings.Contains(d, "@") {
-				add(fmt.Sprintf("%s.if.rcpt_domain[%d]", key, j), "%q is an address; rcpt_domain takes domains (use to: for addresses)", d)
-			}
-		}
 		if len(r.If.ERS) > 0 && len(c.ERS.Zones) == 0 {
 			add(key+".if.ers", "ERS has no zones configured (ers.zones), so this condition can never match")
 		}
 		if len(r.If.WRS) > 0 && !c.WRS.Enabled() {
 			add(key+".if.wrs", "WRS has no backend configured (wrs.zones or wrs.safebrowsing), so this condition can never match")
-		}
-		for j, a := range append(append(append(StringList{}, r.If.From...), r.If.To...), r.If.RcptDomain...) {
-			if _, err := filepathMatch(a); err != nil {
-				add(fmt.Sprintf("%s.if", key), "address pattern %d %q: %v", j, a, err)
-			}
-		}
-		for j, h := range r.If.Header {
-			hk := fmt.Sprintf("%s.if.header[%d]", key, j)
-			if !headerName.MatchString(h.Name) {
-				add(hk+".name", "%q is not a header field name", h.Name)
-			}
-			if len(h.Matches) > 1000 {
-				add(hk+".matches", "regular expression longer than 1000 characters")
-			} else if _, err := regexp.Compile(h.Matches); err != nil {
-				add(hk+".matches", "%v", err)
-			}
-		}
-		if r.If.SizeOver < 0 {
-			add(key+".if.size_over", "must not be negative")
-		}
-		if r.Reply != nil {
-			class := map[string]int{"reject": 5, "tempfail": 4}[r.Then]
-			switch {
-			case class == 0:
-				add(key+".reply", "only reject and tempfail send a reply of their own")
-			case r.Reply.Code/100 != class || r.Reply.Code%100 > 99:
-				add(key+".reply.code", "%d does not fit %s (use %dxx)", r.Reply.Code, r.Then, class)
-			}
-			if r.Reply.Enhanced != "" && (!enhancedCode.MatchString(r.Reply.Enhanced) || int(r.Reply.Enhanced[0]-'0') != r.Reply.Code/100) {
-				add(key+".reply.enhanced", "%q is not an enhanced status code of class %d (RFC 3463, e.g. %d.7.1)", r.Reply.Enhanced, r.Reply.Code/100, r.Reply.Code/100)
-			}
-			if strings.ContainsAny(r.Reply.Text, "\r\n") || len(r.Reply.Text) > 400 {
-				add(key+".reply.text", "must be one line of at most 400 characters")
-			}
-		}
-		if (len(r.Headers) > 0 || r.SubjectPrefix != "") && r.Then != "tag" {
-			add(key+".then", "headers and subject_prefix need the action tag")
-		}
-		for j, h := range r.Headers {
-			if !headerName.MatchString(h.Name) {
-				add(fmt.Sprintf("%s.headers[%d].name", key, j), "%q is not a header field name", h.Name)
-			}
-			if strings.ContainsAny(h.Value, "\r\n") {
-				add(fmt.Sprintf("%s.headers[%d].value", key, j), "must be one line")
-			}
-		}
-		if strings.ContainsAny(r.SubjectPrefix, "\r\n") {
-			add(key+".subject_prefix", "must be one line")
 		}
 		if r.Then == "quarantine" && c.Quarantine.Dir == "" {
 			add(key+".then", "quarantine needs quarantine.dir")
@@ -590,28 +426,4 @@ func (c *Config) KeyAbsentAction() string {
 		return "reject"
 	}
 	return "quarantine"
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
-// filepathMatch checks an address pattern's glob syntax.
-func filepathMatch(pattern string) (bool, error) {
-	return filepath.Match(strings.ToLower(pattern), "")
-}
-
-// EnhancedCode parses "5.7.1".
-func EnhancedCode(s string) [3]int {
-	var e [3]int
-	for i, p := range strings.SplitN(s, ".", 3) {
-		n, _ := strconv.Atoi(p)
-		e[i] = n
-	}
-	return e
 }

@@ -11,8 +11,6 @@ import (
 
 	"github.com/ProtonMail/go-crypto/openpgp"
 	"go.uber.org/zap"
-
-	"github.com/foxproxy/foxproxy/config"
 )
 
 // Outcome is what a key lookup found out about one recipient.
@@ -50,7 +48,7 @@ type Recipient struct {
 
 // Gateway finds keys, encrypts and decrypts. It is safe for concurrent use.
 type Gateway struct {
-	cfg     config.Encryption
+	cfg     Config
 	log     *zap.Logger
 	keyring *keyDir // recipients' public keys; nil when not configured
 	certs   *certDir
@@ -63,7 +61,7 @@ type Gateway struct {
 // fails if one is unreadable or a private key file is readable by group or
 // others: a misconfigured key store must stop the start, not be found out
 // by the first message. Later changes are picked up by Lookup and Decrypt.
-func New(cfg config.Encryption, log *zap.Logger) (*Gateway, error) {
+func New(cfg Config, log *zap.Logger) (*Gateway, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}

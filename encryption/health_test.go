@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/foxproxy/foxproxy/config"
+	"github.com/foxproxy/foxproxy/settings"
 )
 
 // The key service's health follows the lookups that went to a WKD server,
@@ -23,7 +23,7 @@ func TestWKDHealth(t *testing.T) {
 	cfg.OpenPGP.WKD = true
 	cfg.OpenPGP.CAFile = w.caFile
 	cfg.OpenPGP.Resolve = resolve
-	cfg.OpenPGP.Timeout = config.Duration(2 * time.Second)
+	cfg.OpenPGP.Timeout = settings.Duration(2 * time.Second)
 	g, logs := newGateway(t, cfg)
 	ctx := context.Background()
 

@@ -24,7 +24,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
-	"github.com/foxproxy/foxproxy/config"
+	"github.com/foxproxy/foxproxy/settings"
 )
 
 // The tests drive Debian's gpg and openssl; scripts/install-test-deps.sh
@@ -148,14 +148,20 @@ func writeFile(t testing.TB, dir, name string, data []byte, perm os.FileMode) st
 	return p
 }
 
-// testConfig is the default encryption configuration.
-func testConfig(t testing.TB) config.Encryption {
+// testConfig is the default encryption configuration, as
+// config/default.yaml writes it (config's TestEncryptionDefaults keeps
+// the two in step).
+func testConfig(t testing.TB) Config {
 	t.Helper()
-	return config.Default().Encryption
+	return Config{
+		OpenPGP:                 OpenPGP{Timeout: settings.Duration(5 * time.Second), Resolve: map[string]string{}, CacheSize: 10000},
+		Prefer:                  "openpgp",
+		OnKeyServiceUnavailable: "quarantine",
+	}
 }
 
 // newGateway builds a gateway whose log goes to the returned observer.
-func newGateway(t *testing.T, cfg config.Encryption) (*Gateway, *observer.ObservedLogs) {
+func newGateway(t *testing.T, cfg Config) (*Gateway, *observer.ObservedLogs) {
 	t.Helper()
 	core, logs := observer.New(zapcore.DebugLevel)
 	g, err := New(cfg, zap.New(core))

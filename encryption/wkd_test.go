@@ -19,7 +19,7 @@ import (
 	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
 
-	"github.com/foxproxy/foxproxy/config"
+	"github.com/foxproxy/foxproxy/settings"
 )
 
 // TestZBase32 uses the draft's example: the hash of "joe.doe".
@@ -212,7 +212,7 @@ func TestWKDOutcomes(t *testing.T) {
 	cfg.OpenPGP.WKD = true
 	cfg.OpenPGP.CAFile = w.caFile
 	cfg.OpenPGP.Resolve = resolve
-	cfg.OpenPGP.Timeout = config.Duration(time.Second)
+	cfg.OpenPGP.Timeout = settings.Duration(time.Second)
 	g, _ := newGateway(t, cfg)
 
 	cases := []struct {
@@ -285,7 +285,7 @@ func TestWKDTimeoutBoundsAllRecipients(t *testing.T) {
 	}
 	cfg := testConfig(t)
 	cfg.OpenPGP.WKD, cfg.OpenPGP.CAFile, cfg.OpenPGP.Resolve = true, w.caFile, w.resolve
-	cfg.OpenPGP.Timeout = config.Duration(time.Second)
+	cfg.OpenPGP.Timeout = settings.Duration(time.Second)
 	g, _ := newGateway(t, cfg)
 
 	start := time.Now()
@@ -301,7 +301,7 @@ func TestWKDTimeoutBoundsAllRecipients(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
-	cfg.OpenPGP.Timeout = config.Duration(30 * time.Second)
+	cfg.OpenPGP.Timeout = settings.Duration(30 * time.Second)
 	g2, _ := newGateway(t, cfg)
 	start = time.Now()
 	rs = g2.Lookup(ctx, rcpts[:1])

@@ -1,41 +1,26 @@
 package policy
 
 import (
-	"os"
-	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 
-	"github.com/foxproxy/foxproxy/config"
 	"github.com/foxproxy/foxproxy/pipeline"
 )
 
-// encryptRules is a policy with encrypt and rewrite_links rules, and the
-// click key those need (a secret file only its owner can read).
-func encryptRules(t *testing.T) string {
-	key := filepath.Join(t.TempDir(), "click-k1")
-	if err := os.WriteFile(key, []byte(strings.Repeat("k", 40)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return encryptRulesYAML + "click: {base_url: \"https://click.example.test\", keys: [{id: k1, secret_file: " + key + "}]}\n"
-}
-
-const encryptRulesYAML = `
+// encryptRules is a policy with encrypt and rewrite_links rules.
+const encryptRules = `
 policy:
   rules:
     - {name: blocked, if: {list: [blocked_clients, blocked_senders]}, then: reject}
     - {name: tagged, if: {subject_tag: "[Secure]"}, then: encrypt}
     - {name: partner, if: {rcpt_domain: [partner.example, "*.partner.example"]}, then: encrypt, rewrite_links: true}
     - {name: links, then: deliver, rewrite_links: true}
-encryption: {openpgp: {wkd: true}}
-quarantine: {dir: /tmp}
 `
 
 // Encrypt selects the recipients its conditions matched, so a message to a
 // partner and a colleague is encrypted for the partner only.
 func TestEncryptSelectsRecipients(t *testing.T) {
-	e := engine(t, encryptRules(t))
+	e := engine(t, encryptRules)
 	plain := "Subject: hello\r\n\r\nbody\r\n"
 	cases := []struct {
 		name   string
@@ -72,7 +57,7 @@ func TestEncryptSelectsRecipients(t *testing.T) {
 
 // The list condition matches the categories the local-lists stage reports.
 func TestListCondition(t *testing.T) {
-	e := engine(t, encryptRules(t))
+	e := engine(t, encryptRules)
 	plain := "Subject: hello\r\n\r\nbody\r\n"
 	m := tx("198.51.100.1", "a@b.example", []string{"y@local.example"}, plain)
 	blocked := pipeline.Finding{Stage: "lists", Status: pipeline.Listed, Categories: []string{"blocked_senders"}}
@@ -90,27 +75,13 @@ func TestListCondition(t *testing.T) {
 
 // Encrypt delivers, so the scan guard applies to it like to deliver.
 func TestEncryptIsGuarded(t *testing.T) {
-	e := engine(t, encryptRules(t)+"scan: {conventional: {url: \"tcp://127.0.0.1:1\"}}\n")
+	e := engine(t, encryptRules)
 	m := tx("198.51.100.1", "a@b.example", []string{"x@partner.example"}, "Subject: hi\r\n\r\nb\r\n")
 	if v := e.Decide(m, []pipeline.Finding{scanVir}); v.Action != Quarantine {
 		t.Errorf("infected encrypt: %s by %s", v.Action, v.Rule)
 	}
 	if v := e.Decide(m, []pipeline.Finding{scanGone}); v.Action != Tempfail {
 		t.Errorf("unscanned encrypt: %s by %s", v.Action, v.Rule)
-	}
-}
-
-func TestEncryptRuleValidation(t *testing.T) {
-	for yaml, want := range map[string]string{
-		"policy:\n  rules:\n    - {then: reject, rewrite_links: true}\n":                                          "rewrite_links",
-		"policy:\n  rules:\n    - {if: {rcpt_domain: [a@b.example]}, then: deliver}\n":                            "rcpt_domain",
-		"policy:\n  rules:\n    - {if: {list: [friends]}, then: deliver}\n":                                       "approved_clients",
-		"policy:\n  rules:\n    - {then: encrypt}\n":                                                              "encrypt needs a key source",
-		"encryption: {openpgp: {wkd: true}}\nquarantine: {dir: \"\"}\npolicy:\n  rules:\n    - {then: encrypt}\n": "needs quarantine.dir",
-	} {
-		if _, err := config.Parse([]byte(yaml), "policy.yaml"); err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("%q: error %v, want %q", yaml, err, want)
-		}
 	}
 }
 

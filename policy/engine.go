@@ -9,10 +9,10 @@ import (
 	"regexp"
 	"strings"
 
-	"github.com/foxproxy/foxproxy/config"
 	"github.com/foxproxy/foxproxy/pipeline"
 	"github.com/foxproxy/foxproxy/reputation"
 	"github.com/foxproxy/foxproxy/scan"
+	"github.com/foxproxy/foxproxy/settings"
 )
 
 // Engine evaluates the configured rules: in order, first match wins, no
@@ -36,15 +36,15 @@ type rule struct {
 	name          string
 	cond          condition
 	action        Action
-	reply         *config.Reply
+	reply         *ReplyConfig
 	headers       []Header
 	subjectPrefix string
 	rewriteLinks  bool
 }
 
 type condition struct {
-	stages     []stageTest // in config.StageConditions order
-	client     config.Prefixes
+	stages     []stageTest // in StageConditions order
+	client     settings.Prefixes
 	from, to   []string
 	rcptDomain []string
 	subjectTag string
@@ -76,8 +76,10 @@ type headerMatch struct {
 
 var _ Decider = (*Engine)(nil)
 
-// New compiles a validated policy configuration.
-func New(cfg config.Policy, maxHeaderBytes int64) (*Engine, error) {
+// New builds the engine for a policy configuration that Validate accepted.
+// The header expressions Validate compiled are used as they are; only a
+// configuration that never went through Validate has them compiled here.
+func New(cfg Config, maxHeaderBytes int64) (*Engine, error) {
 	e := &Engine{passUnscanned: cfg.OnScanUnavailable == "pass", onInfected: Action(cfg.OnInfected), maxHeaderBytes: maxHeaderBytes}
 	if e.onInfected == "" {
 		e.onInfected = Quarantine
@@ -95,7 +97,7 @@ func New(cfg config.Policy, maxHeaderBytes int64) (*Engine, error) {
 				subjectTag: strings.ToLower(rc.If.SubjectTag),
 			},
 		}
-		for _, sc := range config.StageConditions {
+		for _, sc := range StageConditions {
 			if words := nonEmpty(sc.Of(&rc.If)); words != nil {
 				r.cond.stages = append(r.cond.stages, stageTest{stage: sc.Stage, words: words})
 			}
@@ -107,9 +109,12 @@ func New(cfg config.Policy, maxHeaderBytes int64) (*Engine, error) {
 			r.name = fmt.Sprintf("rule-%d", i+1)
 		}
 		for _, h := range rc.If.Header {
-			re, err := regexp.Compile(h.Matches)
-			if err != nil {
-				return nil, fmt.Errorf("policy.rules[%d].if.header: %w", i, err)
+			re := h.re
+			if re == nil {
+				var err error
+				if re, err = regexp.Compile(h.Matches); err != nil {
+					return nil, fmt.Errorf("policy.rules[%d].if.header: %w", i, err)
+				}
 			}
 			r.cond.header = append(r.cond.header, headerMatch{name: textproto.CanonicalMIMEHeaderKey(h.Name), re: re})
 			e.needHeader = true
@@ -125,7 +130,7 @@ func New(cfg config.Policy, maxHeaderBytes int64) (*Engine, error) {
 	return e, nil
 }
 
-func nonEmptyPrefixes(p config.Prefixes) config.Prefixes {
+func nonEmptyPrefixes(p settings.Prefixes) settings.Prefixes {
 	if len(p) == 0 {
 		return nil
 	}
@@ -133,14 +138,14 @@ func nonEmptyPrefixes(p config.Prefixes) config.Prefixes {
 }
 
 // nonEmpty treats an empty list ("ers: []") as no condition.
-func nonEmpty(l config.StringList) []string {
+func nonEmpty(l settings.StringList) []string {
 	if len(l) == 0 {
 		return nil
 	}
 	return l
 }
 
-func lower(l config.StringList) []string {
+func lower(l settings.StringList) []string {
 	if len(l) == 0 {
 		return nil // no condition
 	}
@@ -391,7 +396,7 @@ func (r *rule) buildReply(c *evalContext) *Reply {
 	if r.reply != nil {
 		rep.Code = r.reply.Code
 		if r.reply.Enhanced != "" {
-			rep.Enhanced = config.EnhancedCode(r.reply.Enhanced)
+			rep.Enhanced = parseEnhancedCode(r.reply.Enhanced)
 		} else {
 			rep.Enhanced[0] = rep.Code / 100
 		}

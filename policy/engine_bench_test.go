@@ -4,7 +4,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/foxproxy/foxproxy/config"
 	"github.com/foxproxy/foxproxy/pipeline"
 )
 
@@ -33,15 +32,7 @@ quarantine: {dir: /tmp}
 
 func benchEngine(b *testing.B, yaml string) *Engine {
 	b.Helper()
-	cfg, err := config.Parse([]byte(yaml), "policy.yaml")
-	if err != nil {
-		b.Fatal(err)
-	}
-	e, err := New(cfg.Policy, 1<<20)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return e
+	return engine(b, yaml)
 }
 
 // benchFindings are a clean message's findings with every stage on.

@@ -5,31 +5,31 @@ import (
 	"log"
 	"net/netip"
 
-	"github.com/foxproxy/foxproxy/config"
 	"github.com/foxproxy/foxproxy/lists/liststage"
 	"github.com/foxproxy/foxproxy/pipeline"
 	"github.com/foxproxy/foxproxy/policy"
 	"github.com/foxproxy/foxproxy/reputation"
 	"github.com/foxproxy/foxproxy/scan"
+	"github.com/foxproxy/foxproxy/settings"
 )
 
-// The rules are compiled once from the validated configuration; each
-// message's findings then give one verdict: the first rule that matches,
-// else deliver, with the scan guard after the rules.
+// The rules are checked and compiled once (package config does this for
+// the policy section of the file, naming the file, line and key of each
+// problem); each message's findings then give one verdict: the first rule
+// that matches, else deliver, with the scan guard after the rules.
 func Example() {
-	cfg, err := config.Parse([]byte(`
-ers:
-  zones: [{zone: bl.example.org, codes: {127.0.0.2: spam}}]
-policy:
-  rules:
-    - {name: spam-client, if: {ers: [spam]}, then: reject}
-    - {name: blocked-sender, if: {list: [blocked_senders]}, then: quarantine}
-quarantine: {dir: /var/lib/foxproxy/quarantine}
-`), "foxproxy.yaml")
-	if err != nil {
-		log.Fatal(err) // names the key and line that is wrong
+	cfg := policy.Config{
+		Rules: []policy.Rule{
+			{Name: "spam-client", If: policy.Condition{ERS: settings.StringList{"spam"}}, Then: "reject"},
+			{Name: "blocked-sender", If: policy.Condition{List: settings.StringList{"blocked_senders"}}, Then: "quarantine"},
+		},
+		OnScanUnavailable: "tempfail",
+		OnInfected:        "quarantine",
 	}
-	engine, err := policy.New(cfg.Policy, int64(cfg.Limits.MaxHeaderBytes))
+	cfg.Validate(func(key, format string, args ...any) {
+		log.Fatalf("policy.%s: %s", key, fmt.Sprintf(format, args...))
+	})
+	engine, err := policy.New(cfg, 1<<20)
 	if err != nil {
 		log.Fatal(err)
 	}

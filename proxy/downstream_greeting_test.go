@@ -10,8 +10,8 @@ import (
 
 	"github.com/emersion/go-smtp"
 
-	"github.com/foxproxy/foxproxy/config"
 	"github.com/foxproxy/foxproxy/internal/testutil"
+	"github.com/foxproxy/foxproxy/settings"
 )
 
 // isReply reports whether err is the SMTP reply code with enhanced code
@@ -55,9 +55,9 @@ func TestDownstream5xxGreetingDefers(t *testing.T) {
 // timeouts.downstream_connect as documented; it waited
 // timeouts.downstream_command (default 5m) instead.
 func TestDownstreamSilentGreetingUsesConnectTimeout(t *testing.T) {
-	p := startProxy(t, fakeGreeter(t, ""), withConfig(func(c *config.Config) {
-		c.Timeouts.DownstreamConnect = config.Duration(300 * time.Millisecond)
-		c.Timeouts.DownstreamCommand = config.Duration(20 * time.Second)
+	p := startProxy(t, fakeGreeter(t, ""), withConfig(func(c *Config) {
+		c.Timeouts.DownstreamConnect = settings.Duration(300 * time.Millisecond)
+		c.Timeouts.DownstreamCommand = settings.Duration(20 * time.Second)
 	}))
 	start := time.Now()
 	_, err := sendMail(t, p.addr, "a@example.test", []string{"b@example.test"}, "Subject: x\r\n\r\nbody\r\n")

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"strings"
@@ -10,13 +11,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/foxproxy/foxproxy/config"
+	"go.yaml.in/yaml/v3"
+
 	"github.com/foxproxy/foxproxy/links"
 	"github.com/foxproxy/foxproxy/lists"
 	"github.com/foxproxy/foxproxy/lists/liststage"
 	"github.com/foxproxy/foxproxy/pipeline"
 	"github.com/foxproxy/foxproxy/policy"
 	"github.com/foxproxy/foxproxy/reputation"
+	"github.com/foxproxy/foxproxy/settings"
 )
 
 // fakeERS stands in for the ERS stage: it lists 192.0.2.1 and can look at
@@ -44,11 +47,12 @@ func (s *fakeERS) InspectEnvelope(ctx context.Context, tx *pipeline.Transaction)
 
 func policyFrom(t *testing.T, rules string) *policy.Engine {
 	t.Helper()
-	cfg, err := config.Parse([]byte("ers: {zones: [{zone: bl.example.test, codes: {127.0.0.2: spam}}]}\npolicy:\n  rules:\n"+rules), "p.yaml")
-	if err != nil {
+	cfg := defaultPolicy
+	if err := yaml.Unmarshal([]byte("rules:\n"+rules), &cfg); err != nil {
 		t.Fatal(err)
 	}
-	e, err := policy.New(cfg.Policy, 1<<20)
+	cfg.Validate(func(key, format string, args ...any) { t.Fatalf("policy.%s: %s", key, fmt.Sprintf(format, args...)) })
+	e, err := policy.New(cfg, 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +64,7 @@ const ersReject = "    - {name: ers-spam, if: {ers: [spam]}, then: reject}\n"
 const listedReply = "550 5.7.1 Service unavailable; client host [192.0.2.1] blocked using bl.example.test; Listed in the test list"
 
 func deployment(d string) proxyOption {
-	return withConfig(func(c *config.Config) { c.Deployment = d })
+	return withConfig(func(c *Config) { c.Deployment = d })
 }
 
 // envelope sends XFORWARD, MAIL and the RCPTs and returns the RCPTs' replies.
@@ -215,7 +219,7 @@ func TestBeforeQueueRcptWaitsAtMostTheBudget(t *testing.T) {
 	defer ers.Close()
 	ds := startDownstream(t)
 	p := startProxy(t, ds.addr, deployment("before_queue"), withStages(ers), withPolicy(policyFrom(t, ersReject)),
-		withConfig(func(c *config.Config) { c.Timeouts.Stages = config.Duration(10 * time.Second) }))
+		withConfig(func(c *Config) { c.Timeouts.Stages = settings.Duration(10 * time.Second) }))
 	r := dialRaw(t, p.addr)
 	r.greet()
 	start := time.Now()

@@ -11,7 +11,7 @@ import (
 	"github.com/emersion/go-smtp"
 	"go.uber.org/zap"
 
-	"github.com/foxproxy/foxproxy/config"
+	"github.com/foxproxy/foxproxy/settings"
 )
 
 // sinkSession accepts everything and keeps the last message.
@@ -117,7 +117,7 @@ func TestDataTimeoutBoundsTrickle(t *testing.T) {
 	ds := startDownstream(t)
 	p := startProxy(t, ds.addr)
 	cfg := testConfig(ds.addr)
-	cfg.Timeouts.Data = config.Duration(600 * time.Millisecond)
+	cfg.Timeouts.Data = settings.Duration(600 * time.Millisecond)
 	p.srv.Reload(&Runtime{Config: cfg})
 	r := dialRaw(t, p.addr)
 	r.greet()

@@ -6,6 +6,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -15,10 +16,10 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
-	"github.com/foxproxy/foxproxy/config"
 	"github.com/foxproxy/foxproxy/internal/testutil"
 	"github.com/foxproxy/foxproxy/pipeline"
 	"github.com/foxproxy/foxproxy/policy"
+	"github.com/foxproxy/foxproxy/settings"
 )
 
 // testDownstream is a real SMTP server (go-smtp behind the same guard
@@ -186,19 +187,36 @@ type testProxy struct {
 
 type proxyOption func(rt *Runtime)
 
-func testConfig(downstream string) *config.Config {
-	c := config.Default()
-	c.Listen = "127.0.0.1:0"
-	c.Downstream = downstream
-	c.Hostname = "foxproxy.test"
-	c.Timeouts.Command = config.Duration(5 * time.Second)
-	c.Timeouts.Data = config.Duration(5 * time.Second)
-	c.Timeouts.DownstreamConnect = config.Duration(2 * time.Second)
-	c.Timeouts.DownstreamCommand = config.Duration(2 * time.Second)
-	c.Timeouts.DownstreamData = config.Duration(2 * time.Second)
-	c.Timeouts.Stages = config.Duration(2 * time.Second)
-	return c
+// testConfig is the configuration of config/default.yaml, with short
+// timeouts and the given downstream.
+func testConfig(downstream string) *Config {
+	loopback := func(s string) settings.Prefix { return settings.Prefix{Prefix: netip.MustParsePrefix(s)} }
+	return &Config{
+		Listen:              "127.0.0.1:0",
+		Downstream:          downstream,
+		Deployment:          "after_queue",
+		Hostname:            "foxproxy.test",
+		AllowedClients:      settings.Prefixes{loopback("127.0.0.0/8"), loopback("::1/128")},
+		RemoveIncomingTrace: true,
+		ClientFromReceived:  true,
+		MaxMessageBytes:     50 << 20,
+		Limits: Limits{MaxRecipients: 1000, MaxSessions: 1000, MaxCommandLine: 4096, MaxCommands: 100000,
+			MaxHeaderBytes: 1 << 20, MaxXforwardValueLen: 255},
+		Timeouts: Timeouts{
+			Command:           settings.Duration(5 * time.Second),
+			Data:              settings.Duration(5 * time.Second),
+			DownstreamConnect: settings.Duration(2 * time.Second),
+			DownstreamCommand: settings.Duration(2 * time.Second),
+			DownstreamData:    settings.Duration(2 * time.Second),
+			Stages:            settings.Duration(2 * time.Second),
+			Shutdown:          settings.Duration(30 * time.Second),
+		},
+		Spool: Spool{MemoryThreshold: 1 << 20},
+	}
 }
+
+// defaultPolicy is the policy section of config/default.yaml: no rules.
+var defaultPolicy = policy.Config{OnScanUnavailable: "tempfail", OnInfected: "quarantine"}
 
 func startProxy(t *testing.T, downstream string, opts ...proxyOption) *testProxy {
 	t.Helper()
@@ -217,7 +235,7 @@ func startProxy(t *testing.T, downstream string, opts ...proxyOption) *testProxy
 	return &testProxy{addr: ln.Addr().String(), srv: srv, logs: logs}
 }
 
-func withConfig(fn func(c *config.Config)) proxyOption {
+func withConfig(fn func(c *Config)) proxyOption {
 	return func(rt *Runtime) { fn(rt.Config) }
 }
 

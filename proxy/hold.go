@@ -36,7 +36,7 @@ const HoldClockSkew = 5 * time.Minute
 // deferred as before; then answer is nil.
 func (ss *session) hold(m *message) (handled bool, answer error) {
 	tx, v := m.tx, m.verdict
-	holdAfter := ss.rt.Config.Scan.HoldAfter.D()
+	holdAfter := ss.rt.Config.HoldAfter.D()
 	if v.Action != policy.Tempfail || v.Reason != policy.ReasonUnscanned || holdAfter <= 0 {
 		return false, nil
 	}

@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/foxproxy/foxproxy/config"
 	"github.com/foxproxy/foxproxy/pipeline"
 	"github.com/foxproxy/foxproxy/policy"
+	"github.com/foxproxy/foxproxy/settings"
 )
 
 func TestArrivalTime(t *testing.T) {
@@ -70,13 +70,13 @@ func TestHoldAfterScanUnavailable(t *testing.T) {
 	unavailable := stageFunc{name: "scan", fn: func(context.Context, *pipeline.Transaction) pipeline.Finding {
 		return pipeline.Finding{Status: pipeline.Unavailable, Detail: "connection refused"}
 	}}
-	eng, err := policy.New(config.Default().Policy, 1<<20)
+	eng, err := policy.New(defaultPolicy, 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
 	h := &holdRecorder{}
 	p := startProxy(t, ds.addr, withStages(unavailable), withPolicy(eng),
-		withConfig(func(c *config.Config) { c.Scan.HoldAfter = config.Duration(10 * time.Minute) }),
+		withConfig(func(c *Config) { c.HoldAfter = settings.Duration(10 * time.Minute) }),
 		func(rt *Runtime) { rt.Quarantine = h })
 
 	msg := func(age time.Duration) string {
@@ -129,10 +129,10 @@ func TestHoldFailureDefers(t *testing.T) {
 	unavailable := stageFunc{name: "scan", fn: func(context.Context, *pipeline.Transaction) pipeline.Finding {
 		return pipeline.Finding{Status: pipeline.Unavailable}
 	}}
-	eng, _ := policy.New(config.Default().Policy, 1<<20)
+	eng, _ := policy.New(defaultPolicy, 1<<20)
 	h := &holdRecorder{fail: context.DeadlineExceeded}
 	p := startProxy(t, ds.addr, withStages(unavailable), withPolicy(eng),
-		withConfig(func(c *config.Config) { c.Scan.HoldAfter = config.Duration(time.Second) }),
+		withConfig(func(c *Config) { c.HoldAfter = settings.Duration(time.Second) }),
 		func(rt *Runtime) { rt.Quarantine = h })
 	body := "Received: from x by mx.example.test (Postfix) with ESMTP id 4ABC; " + time.Now().Add(-time.Hour).Format(time.RFC1123Z) + "\r\n\r\nbody\r\n"
 	_, err := sendMail(t, p.addr, "sender@example.test", []string{"rcpt@example.test"}, body)

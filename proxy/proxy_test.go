@@ -14,9 +14,9 @@ import (
 
 	"github.com/emersion/go-smtp"
 
-	"github.com/foxproxy/foxproxy/config"
 	"github.com/foxproxy/foxproxy/pipeline"
 	"github.com/foxproxy/foxproxy/policy"
+	"github.com/foxproxy/foxproxy/settings"
 )
 
 const sampleMessage = "From: a@example.test\r\nTo: b@example.test\r\nSubject: hello\r\n\r\nline one\r\n.leading dot\r\n..two dots\r\n.\tdot tab\r\nlast line\r\n"
@@ -203,8 +203,8 @@ func TestFailuresAnswer4xx(t *testing.T) {
 	t.Run("downstream times out after the final dot", func(t *testing.T) {
 		ds := startDownstream(t)
 		ds.set(func(d *testDownstream) { d.dataStall = 3 * time.Second })
-		p := startProxy(t, ds.addr, withConfig(func(c *config.Config) {
-			c.Timeouts.DownstreamData = config.Duration(500 * time.Millisecond)
+		p := startProxy(t, ds.addr, withConfig(func(c *Config) {
+			c.Timeouts.DownstreamData = settings.Duration(500 * time.Millisecond)
 		}))
 		_, err := sendMail(t, p.addr, "a@example.test", []string{"b@example.test"}, sampleMessage)
 		var se *smtp.SMTPError
@@ -229,7 +229,7 @@ func TestFailuresAnswer4xx(t *testing.T) {
 	t.Run("spool error", func(t *testing.T) {
 		ds := startDownstream(t)
 		dir := t.TempDir()
-		p := startProxy(t, ds.addr, withConfig(func(c *config.Config) {
+		p := startProxy(t, ds.addr, withConfig(func(c *Config) {
 			c.Spool.Dir = dir
 			c.Spool.MemoryThreshold = 10
 		}))
@@ -342,7 +342,7 @@ func TestTagAddsHeaders(t *testing.T) {
 // Limits: size, recipients, command lines, command count.
 func TestLimits(t *testing.T) {
 	ds := startDownstream(t)
-	p := startProxy(t, ds.addr, withConfig(func(c *config.Config) {
+	p := startProxy(t, ds.addr, withConfig(func(c *Config) {
 		c.MaxMessageBytes = 1000
 		c.Limits.MaxRecipients = 3
 		c.Limits.MaxCommandLine = 600
@@ -537,8 +537,8 @@ func restartDownstreamOn(t *testing.T, old *testDownstream) *testDownstream {
 
 func TestAllowedClients(t *testing.T) {
 	ds := startDownstream(t)
-	p := startProxy(t, ds.addr, withConfig(func(c *config.Config) {
-		c.AllowedClients = config.Prefixes{mustPrefix("10.0.0.0/8")}
+	p := startProxy(t, ds.addr, withConfig(func(c *Config) {
+		c.AllowedClients = settings.Prefixes{mustPrefix("10.0.0.0/8")}
 	}))
 	r := dialRaw(t, p.addr)
 	r.expect("554 5.7.1 ")
@@ -547,17 +547,17 @@ func TestAllowedClients(t *testing.T) {
 	}
 }
 
-func mustPrefix(s string) config.Prefix {
-	p, err := config.ParsePrefix(s)
+func mustPrefix(s string) settings.Prefix {
+	p, err := settings.ParsePrefix(s)
 	if err != nil {
 		panic(err)
 	}
-	return config.Prefix{Prefix: p}
+	return settings.Prefix{Prefix: p}
 }
 
 func TestMaxSessions(t *testing.T) {
 	ds := startDownstream(t)
-	p := startProxy(t, ds.addr, withConfig(func(c *config.Config) { c.Limits.MaxSessions = 2 }))
+	p := startProxy(t, ds.addr, withConfig(func(c *Config) { c.Limits.MaxSessions = 2 }))
 	a, b := dialRaw(t, p.addr), dialRaw(t, p.addr)
 	a.expect("220 ")
 	b.expect("220 ")
@@ -620,7 +620,7 @@ func TestReloadAppliesToNewSessions(t *testing.T) {
 	old := dialRaw(t, p.addr)
 	old.greet()
 	cfg := testConfig(ds.addr)
-	cfg.AllowedClients = config.Prefixes{mustPrefix("10.0.0.0/8")}
+	cfg.AllowedClients = settings.Prefixes{mustPrefix("10.0.0.0/8")}
 	cfg.MaxMessageBytes = 1
 	if warn := p.srv.Reload(&Runtime{Config: cfg}); len(warn) != 1 || warn[0] != "max_message_bytes" {
 		t.Fatalf("restart-only keys: %v", warn)

@@ -31,7 +31,6 @@ import (
 	"github.com/emersion/go-smtp"
 	"go.uber.org/zap"
 
-	"github.com/foxproxy/foxproxy/config"
 	"github.com/foxproxy/foxproxy/delivery"
 	"github.com/foxproxy/foxproxy/lists"
 	"github.com/foxproxy/foxproxy/pipeline"
@@ -41,7 +40,7 @@ import (
 // Runtime is what sessions use and a SIGHUP may replace. Each session keeps
 // the Runtime it started with, so a reload never changes a message midway.
 type Runtime struct {
-	Config     *config.Config
+	Config     *Config
 	Pipeline   *pipeline.Pipeline
 	Policy     policy.Decider
 	Quarantine Quarantiner // nil: quarantine verdicts tempfail

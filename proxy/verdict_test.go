@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/foxproxy/foxproxy/config"
 	"github.com/foxproxy/foxproxy/delivery"
 	"github.com/foxproxy/foxproxy/policy"
 )
@@ -24,7 +23,7 @@ func TestForgedTraceRemoved(t *testing.T) {
 	for _, remove := range []bool{true, false} {
 		ds := startDownstream(t)
 		p := startProxy(t, ds.addr, withPolicy(fixedPolicy{Action: policy.Deliver, Rule: "r"}),
-			withConfig(func(c *config.Config) { c.RemoveIncomingTrace = remove }))
+			withConfig(func(c *Config) { c.RemoveIncomingTrace = remove }))
 		if _, err := sendMail(t, p.addr, "a@example.test", []string{"b@example.test"}, in); err != nil {
 			t.Fatal(err)
 		}

@@ -5,8 +5,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/foxproxy/foxproxy/config"
 	"github.com/foxproxy/foxproxy/delivery"
+	"github.com/foxproxy/foxproxy/settings"
 )
 
 func TestParseXforward(t *testing.T) {
@@ -114,8 +114,8 @@ func TestXforwardPipelinedFromTrustedClient(t *testing.T) {
 
 func TestXforwardFromUntrustedClient(t *testing.T) {
 	ds := startDownstream(t)
-	p := startProxy(t, ds.addr, withConfig(func(c *config.Config) {
-		c.XforwardClients = config.Prefixes{mustPrefix("10.0.0.0/8")}
+	p := startProxy(t, ds.addr, withConfig(func(c *Config) {
+		c.XforwardClients = settings.Prefixes{mustPrefix("10.0.0.0/8")}
 	}))
 	r := dialRaw(t, p.addr)
 	if ehlo := r.greet(); strings.Contains(ehlo, "XFORWARD") {

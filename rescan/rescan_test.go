@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/foxproxy/foxproxy/config"
 	"github.com/foxproxy/foxproxy/delivery"
 	"github.com/foxproxy/foxproxy/pipeline"
 	"github.com/foxproxy/foxproxy/policy"
@@ -74,7 +73,7 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eng, err := policy.New(config.Default().Policy, 1<<20)
+	eng, err := policy.New(policy.Config{OnScanUnavailable: "tempfail", OnInfected: "quarantine"}, 1<<20) // the default policy: no rules
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -290,21 +290,21 @@ func scanners(cfg *config.Config) string {
 }
 
 // parseFinding reads STAGE=STATUS[:WHAT] for any stage a rule can test
-// (config.StageConditions): WHAT is the categories (comma separated) of a
+// (policy.StageConditions): WHAT is the categories (comma separated) of a
 // listed finding, the threat of an infected one, the detail of any other.
 // A stage whose categories are fixed (the lists stage's are the lists'
 // names) takes only those.
 func parseFinding(s string) (pipeline.Finding, error) {
 	name, rest, ok := strings.Cut(s, "=")
-	i := slices.IndexFunc(config.StageConditions, func(sc config.StageCondition) bool { return string(sc.Stage) == name })
+	i := slices.IndexFunc(policy.StageConditions, func(sc policy.StageCondition) bool { return string(sc.Stage) == name })
 	if !ok || i < 0 {
 		var names []string
-		for _, sc := range config.StageConditions {
+		for _, sc := range policy.StageConditions {
 			names = append(names, string(sc.Stage))
 		}
 		return pipeline.Finding{}, fmt.Errorf("want STAGE=STATUS[:WHAT] with STAGE one of %s", strings.Join(names, ", "))
 	}
-	sc := config.StageConditions[i]
+	sc := policy.StageConditions[i]
 	status, what, _ := strings.Cut(rest, ":")
 	if !slices.Contains(sc.Statuses, pipeline.Status(status)) {
 		var words []string

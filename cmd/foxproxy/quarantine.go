@@ -20,6 +20,7 @@ import (
 	"github.com/foxproxy/foxproxy/pipeline"
 	"github.com/foxproxy/foxproxy/quarantine"
 	"github.com/foxproxy/foxproxy/release"
+	"github.com/foxproxy/foxproxy/settings"
 )
 
 const quarantineUsage = `usage: foxproxy quarantine COMMAND [-config FILE] ...
@@ -89,7 +90,7 @@ func quarantineCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	age := time.Duration(-1)
 	if olderThan != "" {
-		if age, err = config.ParseDuration(olderThan); err != nil {
+		if age, err = settings.ParseDuration(olderThan); err != nil {
 			fmt.Fprintf(stderr, "foxproxy quarantine purge: --older-than: %v\n", err)
 			return exitUsage
 		}
@@ -435,7 +436,7 @@ func (q *quarantineCLI) release(ctx context.Context, id string, force bool) bool
 			content, size = enc.Open(), enc.Size()
 		}
 	}
-	header := releasedHeader(cfg.HostnameOrDefault(), e, releasedBy(), q.now())
+	header := releasedHeader(cfg.Proxy().HostnameOrDefault(), e, releasedBy(), q.now())
 	if q.held {
 		fmt.Fprintf(q.stderr, "foxproxy quarantine: %s: releasing a held message: it is delivered unscanned\n", id)
 	}
@@ -443,7 +444,7 @@ func (q *quarantineCLI) release(ctx context.Context, id string, force bool) bool
 		Store: q.store, Claim: claim, Entry: e, Now: q.now,
 		Options: delivery.ReinjectOptions{
 			Addr:           cfg.Downstream,
-			Hostname:       cfg.HostnameOrDefault(),
+			Hostname:       cfg.Proxy().HostnameOrDefault(),
 			ConnectTimeout: cfg.Timeouts.DownstreamConnect.D(),
 			CommandTimeout: cfg.Timeouts.DownstreamCommand.D(),
 			DataTimeout:    cfg.Timeouts.DownstreamData.D(),

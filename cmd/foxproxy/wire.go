@@ -25,6 +25,9 @@ import (
 // wired is a runtime plus what must be stopped with it.
 type wired struct {
 	*proxy.Runtime
+	// Config is the whole configuration the runtime was built from (the
+	// runtime's own Config is the SMTP side's part of it).
+	Config   *config.Config
 	closers  []func()
 	dns      *reputation.DNSClient
 	ers      *reputation.ERS
@@ -40,7 +43,7 @@ type wired struct {
 // (the client), then the message's content checks. The order is the order
 // of findings in logs and in the trace header.
 func wire(cfg *config.Config, log *zap.Logger) (w *wired, err error) {
-	w = &wired{Runtime: &proxy.Runtime{Config: cfg}}
+	w = &wired{Runtime: &proxy.Runtime{Config: cfg.Proxy()}, Config: cfg}
 	defer func() {
 		if err != nil {
 			w.close()

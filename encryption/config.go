@@ -1,16 +1,17 @@
-package config
+package encryption
 
 import (
 	"net"
 	"os"
 	"strconv"
 	"strings"
+
+	"github.com/foxproxy/foxproxy/settings"
 )
 
-// Encryption configures the encryption gateway (package encryption): where
-// recipients' keys come from, where the gateway's own private keys are, and
+// Config is the encryption section: where recipients' keys come from, where the gateway's own private keys are, and
 // what happens to a message to be encrypted when a key cannot be had.
-type Encryption struct {
+type Config struct {
 	OpenPGP OpenPGP `yaml:"openpgp"`
 	SMIME   SMIME   `yaml:"smime"`
 	Decrypt Decrypt `yaml:"decrypt"`
@@ -38,7 +39,7 @@ type OpenPGP struct {
 	// (draft-koch-openpgp-webkey-service, advanced then direct method).
 	WKD bool `yaml:"wkd"`
 	// Timeout bounds one recipient's WKD lookup, both methods together.
-	Timeout Duration `yaml:"timeout"`
+	Timeout settings.Duration `yaml:"timeout"`
 	// CAFile adds trusted roots (PEM) for WKD servers to the system's.
 	CAFile string `yaml:"ca_file"`
 	// Resolve connects to a fixed "ip:port" for a WKD host name, like curl
@@ -64,67 +65,68 @@ type Decrypt struct {
 
 // Enabled reports whether any key source is configured, i.e. whether the
 // gateway can encrypt or decrypt anything at all.
-func (e Encryption) Enabled() bool {
+func (e Config) Enabled() bool {
 	return e.OpenPGP.KeyringDir != "" || e.OpenPGP.WKD || e.SMIME.CertDir != "" || e.Decrypt.KeyDir != ""
 }
 
-// Values of Encryption.OnKeyServiceUnavailable and OnKeyAbsent.
+// Values of Config.OnKeyServiceUnavailable and OnKeyAbsent.
 var (
 	KeyServiceUnavailableActions = []string{"quarantine", "tempfail", "reject", "deliver_unencrypted"}
 	KeyAbsentActions             = []string{"", "reject", "quarantine", "tempfail"}
 )
 
-func (c *Config) validateEncryption(add func(key, format string, args ...any)) {
-	e := c.Encryption
+// Validate reports what is wrong with the section, with keys relative to
+// it ("openpgp.timeout").
+func (e Config) Validate(report settings.Report) {
 	oneOf := func(key, v string, allowed []string) {
 		for _, a := range allowed {
 			if v == a {
 				return
 			}
 		}
-		add(key, "%q is not one of %s", v, strings.Join(allowed, ", "))
+		report(key, "%q is not one of %s", v, strings.Join(allowed, ", "))
 	}
-	oneOf("encryption.prefer", e.Prefer, []string{"openpgp", "smime"})
-	oneOf("encryption.on_key_service_unavailable", e.OnKeyServiceUnavailable, KeyServiceUnavailableActions)
+	oneOf("prefer", e.Prefer, []string{"openpgp", "smime"})
+	oneOf("on_key_service_unavailable", e.OnKeyServiceUnavailable, KeyServiceUnavailableActions)
 	if e.OnKeyAbsent != "" {
-		oneOf("encryption.on_key_absent", e.OnKeyAbsent, KeyAbsentActions[1:])
+		oneOf("on_key_absent", e.OnKeyAbsent, KeyAbsentActions[1:])
 	}
 	if e.OpenPGP.Timeout <= 0 {
-		add("encryption.openpgp.timeout", "must be positive")
+		report("openpgp.timeout", "must be positive")
 	}
 	if e.OpenPGP.CacheSize < 0 {
-		add("encryption.openpgp.cache_size", "must not be negative (0 turns the cache off)")
+		report("openpgp.cache_size", "must not be negative (0 turns the cache off)")
 	}
 	if e.OpenPGP.CAFile != "" {
 		if _, err := os.Stat(e.OpenPGP.CAFile); err != nil {
-			add("encryption.openpgp.ca_file", "%v", err)
+			report("openpgp.ca_file", "%v", err)
 		}
 	}
 	for host, addr := range e.OpenPGP.Resolve {
-		key := "encryption.openpgp.resolve." + host
+		key := "openpgp.resolve." + host
 		if host == "" || strings.ContainsAny(host, ":/ ") {
-			add(key, "%q is not a host name", host)
+			report(key, "%q is not a host name", host)
 		}
 		ip, port, err := net.SplitHostPort(addr)
 		if err != nil || net.ParseIP(ip) == nil {
-			add(key, "%q is not ip:port", addr)
+			report(key, "%q is not ip:port", addr)
 			continue
 		}
 		if n, err := strconv.Atoi(port); err != nil || n <= 0 || n > 65535 {
-			add(key, "%q has an invalid port", addr)
+			report(key, "%q has an invalid port", addr)
 		}
 	}
 	dirs := map[string]string{
-		"encryption.openpgp.keyring_dir": e.OpenPGP.KeyringDir,
-		"encryption.smime.cert_dir":      e.SMIME.CertDir,
-		"encryption.decrypt.key_dir":     e.Decrypt.KeyDir,
+		"openpgp.keyring_dir": e.OpenPGP.KeyringDir,
+		"smime.cert_dir":      e.SMIME.CertDir,
+		"decrypt.key_dir":     e.Decrypt.KeyDir,
 	}
 	for key, d := range dirs {
 		if d == "" {
 			continue
 		}
 		if st, err := os.Stat(d); err != nil || !st.IsDir() {
-			add(key, "%q is not an existing directory", d)
+			report(key, "%q is not an existing directory", d)
 		}
 	}
 }

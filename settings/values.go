@@ -1,4 +1,10 @@
-package config
+// Package settings holds the value types that foxproxy's configuration is
+// written in (durations, byte sizes, networks, string lists) and the way a
+// section's validation reports a problem. It sits below both package config,
+// which reads the file, and the packages that own a section's settings
+// (policy, proxy, encryption), so those never import config. It imports no
+// foxproxy package.
+package settings
 
 import (
 	"fmt"
@@ -143,4 +149,21 @@ func (ps Prefixes) Contains(a netip.Addr) bool {
 		}
 	}
 	return false
+}
+
+// StringList is a list of strings that may also be written as one string.
+type StringList []string
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (l *StringList) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		*l = StringList{n.Value}
+		return nil
+	}
+	var s []string
+	if err := n.Decode(&s); err != nil {
+		return err
+	}
+	*l = s
+	return nil
 }

@@ -1,10 +1,12 @@
-package config
+package policy
 
 import (
 	"slices"
 	"testing"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/foxproxy/foxproxy/settings"
 )
 
 // Each stage condition reads the items written under its own key, and
@@ -21,7 +23,7 @@ func TestStageConditionsReadTheirKey(t *testing.T) {
 		if err := yaml.Unmarshal([]byte(sc.Key+": ["+word+"]"), &c); err != nil {
 			t.Fatalf("%s: %v", sc.Key, err)
 		}
-		if got := sc.Of(&c); !slices.Equal(got, StringList{word}) {
+		if got := sc.Of(&c); !slices.Equal(got, settings.StringList{word}) {
 			t.Errorf("%s: Of returned %q, want [%s]", sc.Key, got, word)
 		}
 		if len(sc.Statuses) == 0 {
