@@ -159,6 +159,11 @@ func (d *Conn) Close() {
 	d.client.Close()
 }
 
+// Abort closes the network connection at once, without QUIT. Unlike the
+// other methods it may be called from another goroutine while one of them
+// runs: that one then fails with a network error.
+func (d *Conn) Abort() { d.conn.Conn.Close() }
+
 // note marks the connection unusable after an error that leaves its state
 // unknown: anything but an ordinary 4xx/5xx reply, and 421 (the server is
 // closing the channel).

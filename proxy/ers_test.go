@@ -1,11 +1,13 @@
 package proxy
 
 import (
+	"context"
 	"net"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/foxproxy/foxproxy/pipeline"
 	"github.com/foxproxy/foxproxy/reputation"
 )
 
@@ -70,4 +72,41 @@ func TestBlackHoleDNSDelaysOnlyTheMessage(t *testing.T) {
 	if !strings.Contains(string(ds.messages()[0].data), "ers=skipped") {
 		t.Fatalf("trace: %q", ds.messages()[0].data[:120])
 	}
+}
+
+// TestCloseDuringDataLogsOutAfterTheHandler: go-smtp's Server.Close calls
+// Logout from its own goroutine while Data still runs (a drain that ran out
+// of time). Logout must not touch the session under Data's feet (the race
+// detector checks), and the session must still be logged out, its runtime
+// given back, once Data returns.
+func TestCloseDuringDataLogsOutAfterTheHandler(t *testing.T) {
+	inStage := make(chan struct{})
+	release := make(chan struct{})
+	stage := stageFunc{name: "slow", fn: func(ctx context.Context, tx *pipeline.Transaction) pipeline.Finding {
+		close(inStage)
+		<-release
+		return pipeline.Finding{Stage: "slow", Status: pipeline.Clean}
+	}}
+	ds := startDownstream(t)
+	p := startProxy(t, ds.addr, withStages(stage))
+	a := dialRaw(t, p.addr)
+	a.greet()
+	a.send("MAIL FROM:<a@example.test>\r\nRCPT TO:<b@example.test>\r\nDATA\r\n")
+	a.expect("250 ")
+	a.expect("250 ")
+	a.expect("354 ")
+	a.send("Subject: s\r\n\r\nx\r\n.\r\n")
+	<-inStage
+	closed := make(chan error, 1)
+	go func() { closed <- p.srv.Close() }()
+	select {
+	case <-closed: // Close does not wait for Data
+	case <-time.After(10 * time.Second):
+		t.Fatal("Server.Close waited for the message in progress")
+	}
+	if n := p.srv.runtimeUsers(); n != 1 {
+		t.Fatalf("runtime users while Data runs: %d, want 1", n)
+	}
+	close(release)
+	eventually(t, "the session logged out after Data", func() bool { return p.srv.runtimeUsers() == 0 })
 }

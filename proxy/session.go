@@ -12,6 +12,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 
@@ -28,7 +29,8 @@ import (
 
 // session is one upstream SMTP connection. go-smtp calls its methods from
 // the connection's goroutine (Data, for BDAT, from one more goroutine while
-// the connection goroutine waits), so it needs no locking of its own.
+// the connection goroutine waits), except Logout, which Server.Close calls
+// from its own: see busy.
 type session struct {
 	s    *Server
 	rt   *Runtime
@@ -41,6 +43,15 @@ type session struct {
 	tx   *transaction
 
 	released bool // Logout gave rt back
+
+	// busy is held while a command handler runs. go-smtp's Server.Close
+	// calls Logout from its own goroutine, while the connection's
+	// goroutine may be in Data (a drain that ran out of time); Logout
+	// then only asks for the logout (logoutAsked) and cuts the
+	// downstream, and the handler logs out when it returns.
+	busy        sync.Mutex
+	logoutAsked atomic.Bool
+	dsAbort     atomic.Pointer[delivery.Conn] // the downstream, for that cut
 }
 
 // transaction is one MAIL ... end-of-data exchange.
@@ -100,7 +111,7 @@ func newID() string {
 }
 
 // Mail mirrors MAIL to the downstream: its answer is the answer.
-func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
+func (ss *session) mail(from string, opts *smtp.MailOptions) error {
 	if ss.tx != nil {
 		return errNestedMail
 	}
@@ -177,6 +188,7 @@ func (ss *session) dial() error {
 	if ss.ds != nil {
 		ss.ds.close()
 		ss.ds = nil
+		ss.dsAbort.Store(nil)
 	}
 	cfg := ss.rt.Config
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeouts.DownstreamConnect.D())
@@ -192,6 +204,7 @@ func (ss *session) dial() error {
 		return &dialError{err}
 	}
 	ss.ds = newDownstream(c)
+	ss.dsAbort.Store(c)
 	return nil
 }
 
@@ -225,7 +238,7 @@ func (ss *session) downstreamError(stage string, tx *transaction, err error) err
 
 // Rcpt mirrors RCPT to the downstream, so a recipient is refused exactly
 // the way the downstream refuses it.
-func (ss *session) Rcpt(to string, opts *smtp.RcptOptions) error {
+func (ss *session) rcpt(to string, opts *smtp.RcptOptions) error {
 	tx := ss.tx
 	if tx == nil {
 		return errNoTransaction
@@ -340,7 +353,7 @@ func hasControlChar(s string) bool {
 }
 
 // Reset abandons the transaction, here and downstream.
-func (ss *session) Reset() {
+func (ss *session) reset() {
 	ss.endTransaction()
 	ss.tx = nil
 	if ss.ds != nil {
@@ -348,24 +361,81 @@ func (ss *session) Reset() {
 	}
 }
 
-// Logout ends the session.
+// Mail, Rcpt, Reset and Data are the go-smtp handlers: each runs under
+// busy, and logs out on its way out when Logout was asked meanwhile.
+func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
+	ss.enter()
+	defer ss.leave()
+	return ss.mail(from, opts)
+}
+
+func (ss *session) Rcpt(to string, opts *smtp.RcptOptions) error {
+	ss.enter()
+	defer ss.leave()
+	return ss.rcpt(to, opts)
+}
+
+func (ss *session) Reset() {
+	ss.enter()
+	defer ss.leave()
+	ss.reset()
+}
+
+func (ss *session) Data(r io.Reader) error {
+	ss.enter()
+	defer ss.leave()
+	return ss.data(r)
+}
+
+func (ss *session) enter() { ss.busy.Lock() }
+
+// leave ends a handler. A Logout asked while it ran (it set logoutAsked
+// before it tried busy) is carried out here; logout is idempotent, so a
+// Logout that got busy after the unlock does no harm.
+func (ss *session) leave() {
+	ss.busy.Unlock()
+	if ss.logoutAsked.Load() && ss.busy.TryLock() {
+		ss.logout()
+		ss.busy.Unlock()
+	}
+}
+
+// Logout ends the session. go-smtp calls it from the connection's
+// goroutine when the client leaves, and from Server.Close's goroutine
+// while a handler may still run: then the downstream connection is cut,
+// so that the handler ends soon, and the handler logs out (leave).
 func (ss *session) Logout() error {
+	ss.logoutAsked.Store(true)
+	if !ss.busy.TryLock() {
+		if c := ss.dsAbort.Load(); c != nil {
+			c.Abort()
+		}
+		return nil
+	}
+	defer ss.busy.Unlock()
+	ss.logout()
+	return nil
+}
+
+// logout ends the session: the transaction's log line, the downstream,
+// the runtime. Only under busy.
+func (ss *session) logout() {
 	ss.endTransaction()
 	ss.tx = nil
 	if ss.ds != nil {
 		ss.ds.close()
 		ss.ds = nil
+		ss.dsAbort.Store(nil)
 	}
 	if !ss.released {
 		ss.released = true
 		ss.s.releaseRuntime(ss.rt)
 	}
-	return nil
 }
 
 // Data receives the content, checks it and carries out the verdict. Every
 // return value is an *smtp.SMTPError made in reply.go (see there why).
-func (ss *session) Data(r io.Reader) (result error) {
+func (ss *session) data(r io.Reader) (result error) {
 	if c := ss.g.Content(); c != nil {
 		r = c // DATA: the guard delivers the content (see content.go)
 	}
