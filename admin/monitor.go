@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/foxproxy/foxproxy/health"
 )
 
 // Prober is a dependency owner that can check its dependencies on demand
@@ -50,7 +52,7 @@ type Monitor struct {
 func NewMonitor(downstream string, interval time.Duration, log *zap.Logger) *Monitor {
 	m := &Monitor{interval: interval, timeout: 5 * time.Second, log: log, now: time.Now}
 	m.ds.addr = downstream
-	m.ds.state = "unknown"
+	m.ds.state = health.Unknown
 	m.SetSources(&Sources{})
 	return m
 }
@@ -63,7 +65,7 @@ func (m *Monitor) SetDownstream(addr string) {
 	m.ds.mu.Lock()
 	defer m.ds.mu.Unlock()
 	if addr != m.ds.addr {
-		m.ds.addr, m.ds.state, m.ds.since = addr, "unknown", m.now()
+		m.ds.addr, m.ds.state, m.ds.since = addr, health.Unknown, m.now()
 	}
 }
 
@@ -99,7 +101,7 @@ func (m *Monitor) ProbeNow(ctx context.Context) {
 
 // Dependencies returns the downstream's and the sources' health.
 func (m *Monitor) Dependencies() []Dependency {
-	deps := []Dependency{m.ds.dependency()}
+	deps := []Dependency{m.ds.report()}
 	if f := m.sources.Load().Dependencies; f != nil {
 		deps = append(deps, f()...)
 	}
@@ -118,13 +120,13 @@ func (m *Monitor) ScanMode() (string, string) {
 func (m *Monitor) DownstreamOK() bool {
 	m.ds.mu.Lock()
 	defer m.ds.mu.Unlock()
-	return m.ds.state == "up"
+	return m.ds.state == health.Up
 }
 
 type downstreamHealth struct {
 	mu        sync.Mutex
 	addr      string
-	state     string
+	state     health.State
 	since     time.Time
 	lastErr   string
 	lastOK    time.Time
@@ -133,10 +135,10 @@ type downstreamHealth struct {
 	nextProbe time.Time
 }
 
-func (d *downstreamHealth) dependency() Dependency {
+func (d *downstreamHealth) report() health.Report {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return Dependency{Kind: "downstream", Name: "smtpd", Target: d.addr, State: d.state, OK: d.state == "up",
+	return health.Report{Kind: "downstream", Name: "smtpd", Target: d.addr, State: d.state, OK: d.state == health.Up,
 		Since: d.since, LastError: d.lastErr, NextProbe: d.nextProbe,
 		Counters: map[string]uint64{"probes": d.probes, "failures": d.failures}}
 }
@@ -160,18 +162,18 @@ func (m *Monitor) probeDownstream(ctx context.Context) {
 	if err != nil {
 		m.ds.failures++
 		m.ds.lastErr = err.Error()
-		if from != "down" {
-			m.ds.state, m.ds.since = "down", now
+		if from != health.Down {
+			m.ds.state, m.ds.since = health.Down, now
 			m.log.Warn("dependency state changed", zap.String("kind", "downstream"), zap.String("name", addr),
-				zap.String("from", from), zap.String("to", "down"), zap.String("reason", err.Error()))
+				zap.String("from", string(from)), zap.String("to", string(health.Down)), zap.String("reason", err.Error()))
 		}
 		return
 	}
 	m.ds.lastOK = now
-	if from != "up" {
-		m.ds.state, m.ds.since = "up", now
+	if from != health.Up {
+		m.ds.state, m.ds.since = health.Up, now
 		m.log.Info("dependency state changed", zap.String("kind", "downstream"), zap.String("name", addr),
-			zap.String("from", from), zap.String("to", "up"), zap.String("reason", "greeting received"))
+			zap.String("from", string(from)), zap.String("to", string(health.Up)), zap.String("reason", "greeting received"))
 	}
 }
 

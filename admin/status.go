@@ -3,38 +3,23 @@
 // pprof), the health monitor that probes every dependency on a schedule,
 // and the client that `foxproxy status` and the container health check use.
 //
-// Every external dependency is reported in one shape (Dependency), whoever
-// owns it: the ERS zones and WRS backends, the scanners and the scan mode,
-// and the downstream smtpd.
+// Every external dependency is reported in one shape (health.Report, here
+// Dependency), by whoever owns it: the ERS zones and WRS backends, the
+// scanners, the local lists and their updater, the key service, and the
+// downstream smtpd, whose owner is the monitor here.
 package admin
 
 import (
 	"sync"
 	"time"
 
+	"github.com/foxproxy/foxproxy/health"
 	"github.com/foxproxy/foxproxy/proxy"
 )
 
-// Dependency is one external dependency's health.
-type Dependency struct {
-	// Kind is ers, wrs, scan or downstream; Name tells instances apart
-	// (a zone, a scanner role, an address).
-	Kind string `json:"kind"`
-	Name string `json:"name"`
-	// State is the owner's own word: up, down, disabled, unchecked,
-	// unknown, open (a WRS breaker)...
-	State string `json:"state"`
-	// OK says whether the state counts as healthy: readiness, the exit
-	// code of `foxproxy status` and the foxproxy_dependency_up gauge use it.
-	OK bool `json:"ok"`
-	// Target is what it talks to (a URL, an address).
-	Target    string            `json:"target,omitempty"`
-	Since     time.Time         `json:"since,omitzero"`
-	LastError string            `json:"last_error,omitempty"`
-	NextProbe time.Time         `json:"next_probe,omitzero"`
-	Detail    string            `json:"detail,omitempty"`
-	Counters  map[string]uint64 `json:"counters,omitempty"`
-}
+// Dependency is one external dependency's health, in the shape every
+// owner reports it (package health).
+type Dependency = health.Report
 
 // Verdict is one recent message on the status page: no content, no
 // subject, only what an administrator needs to see what happened.

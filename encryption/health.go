@@ -10,18 +10,20 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/foxproxy/foxproxy/health"
 )
 
 // States of the key service (WKD) in WKDHealth.
 const (
 	// WKDUnchecked: no lookup has gone to a WKD server yet. Nothing is
 	// known to be wrong, so it counts as healthy.
-	WKDUnchecked = "unchecked"
+	WKDUnchecked = health.Unchecked
 	// WKDUp: the last lookup got an answer (a key, or 404/410).
-	WKDUp = "up"
+	WKDUp = health.Up
 	// WKDFailing: the last lookup got no usable answer (the appliance's
 	// failure table, row 5: the exception action applies).
-	WKDFailing = "failing"
+	WKDFailing health.State = "failing"
 )
 
 // WKDHealth is the key service's health as foxproxy's own lookups saw it.
@@ -30,7 +32,7 @@ const (
 // answer from the cache says nothing about any server), and the counters
 // tell how often lookups failed overall.
 type WKDHealth struct {
-	State string
+	State health.State
 	// Since is when State was entered (the gateway's start for the first).
 	Since time.Time
 	// LastDomain is the recipient domain of the last lookup.
@@ -86,12 +88,12 @@ func (w *wkdHealth) record(addr string, r wkdResult, now time.Time) {
 	w.h.State, w.h.Since = to, now
 	if to == WKDFailing {
 		w.log.Warn("dependency state changed", zap.String("kind", "encryption"), zap.String("name", "wkd"),
-			zap.String("from", from), zap.String("to", to), zap.String("reason", w.h.LastError))
+			zap.String("from", string(from)), zap.String("to", string(to)), zap.String("reason", w.h.LastError))
 		return
 	}
 	w.retry = ""
 	w.log.Info("dependency state changed", zap.String("kind", "encryption"), zap.String("name", "wkd"),
-		zap.String("from", from), zap.String("to", to), zap.String("reason", "answer from "+domain))
+		zap.String("from", string(from)), zap.String("to", string(to)), zap.String("reason", "answer from "+domain))
 }
 
 func (w *wkdHealth) snapshot() WKDHealth {
@@ -139,6 +141,30 @@ func (g *Gateway) WKDHealth() (h WKDHealth, ok bool) {
 		return WKDHealth{}, false
 	}
 	return g.wkd.health.snapshot(), true
+}
+
+var _ health.Reporter = (*Gateway)(nil)
+
+// Reports implements health.Reporter: when WKD is on, the key service's
+// row (kind "encryption", name "wkd"; the appliance's failure table, row
+// 5): the state of the last lookup that went to a WKD server, probed
+// again while it is failing (Probe). Without WKD there is no row.
+func (g *Gateway) Reports() []health.Report {
+	h, ok := g.WKDHealth()
+	if !ok {
+		return nil
+	}
+	r := health.Report{Kind: "encryption", Name: "wkd", State: h.State, OK: h.OK(), Since: h.Since,
+		LastError: h.LastError,
+		Counters: map[string]uint64{"lookups": h.Lookups, "found": h.Found, "absent": h.Absent,
+			"unavailable": h.Unavailable, "probes": h.Probes}}
+	if h.LastDomain != "" {
+		r.Detail = "last lookup: " + h.LastDomain
+	}
+	if !r.OK {
+		r.Detail += "; copies without a key: encryption.on_key_service_unavailable=" + g.cfg.OnKeyServiceUnavailable
+	}
+	return []health.Report{r}
 }
 
 // Probe asks again, while the key service is failing, for the address

@@ -170,7 +170,7 @@ func (c *scrapeCollector) Collect(ch chan<- prometheus.Metric) {
 				up = 1
 			}
 			ch <- prometheus.MustNewConstMetric(depUp, prometheus.GaugeValue, up, d.Kind, d.Name)
-			ch <- prometheus.MustNewConstMetric(depState, prometheus.GaugeValue, 1, d.Kind, d.Name, d.State)
+			ch <- prometheus.MustNewConstMetric(depState, prometheus.GaugeValue, 1, d.Kind, d.Name, string(d.State))
 			if !d.Since.IsZero() {
 				ch <- prometheus.MustNewConstMetric(depSince, prometheus.GaugeValue, float64(d.Since.Unix()), d.Kind, d.Name)
 			}

@@ -10,6 +10,8 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/foxproxy/foxproxy/clock"
 )
 
 // Circuit breaker states of a WRS backend (failure table row 2, README.md).
@@ -94,7 +96,7 @@ type breaker struct {
 	interval     time.Duration
 	probeTimeout time.Duration
 	log          *zap.Logger
-	clock        Clock
+	clock        clock.Clock
 
 	base   context.Context // parent of probes; cancelled by close
 	cancel context.CancelFunc
@@ -119,7 +121,7 @@ type breaker struct {
 	probeFails  uint64
 }
 
-func newBreaker(name string, cfg BreakerConfig, probe func(context.Context) error, log *zap.Logger, clock Clock) *breaker {
+func newBreaker(name string, cfg BreakerConfig, probe func(context.Context) error, log *zap.Logger, clk clock.Clock) *breaker {
 	b := &breaker{
 		name:         name,
 		probe:        probe,
@@ -127,9 +129,9 @@ func newBreaker(name string, cfg BreakerConfig, probe func(context.Context) erro
 		interval:     orDefault(cfg.ProbeInterval, DefaultProbeInterval),
 		probeTimeout: orDefault(cfg.ProbeTimeout, DefaultProbeTimeout),
 		log:          log,
-		clock:        clock,
+		clock:        clk,
 		state:        StateClosed,
-		since:        clock.Now(),
+		since:        clk.Now(),
 	}
 	b.base, b.cancel = context.WithCancel(context.Background())
 	return b

@@ -78,8 +78,8 @@ func TestBreakerSafeBrowsing(t *testing.T) {
 	if got, want := transitions(logs, SafeBrowsingName), []string{"closed>open", "open>half-open", "half-open>closed"}; !slices.Equal(got, want) {
 		t.Errorf("logged %q, want %q (once each)", got, want)
 	}
-	if clock.pending() != 0 {
-		t.Errorf("%d timers left with the breaker closed", clock.pending())
+	if clock.Pending() != 0 {
+		t.Errorf("%d timers left with the breaker closed", clock.Pending())
 	}
 }
 
@@ -218,12 +218,12 @@ func TestBreakerCloseStopsProbes(t *testing.T) {
 	clock := newFakeClock()
 	w, _ := newWRS(t, WRSConfig{Backends: []Backend{fb}, Clock: clock, Breaker: BreakerConfig{Failures: 1}})
 	w.Inspect(context.Background(), tx(textMail("http://x.example/")))
-	if clock.pending() != 1 {
-		t.Fatalf("%d timers, want the planned probe", clock.pending())
+	if clock.Pending() != 1 {
+		t.Fatalf("%d timers, want the planned probe", clock.Pending())
 	}
 	w.Close()
-	if clock.pending() != 0 {
-		t.Fatalf("%d timers after Close", clock.pending())
+	if clock.Pending() != 0 {
+		t.Fatalf("%d timers after Close", clock.Pending())
 	}
 	clock.Advance(time.Hour)
 	if _, probes := fb.counts(); probes != 0 {

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/foxproxy/foxproxy/clock"
 )
 
 // Errors. Every error returned by this package wraps one of these; test
@@ -71,7 +73,7 @@ type DNSConfig struct {
 	// slot fails at once with ErrOverloaded.
 	MaxInflight, MaxInflightPerZone int
 	// Clock drives cache expiry (default the system clock).
-	Clock Clock
+	Clock clock.Clock
 }
 
 // Answer is the answer to one question. A negative answer (NXDOMAIN, or
@@ -117,7 +119,7 @@ type DNSClient struct {
 	maxNegTTL time.Duration
 	maxFlight int
 	maxZone   int
-	clock     Clock
+	clock     clock.Clock
 	cache     *answerCache
 	udp, tcp  *dns.Client
 	preferred atomic.Uint32 // index of the server the next query starts with
@@ -165,7 +167,7 @@ func NewDNSClient(cfg DNSConfig) (*DNSClient, error) {
 		return nil, errors.New("dns: maximum TTL below minimum TTL")
 	}
 	if c.clock == nil {
-		c.clock = SystemClock()
+		c.clock = clock.System()
 	}
 	servers := cfg.Servers
 	if len(servers) == 0 {

@@ -15,6 +15,7 @@ import (
 	"github.com/miekg/dns"
 	"go.uber.org/zap"
 
+	"github.com/foxproxy/foxproxy/clock"
 	"github.com/foxproxy/foxproxy/lists"
 	"github.com/foxproxy/foxproxy/pipeline"
 )
@@ -48,7 +49,7 @@ type ERSConfig struct {
 	// Logger receives state changes (default: none).
 	Logger *zap.Logger
 	// Clock drives state timestamps and re-checks (default: system).
-	Clock Clock
+	Clock clock.Clock
 	// Lists, when set, are asked at MAIL time: an approved client's
 	// lookups are not prefetched. (Inspect uses the message's snapshot,
 	// lists.FromContext.)
@@ -82,7 +83,7 @@ type ERS struct {
 	recheck      time.Duration
 	checkTimeout time.Duration
 	log          *zap.Logger
-	clock        Clock
+	clock        clock.Clock
 	lists        *lists.Holder
 
 	base   context.Context // parent of the checks; cancelled by Close
@@ -124,7 +125,7 @@ func NewERS(cfg ERSConfig) (*ERS, error) {
 		e.log = zap.NewNop()
 	}
 	if e.clock == nil {
-		e.clock = SystemClock()
+		e.clock = clock.System()
 	}
 	seen := make(map[string]bool)
 	for _, z := range cfg.Zones {

@@ -223,8 +223,8 @@ func TestERSLatchRecovers(t *testing.T) {
 		dis[0].ContextMap()["plan"] != "re-checking every 1m0s" {
 		t.Errorf("disabled log line: %+v", dis)
 	}
-	if clock.pending() != 0 {
-		t.Errorf("%d timers left after recovery", clock.pending())
+	if clock.Pending() != 0 {
+		t.Errorf("%d timers left after recovery", clock.Pending())
 	}
 }
 
@@ -247,8 +247,8 @@ func TestERSLegacyLatch(t *testing.T) {
 		t.Fatalf("a day later: %+v", f)
 	}
 	h := e.Health()[0]
-	if h.State != StateDisabled || h.Checks != 1 || !h.NextProbe.IsZero() || clock.pending() != 0 {
-		t.Errorf("health %+v, %d timers", h, clock.pending())
+	if h.State != StateDisabled || h.Checks != 1 || !h.NextProbe.IsZero() || clock.Pending() != 0 {
+		t.Errorf("health %+v, %d timers", h, clock.Pending())
 	}
 	dis := logs.FilterMessage(stateMsg).All()
 	if len(dis) != 1 || !strings.Contains(dis[0].ContextMap()["plan"].(string), "until restart") {
@@ -279,7 +279,7 @@ func TestERSFailureAfterPassDoesNotDisable(t *testing.T) {
 		t.Fatalf("cached listing: %+v", f)
 	}
 	h := e.Health()[0]
-	if h.State != StateDown || h.Failures != 5 || h.Checks != 1 || clock.pending() != 0 {
+	if h.State != StateDown || h.Failures != 5 || h.Checks != 1 || clock.Pending() != 0 {
 		t.Fatalf("health %+v", h)
 	}
 	s.set("bl.test", func(z *fakeZone) { z.rcode = 0 })
@@ -532,12 +532,12 @@ func TestERSClose(t *testing.T) {
 	if f := inspect(e, "192.0.2.10"); f.Status != pipeline.Disabled {
 		t.Fatal(f)
 	}
-	if clock.pending() != 1 {
-		t.Fatalf("%d re-checks planned", clock.pending())
+	if clock.Pending() != 1 {
+		t.Fatalf("%d re-checks planned", clock.Pending())
 	}
 	e.Close()
-	if clock.pending() != 0 {
-		t.Errorf("Close left %d re-checks planned", clock.pending())
+	if clock.Pending() != 0 {
+		t.Errorf("Close left %d re-checks planned", clock.Pending())
 	}
 	s.set("bl.test", func(z *fakeZone) { z.rcode = 0 })
 	clock.Advance(time.Hour)

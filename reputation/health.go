@@ -9,25 +9,30 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/foxproxy/foxproxy/health"
 )
 
 // State is the health state of one ERS zone (below) or of one WRS
-// backend's circuit breaker (StateClosed, StateOpen, StateHalfOpen).
-type State string
+// backend's circuit breaker (StateClosed, StateOpen, StateHalfOpen), in
+// package health's vocabulary: up, down and unchecked mean what they mean
+// for every dependency; disabled and the breaker's states are
+// reputation's own.
+type State = health.State
 
 const (
 	// StateUnchecked: no message yet, so the connectivity check has not
 	// run (or is running). The first message waits for it. Probes show
 	// whether the test points answer meanwhile (Health.Detail) but leave
 	// the zone unchecked.
-	StateUnchecked State = "unchecked"
+	StateUnchecked = health.Unchecked
 	// StateUp: the check passed and lookups answer.
-	StateUp State = "up"
+	StateUp = health.Up
 	// StateDown: the check passed but the last lookups (downAfter or more
 	// in a row) failed. The zone stays enabled, each failing message's
 	// finding is Skipped, and the next answered lookup makes it up again.
 	// A zone that passed its check is never disabled.
-	StateDown State = "down"
+	StateDown = health.Down
 	// StateDisabled: the check failed. The zone is not queried for
 	// messages; it is re-checked every RecheckInterval and re-enabled by
 	// itself, or, with RecheckInterval 0, stays disabled until restart.

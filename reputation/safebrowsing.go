@@ -17,6 +17,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/foxproxy/foxproxy/clock"
 )
 
 // Safe Browsing v4 Lookup API (threatMatches:find), as documented at
@@ -92,7 +94,7 @@ type SafeBrowsingConfig struct {
 	Transport http.RoundTripper
 	// Clock drives cache expiry (default: WRS's clock, else the system
 	// clock).
-	Clock Clock
+	Clock clock.Clock
 }
 
 var threatTypeName = regexp.MustCompile(`^[A-Z][A-Z_]*$`)
@@ -152,7 +154,7 @@ type SafeBrowsing struct {
 	maxCache   time.Duration
 	cache      *ttlCache[string, []string] // normalised URL → categories
 	probeURL   string
-	clock      Clock
+	clock      clock.Clock
 }
 
 var _ Backend = (*SafeBrowsing)(nil)
@@ -194,7 +196,7 @@ func NewSafeBrowsing(cfg SafeBrowsingConfig) (*SafeBrowsing, error) {
 	}
 	slices.Sort(s.types)
 	if s.clock == nil {
-		s.clock = SystemClock()
+		s.clock = clock.System()
 	}
 	switch {
 	case cfg.CacheSize == 0:

@@ -15,6 +15,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/foxproxy/foxproxy/clock"
 	"github.com/foxproxy/foxproxy/links"
 	"github.com/foxproxy/foxproxy/lists"
 	"github.com/foxproxy/foxproxy/pipeline"
@@ -52,7 +53,7 @@ type WRSConfig struct {
 	Logger *zap.Logger
 	// Clock drives the breakers and Safe Browsing's cache (default:
 	// system).
-	Clock Clock
+	Clock clock.Clock
 	// Lists, when set, are the local lists CheckURL asks first (Inspect
 	// uses the message's snapshot, lists.FromContext).
 	Lists *lists.Holder
@@ -132,7 +133,7 @@ type WRS struct {
 	own       []io.Closer // backends WRS created
 	budget    time.Duration
 	feedback  *Feedback
-	clock     Clock
+	clock     clock.Clock
 	lists     *lists.Holder
 	closed    atomic.Bool
 }
@@ -157,7 +158,7 @@ func NewWRS(cfg WRSConfig) (*WRS, error) {
 		log = zap.NewNop()
 	}
 	if w.clock == nil {
-		w.clock = SystemClock()
+		w.clock = clock.System()
 	}
 	for _, z := range cfg.Zones {
 		b, err := NewDNSListBackend(cfg.Client, z)

@@ -1,17 +1,29 @@
 package scan
 
-import "time"
+import (
+	"fmt"
+	"time"
 
-// BackendState is what the stage last saw of a backend.
-type BackendState string
+	"github.com/foxproxy/foxproxy/health"
+)
 
+// A backend's states, in package health's words: what the stage last saw
+// of it.
 const (
 	// StateUnknown: not used yet.
-	StateUnknown BackendState = "unknown"
+	StateUnknown = health.Unknown
 	// StateUp: its last scan or probe was answered.
-	StateUp BackendState = "up"
+	StateUp = health.Up
 	// StateDown: its last scan or probe failed.
-	StateDown BackendState = "down"
+	StateDown = health.Down
+)
+
+// Database states of a clamd's signature database in DBMonitor.Reports.
+const (
+	// DBCurrent: dated within scan.clamav_max_age.
+	DBCurrent health.State = "current"
+	// DBOutdated: older than scan.clamav_max_age (is freshclam running?).
+	DBOutdated health.State = "outdated"
 )
 
 // backendState is the health object of one backend; guarded by Stage.mu.
@@ -19,7 +31,7 @@ type backendState struct {
 	role    string
 	scanner Scanner
 
-	state       BackendState
+	state       health.State
 	since       time.Time
 	lastErr     string
 	lastErrAt   time.Time
@@ -40,7 +52,7 @@ type BackendHealth struct {
 	Role string `json:"role"`
 	// Scanner is the backend's Name().
 	Scanner string       `json:"scanner"`
-	State   BackendState `json:"state"`
+	State   health.State `json:"state"`
 	// Since is when State last changed (or the stage started).
 	Since       time.Time `json:"since"`
 	LastError   string    `json:"last_error,omitempty"`
@@ -97,4 +109,59 @@ func (b *backendState) snapshot() *BackendHealth {
 		Scans:               b.scans, Clean: b.clean, Infected: b.infected, Failures: b.failures,
 		Unavailable: b.unavailable, TooLarge: b.tooLarge, Probes: b.probes,
 	}
+}
+
+var (
+	_ health.Reporter = (*Stage)(nil)
+	_ health.Reporter = (*DBMonitor)(nil)
+)
+
+// Reports implements health.Reporter: one row per scanner (kind "scan",
+// named by its role). The smart scanner's row says when the stage has
+// switched away from it, and when it is probed next.
+func (s *Stage) Reports() []health.Report {
+	h := s.Health()
+	var out []health.Report
+	for _, b := range []*BackendHealth{h.Smart, h.Conventional} {
+		if b == nil {
+			continue
+		}
+		r := health.Report{
+			Kind: "scan", Name: b.Role, State: b.State, OK: b.State == StateUp,
+			Target: b.Scanner, Since: b.Since, LastError: b.LastError,
+			Counters: map[string]uint64{"scans": b.Scans, "clean": b.Clean, "infected": b.Infected,
+				"failures": b.Failures, "unavailable": b.Unavailable, "probes": b.Probes},
+		}
+		if b.Role == "smart" && h.Active != h.Mode {
+			r.Detail = "switched to " + string(h.Active) + ": " + h.Reason
+			r.NextProbe = h.NextProbe
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// Reports implements health.Reporter: one row per clamd (kind
+// "clamav-db", named by its role) saying how old its signature database
+// is. A clamd that does not answer is "unknown" here; its scanner's own
+// row says whether it is down.
+func (m *DBMonitor) Reports() []health.Report {
+	var out []health.Report
+	for _, s := range m.States() {
+		r := health.Report{Kind: "clamav-db", Name: s.Role, Target: s.Scanner, Since: s.Version.Date, State: DBCurrent, OK: true}
+		switch {
+		case s.Err != "":
+			r.State, r.LastError = health.Unknown, s.Err
+		case s.Version.Date.IsZero():
+			r.State, r.Detail = health.Unknown, s.Version.Engine+", no official database (no date)"
+		default:
+			r.Detail = fmt.Sprintf("%s, daily %d of %s", s.Version.Engine, s.Version.Daily, s.Version.Date.Format("2006-01-02 15:04"))
+			if s.Old {
+				r.State, r.OK = DBOutdated, false
+				r.Detail += " (older than scan.clamav_max_age; is freshclam running?)"
+			}
+		}
+		out = append(out, r)
+	}
+	return out
 }

@@ -11,6 +11,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/foxproxy/foxproxy/clock"
 	"github.com/foxproxy/foxproxy/pipeline"
 )
 
@@ -38,21 +39,6 @@ const (
 // DefaultMaxSize is the default for Config.MaxSize: clamd's default
 // StreamMaxLength (25M).
 const DefaultMaxSize = 25 << 20
-
-// Clock is the time source of the failover state machine; tests inject a
-// fake one to drive probes without sleeping.
-type Clock interface {
-	Now() time.Time
-	After(d time.Duration) <-chan time.Time
-}
-
-type systemClock struct{}
-
-func (systemClock) Now() time.Time                         { return time.Now() }
-func (systemClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
-
-// SystemClock is the real clock.
-var SystemClock Clock = systemClock{}
 
 // Config configures a Stage. Zero values select the documented defaults.
 type Config struct {
@@ -92,8 +78,8 @@ type Config struct {
 	Oversize OversizeAction
 	// Logger receives the mode and backend state changes. Default: none.
 	Logger *zap.Logger
-	// Clock defaults to SystemClock.
-	Clock Clock
+	// Clock drives the failover state machine (default: clock.System).
+	Clock clock.Clock
 }
 
 // Stage is foxproxy's malware scan stage (pipeline name StageName): smart
@@ -102,7 +88,7 @@ type Config struct {
 type Stage struct {
 	cfg   Config
 	log   *zap.Logger
-	clock Clock
+	clock clock.Clock
 
 	ctx    context.Context // cancelled by Close; parent of probes
 	cancel context.CancelFunc
@@ -168,7 +154,7 @@ func NewStage(cfg Config) (*Stage, error) {
 		cfg.Logger = zap.NewNop()
 	}
 	if cfg.Clock == nil {
-		cfg.Clock = SystemClock
+		cfg.Clock = clock.System()
 	}
 	s := &Stage{cfg: cfg, log: cfg.Logger.Named("scan"), clock: cfg.Clock}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -351,10 +337,13 @@ func (s *Stage) probeLoop() {
 		}
 		s.nextProbe = s.clock.Now().Add(s.cfg.RecheckInterval)
 		s.mu.Unlock()
+		due := make(chan struct{})
+		stop := s.clock.AfterFunc(s.cfg.RecheckInterval, func() { close(due) })
 		select {
 		case <-s.ctx.Done():
+			stop() // the wake-up must not outlive the stage
 			return
-		case <-s.clock.After(s.cfg.RecheckInterval):
+		case <-due:
 		}
 		if s.Recheck(s.ctx) == nil {
 			return

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/foxproxy/foxproxy/clock/clocktest"
 	"github.com/foxproxy/foxproxy/pipeline"
 )
 
@@ -86,56 +87,9 @@ func newFake(name string, res Result, err error) *fakeScanner {
 	return &fakeScanner{name: name, scanFn: answer(res, err)}
 }
 
-// fakeClock is a Clock moved by the test.
-type fakeClock struct {
-	mu      sync.Mutex
-	now     time.Time
-	waiters []fakeTimer
-}
-
-type fakeTimer struct {
-	at time.Time
-	ch chan time.Time
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) After(d time.Duration) <-chan time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	ch := make(chan time.Time, 1)
-	c.waiters = append(c.waiters, fakeTimer{at: c.now.Add(d), ch: ch})
-	return ch
-}
-
-// Advance moves the clock and fires the timers that are due.
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-	keep := c.waiters[:0]
-	for _, w := range c.waiters {
-		if !w.at.After(c.now) {
-			w.ch <- c.now
-		} else {
-			keep = append(keep, w)
-		}
-	}
-	c.waiters = keep
-}
-
-func (c *fakeClock) pending() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.waiters)
+// newFakeClock returns a clock the test moves (clocktest.Fake).
+func newFakeClock() *clocktest.Fake {
+	return clocktest.New(time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC))
 }
 
 // stageRig is a stage with fake scanners, a fake clock and an observed log.
@@ -144,7 +98,7 @@ type stageRig struct {
 	stage *Stage
 	smart *fakeScanner
 	conv  *fakeScanner
-	clock *fakeClock
+	clock *clocktest.Fake
 	logs  *observer.ObservedLogs
 	msg   *content
 }
@@ -319,7 +273,7 @@ func TestStageProbeAndSwitchBack(t *testing.T) {
 	r.smart.setPing(errDown)
 	r.inspect()
 	r.inspect()
-	waitFor(t, "the probe timer", func() bool { return r.clock.pending() == 1 })
+	waitFor(t, "the probe timer", func() bool { return r.clock.Pending() == 1 })
 	if h := r.stage.Health(); !h.NextProbe.Equal(r.clock.Now().Add(time.Minute)) {
 		t.Fatalf("next probe %v, want now+1m", h.NextProbe)
 	}
@@ -331,7 +285,7 @@ func TestStageProbeAndSwitchBack(t *testing.T) {
 	// Due: the probe fails, the stage stays on conventional and waits again.
 	r.clock.Advance(time.Second)
 	waitFor(t, "the first probe", func() bool { _, p := r.smart.counts(); return p == 1 })
-	waitFor(t, "the next probe timer", func() bool { return r.clock.pending() == 1 })
+	waitFor(t, "the next probe timer", func() bool { return r.clock.Pending() == 1 })
 	if h := r.stage.Health(); h.Active != ModeConventional || h.Smart.Probes != 1 {
 		t.Fatalf("after a failed probe: %+v", h)
 	}
@@ -341,7 +295,7 @@ func TestStageProbeAndSwitchBack(t *testing.T) {
 	r.clock.Advance(time.Minute)
 	waitFor(t, "the switch back", func() bool { return r.stage.Health().Active == ModeSmart })
 	waitFor(t, "the probing to end", func() bool { return r.stage.Health().NextProbe.IsZero() })
-	if r.clock.pending() != 0 {
+	if r.clock.Pending() != 0 {
 		t.Fatal("probing goes on after the switch back")
 	}
 	wantFinding(t, r.inspect(), pipeline.Clean, "smart", "scan=clean(smart)")
@@ -356,7 +310,7 @@ func TestStageProbeAndSwitchBack(t *testing.T) {
 	r.smart.set(answer(Result{}, errDown))
 	r.inspect()
 	r.inspect()
-	waitFor(t, "the probe timer again", func() bool { return r.clock.pending() == 1 })
+	waitFor(t, "the probe timer again", func() bool { return r.clock.Pending() == 1 })
 	if r.logCount("scan mode switched") != 3 {
 		t.Fatalf("logs: %v", r.logs.All())
 	}
@@ -366,7 +320,7 @@ func TestStageStayConventional(t *testing.T) {
 	r := newRig(t, Config{Mode: ModeSmart, FallbackToConventional: true, DisableSmartAfter: 1, StayConventional: true})
 	r.smart.set(answer(Result{}, errDown))
 	r.inspect()
-	if h := r.stage.Health(); h.Active != ModeConventional || !h.NextProbe.IsZero() || r.clock.pending() != 0 {
+	if h := r.stage.Health(); h.Active != ModeConventional || !h.NextProbe.IsZero() || r.clock.Pending() != 0 {
 		t.Fatalf("probing although StayConventional: %+v", h)
 	}
 	if err := r.stage.Recheck(context.Background()); err != nil {
@@ -454,7 +408,7 @@ func TestStageCloseStopsProbing(t *testing.T) {
 	r.smart.set(answer(Result{}, errDown))
 	r.smart.setPing(errDown)
 	r.inspect()
-	waitFor(t, "the probe timer", func() bool { return r.clock.pending() == 1 })
+	waitFor(t, "the probe timer", func() bool { return r.clock.Pending() == 1 })
 	done := make(chan struct{})
 	go func() { r.stage.Close(); close(done) }()
 	select {

@@ -7,18 +7,16 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
-	"github.com/foxproxy/foxproxy/admin"
 	"github.com/foxproxy/foxproxy/clicktime"
 	"github.com/foxproxy/foxproxy/config"
 	"github.com/foxproxy/foxproxy/delivery"
-	"github.com/foxproxy/foxproxy/reputation"
+	"github.com/foxproxy/foxproxy/health"
 )
 
 // Time-of-click protection (clicktime): the rewriter the proxy calls for
@@ -88,50 +86,11 @@ func (c wrsChecker) CheckURL(ctx context.Context, rawURL string) (clicktime.Chec
 
 var _ clicktime.URLChecker = wrsChecker{}
 
-// clickDependency is the click service's reputation backend in /status
-// (the appliance's failure table, row 6), when this process serves clicks:
-// the running WRS, as a click uses it. A click is checked only when every
-// backend answers (reputation.WRS.CheckURL), so one backend whose breaker
-// is open makes every click no other backend lists "unavailable", answered
-// by click.on_unavailable. WRS probes an open backend itself, so the row
-// needs no probe of its own.
-func (w *wired) clickDependency() (admin.Dependency, bool) {
-	if w.Config.Click.Listen == "" {
-		return admin.Dependency{}, false
-	}
-	d := admin.Dependency{Kind: "click", Name: "wrs", State: "up", OK: true}
-	if w.wrs == nil {
-		d.State, d.OK, d.Detail = "down", false, "no WRS backend configured: clicks are answered by click.on_unavailable"
-		return d, true
-	}
-	var backends, open []string
-	var upSince, downSince time.Time
-	for _, h := range w.wrs.Health() {
-		backends = append(backends, h.Zone)
-		if h.State == reputation.StateOpen {
-			// Down at least since the first of the open backends opened.
-			open = append(open, h.Zone)
-			if downSince.IsZero() || h.Since.Before(downSince) {
-				downSince = h.Since
-			}
-			if d.LastError == "" {
-				d.LastError = h.Zone + ": " + h.LastError
-			}
-			continue
-		}
-		// Up since the last backend left the open state.
-		if h.Since.After(upSince) {
-			upSince = h.Since
-		}
-	}
-	d.Target = strings.Join(backends, ", ")
-	d.Since = upSince
-	d.Counters = map[string]uint64{"backends": uint64(len(backends)), "open": uint64(len(open))}
-	if len(open) > 0 {
-		d.State, d.OK, d.Since = "down", false, downSince
-		d.Detail = "breaker open: " + strings.Join(open, ", ") + "; clicks are answered by click.on_unavailable=" + w.Config.Click.OnUnavailable
-	}
-	return d, true
+// clickReports is the click service's row in /status (the appliance's
+// failure table, row 6), when this process serves clicks: the running WRS
+// as a click uses it (reputation.WRS.ClickReport).
+func (w *wired) clickReports() []health.Report {
+	return []health.Report{w.wrs.ClickReport(w.Config.Click.OnUnavailable)}
 }
 
 // clickServer is the click service's listener. It lives as long as the

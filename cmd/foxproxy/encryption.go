@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/foxproxy/foxproxy/admin"
 	"github.com/foxproxy/foxproxy/config"
 	"github.com/foxproxy/foxproxy/encryption"
 	"github.com/foxproxy/foxproxy/proxy"
@@ -47,28 +46,4 @@ func encryptionActions(cfg *config.Config) proxy.EncryptionActions {
 		KeyServiceUnavailable: cfg.Encryption.OnKeyServiceUnavailable,
 		KeyAbsent:             cfg.KeyAbsentAction(),
 	}
-}
-
-// wkdDependency is the key service's row in /status (the appliance's
-// failure table, row 5), when WKD is on: the state of the last lookup that
-// went to a WKD server, probed again while it is failing (Gateway.Probe).
-func (w *wired) wkdDependency() (admin.Dependency, bool) {
-	if w.enc == nil {
-		return admin.Dependency{}, false
-	}
-	h, ok := w.enc.WKDHealth()
-	if !ok {
-		return admin.Dependency{}, false
-	}
-	d := admin.Dependency{Kind: "encryption", Name: "wkd", State: h.State, OK: h.OK(), Since: h.Since,
-		LastError: h.LastError,
-		Counters: map[string]uint64{"lookups": h.Lookups, "found": h.Found, "absent": h.Absent,
-			"unavailable": h.Unavailable, "probes": h.Probes}}
-	if h.LastDomain != "" {
-		d.Detail = "last lookup: " + h.LastDomain
-	}
-	if !d.OK {
-		d.Detail += "; copies without a key: encryption.on_key_service_unavailable=" + w.Config.Encryption.OnKeyServiceUnavailable
-	}
-	return d, true
 }

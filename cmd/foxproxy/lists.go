@@ -2,15 +2,14 @@ package main
 
 import (
 	"fmt"
-	"net/url"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
-	"github.com/foxproxy/foxproxy/admin"
 	"github.com/foxproxy/foxproxy/config"
+	"github.com/foxproxy/foxproxy/health"
 	"github.com/foxproxy/foxproxy/links"
 	"github.com/foxproxy/foxproxy/lists"
 	"github.com/foxproxy/foxproxy/lists/liststage"
@@ -23,6 +22,7 @@ import (
 // message snapshots, the file watcher, the updater, and the ClamAV
 // database monitor that shares their status rows.
 type listsWiring struct {
+	holder      *lists.Holder
 	files       lists.Files
 	filesStatus lists.FilesStatus
 	watcher     *lists.Watcher
@@ -59,7 +59,7 @@ func newUpdater(cfg *config.Config, h *lists.Holder, log *zap.Logger) (*update.U
 func (w *wired) wireLists(cfg *config.Config, log *zap.Logger) (pipeline.Stage, error) {
 	h := lists.NewHolder()
 	w.Runtime.Lists = h
-	lw := &listsWiring{files: listFiles(cfg.Lists)}
+	lw := &listsWiring{holder: h, files: listFiles(cfg.Lists)}
 	w.lists = lw
 	if cfg.Scan.Enabled() {
 		lw.clamdb = scan.NewDBMonitor(map[string]string{"smart": cfg.Scan.Smart.URL, "conventional": cfg.Scan.Conventional.URL},
@@ -112,90 +112,29 @@ func (w *wired) startBackground() {
 	}
 }
 
-// dependencies are the lists' rows on the status page.
-func (lw *listsWiring) dependencies(h *lists.Holder) []admin.Dependency {
-	var deps []admin.Dependency
-	if lw == nil {
-		return nil
-	}
+// Reports implements health.Reporter: the rows of the list files, the
+// update source and the ClamAV databases, each reported by its owner.
+func (lw *listsWiring) Reports() []health.Report {
+	var out []health.Report
 	if len(lw.files) > 0 {
-		st := lw.filesStatus
-		if lw.watcher != nil {
-			st = lw.watcher.Status()
-		}
-		d := admin.Dependency{Kind: "lists", Name: "files", State: "loaded", OK: true, Since: st.Loaded,
-			Counters: entryCounters(h.Source(lists.FromFiles))}
-		var paths []string
-		for _, k := range lists.Kinds() {
-			if p := lw.files[k]; p != "" {
-				paths = append(paths, p)
-			}
-		}
-		d.Target = strings.Join(paths, ",")
-		if st.LastError != "" {
-			d.State, d.OK, d.LastError = "refused", false, st.LastError
-			d.Detail = "a changed file was refused; the lists read " + st.Loaded.UTC().Format(time.RFC3339) + " stay in force"
-		}
-		deps = append(deps, d)
+		out = append(out, lw.filesNow().Report(lw.files, lw.holder.Source(lists.FromFiles)))
 	}
 	if lw.updater != nil {
-		st := lw.updater.Status()
-		name := st.URL
-		if pu, err := url.Parse(st.URL); err == nil {
-			name = pu.Host
-		}
-		d := admin.Dependency{Kind: "update", Name: name, Target: st.URL, NextProbe: st.NextAttempt,
-			LastError: st.LastError, Counters: map[string]uint64{"consecutive_failures": uint64(st.ConsecutiveFailures)}}
-		for r, n := range st.Failures {
-			d.Counters["failures_"+r] = n
-		}
-		for l, n := range st.Entries {
-			d.Counters[l] = uint64(n)
-		}
-		switch {
-		case st.ConsecutiveFailures > 0:
-			d.State, d.OK, d.Since = "failing", false, st.LastSuccess
-		case st.LastAttempt.IsZero():
-			d.State, d.OK = "unchecked", true
-		default:
-			d.State, d.OK, d.Since = "current", true, st.LastSuccess
-		}
-		if st.Version != "" {
-			d.Detail = fmt.Sprintf("bundle %s, created %s (%s old)", st.Version, st.Created.UTC().Format(time.RFC3339),
-				time.Since(st.Created).Round(time.Minute))
-		} else {
-			d.Detail = "no bundle yet"
-		}
-		deps = append(deps, d)
+		out = append(out, lw.updater.Reports()...)
 	}
 	if lw.clamdb != nil {
-		for _, s := range lw.clamdb.States() {
-			d := admin.Dependency{Kind: "clamav-db", Name: s.Role, Target: s.Scanner, Since: s.Version.Date, State: "current", OK: true}
-			switch {
-			case s.Err != "":
-				// The scanner's own row says whether it is down.
-				d.State, d.LastError = "unknown", s.Err
-			case s.Version.Date.IsZero():
-				d.State, d.Detail = "unknown", s.Version.Engine+", no official database (no date)"
-			default:
-				d.Detail = fmt.Sprintf("%s, daily %d of %s", s.Version.Engine, s.Version.Daily, s.Version.Date.Format("2006-01-02 15:04"))
-				if s.Old {
-					d.State, d.OK = "outdated", false
-					d.Detail += fmt.Sprintf(" (older than scan.clamav_max_age; is freshclam running?)")
-				}
-			}
-			deps = append(deps, d)
-		}
+		out = append(out, lw.clamdb.Reports()...)
 	}
-	return deps
+	return out
 }
 
-func entryCounters(s *lists.Set) map[string]uint64 {
-	c := map[string]uint64{}
-	for _, k := range lists.Kinds() {
-		c[k.String()] = uint64(s.Len(k))
+// filesNow is the list files' status: the watcher's when they are
+// watched, else that of their one load.
+func (lw *listsWiring) filesNow() lists.FilesStatus {
+	if lw.watcher != nil {
+		return lw.watcher.Status()
 	}
-	return c
+	return lw.filesStatus
 }
 
 // listsCollector exports the lists' and the ClamAV database's state to
@@ -238,11 +177,7 @@ func (c listsCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	if len(lw.files) > 0 {
-		st := lw.filesStatus
-		if lw.watcher != nil {
-			st = lw.watcher.Status()
-		}
-		if !st.Changed.IsZero() {
+		if st := lw.filesNow(); !st.Changed.IsZero() {
 			ch <- prometheus.MustNewConstMetric(listAge, prometheus.GaugeValue, now.Sub(st.Changed).Seconds(), "files")
 		}
 	}

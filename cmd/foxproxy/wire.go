@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -13,6 +12,7 @@ import (
 	"github.com/foxproxy/foxproxy/config"
 	"github.com/foxproxy/foxproxy/delivery"
 	"github.com/foxproxy/foxproxy/encryption"
+	"github.com/foxproxy/foxproxy/health"
 	"github.com/foxproxy/foxproxy/links"
 	"github.com/foxproxy/foxproxy/pipeline"
 	"github.com/foxproxy/foxproxy/policy"
@@ -321,81 +321,42 @@ func (w *wired) sources() *admin.Sources {
 	if w.lists != nil && w.lists.clamdb != nil && w.lists.clamdb.Len() > 0 {
 		src.Probers = append(src.Probers, w.lists.clamdb)
 	}
-	if _, ok := w.wkdDependency(); ok {
-		src.Probers = append(src.Probers, w.enc)
+	if w.enc != nil {
+		if _, wkd := w.enc.WKDHealth(); wkd {
+			src.Probers = append(src.Probers, w.enc)
+		}
 	}
 	return src
 }
 
-func (w *wired) dependencies() []admin.Dependency {
-	var deps []admin.Dependency
+// dependencies are the status page's rows of this runtime's dependencies,
+// each reported by its owner, in the failure table's order: reputation,
+// scanning, the local lists, the key service (row 5) and the click
+// service's reputation backend (row 6).
+func (w *wired) dependencies() []health.Report {
+	var owners []health.Reporter
 	if w.ers != nil {
-		servers := strings.Join(w.dns.Servers(), ",")
-		for _, h := range w.ers.Health() {
-			// An unchecked zone (no message yet) is healthy unless the
-			// monitor's last probe of its test points failed.
-			ok := h.State == reputation.StateUp || h.State == reputation.StateUnchecked && h.LastError == ""
-			deps = append(deps, admin.Dependency{
-				Kind: "ers", Name: h.Zone, State: string(h.State), OK: ok, Detail: h.Detail,
-				Target: servers, Since: h.Since, LastError: h.LastError, NextProbe: h.NextProbe,
-				Counters: map[string]uint64{"lookups": h.Lookups, "listed": h.Listed, "failures": h.Failures,
-					"checks": h.Checks, "check_failures": h.CheckFailures},
-			})
-		}
+		owners = append(owners, w.ers)
 	}
 	if w.wrs != nil {
-		for _, h := range w.wrs.Health() {
-			d := admin.Dependency{
-				Kind: "wrs", Name: h.Zone, State: string(h.State), OK: h.State == reputation.StateClosed,
-				Since: h.Since, LastError: h.LastError, NextProbe: h.NextProbe,
-				Counters: map[string]uint64{"lookups": h.Lookups, "listed": h.Listed, "failures": h.Failures,
-					"skipped": h.Skipped, "probes": h.Checks},
-			}
-			if h.Zone != reputation.SafeBrowsingName && w.dns != nil {
-				d.Target = strings.Join(w.dns.Servers(), ",")
-			}
-			deps = append(deps, d)
-		}
+		owners = append(owners, w.wrs)
 	}
 	if w.feedback != nil {
-		for _, st := range w.feedback.Stats() {
-			state, ok := "up", !st.Down
-			if st.Down {
-				state = "down"
-			}
-			deps = append(deps, admin.Dependency{Kind: "wrs-feedback", Name: st.Sink, State: state, OK: ok, LastError: st.LastError,
-				Counters: map[string]uint64{"queued": st.Queued, "sent": st.Sent, "dropped": st.Dropped, "pending": uint64(st.Pending)}})
-		}
+		owners = append(owners, w.feedback)
 	}
 	if w.scan != nil {
-		h := w.scan.Health()
-		for _, b := range []*scan.BackendHealth{h.Smart, h.Conventional} {
-			if b == nil {
-				continue
-			}
-			d := admin.Dependency{
-				Kind: "scan", Name: b.Role, State: string(b.State), OK: b.State == scan.StateUp,
-				Target: b.Scanner, Since: b.Since, LastError: b.LastError,
-				Counters: map[string]uint64{"scans": b.Scans, "clean": b.Clean, "infected": b.Infected,
-					"failures": b.Failures, "unavailable": b.Unavailable, "probes": b.Probes},
-			}
-			if b.Role == "smart" && h.Active != h.Mode {
-				d.Detail = "switched to " + string(h.Active) + ": " + h.Reason
-				d.NextProbe = h.NextProbe
-			}
-			deps = append(deps, d)
-		}
+		owners = append(owners, w.scan)
 	}
-	deps = append(deps, w.lists.dependencies(w.Runtime.Lists)...)
-	// The failure table's rows 5 and 6: the key service and the click
-	// service's reputation backend (encryption.go, click.go).
-	if d, ok := w.wkdDependency(); ok {
-		deps = append(deps, d)
+	if w.lists != nil {
+		owners = append(owners, w.lists)
 	}
-	if d, ok := w.clickDependency(); ok {
-		deps = append(deps, d)
+	if w.enc != nil {
+		owners = append(owners, w.enc)
 	}
-	return deps
+	if w.Config.Click.Listen != "" { // click.go
+		owners = append(owners, health.Func(w.clickReports))
+	}
+	return health.Collect(owners...)
 }
 
 // counters are the running configuration's cumulative counters for the
