@@ -19,44 +19,49 @@ const module = "github.com/foxproxy/foxproxy"
 // layers places every package of the module. A package may import only
 // packages of a lower layer.
 var layers = map[string]int{
-	// 0: leaves. Value types, message content, links, stored entries,
-	// the local lists' data.
-	"settings":          0,
-	"spool":             0,
-	"links":             0,
-	"quarantine":        0,
-	"lists":             0,
-	"internal/testutil": 0,
-	// 1: the seam between the SMTP side and the checks; list bundles.
-	"pipeline": 1,
-	"update":   1,
-	// 2: the stages, and the services around delivery.
-	"reputation":      2,
-	"scan":            2,
-	"lists/liststage": 2,
-	"clicktime":       2,
-	"encryption":      2,
-	// 3: the policy: findings in, one verdict out.
-	"policy": 3,
-	// 4-6: putting mail into the downstream; releasing what was kept;
+	// 0: leaves: value types, time, the shape of a health report, message
+	// content, a message's links.
+	"settings": 0,
+	"clock":    0,
+	"health":   0,
+	"spool":    0,
+	"links":    0,
+	// 1: data that knows only the leaves: stored entries, the local
+	// lists, test helpers.
+	"quarantine":        1,
+	"lists":             1,
+	"clock/clocktest":   1,
+	"internal/testutil": 1,
+	// 2: the seam between the SMTP side and the checks; list bundles.
+	"pipeline": 2,
+	"update":   2,
+	// 3: the stages, and the services around delivery.
+	"reputation":      3,
+	"scan":            3,
+	"lists/liststage": 3,
+	"clicktime":       3,
+	"encryption":      3,
+	// 4: the policy: findings in, one verdict out.
+	"policy": 4,
+	// 5-7: putting mail into the downstream; releasing what was kept;
 	// rescanning held mail.
-	"delivery": 4,
-	"release":  5,
-	"rescan":   6,
-	// 7: the SMTP server.
-	"proxy": 7,
-	// 8-9: operations.
-	"admin":   8,
-	"metrics": 9,
-	// 10: the configuration file, composing every package's settings.
-	"config": 10,
-	// 11: the command that wires it all.
-	"cmd/foxproxy": 11,
+	"delivery": 5,
+	"release":  6,
+	"rescan":   7,
+	// 8: the SMTP server.
+	"proxy": 8,
+	// 9-10: operations.
+	"admin":   9,
+	"metrics": 10,
+	// 11: the configuration file, composing every package's settings.
+	"config": 11,
+	// 12: the command that wires it all.
+	"cmd/foxproxy": 12,
 	// Tests and tools, outside the product.
-	"integration/harness": 12,
-	"integration":         13,
-	"bench":               13,
-	"internal/arch":       13,
+	"integration/harness": 13,
+	"integration":         14,
+	"bench":               14,
+	"internal/arch":       14,
 }
 
 // pkg is what `go list -json` says of a package, as far as the test needs.
