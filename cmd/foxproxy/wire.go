@@ -228,13 +228,13 @@ func closeScanner(s scan.Scanner) {
 
 // purgeEvery enforces the quarantine's retention while foxproxy runs: at
 // start and then every interval, entries older than retention are deleted.
-func purgeEvery(store *quarantine.Store, retention, interval time.Duration, log *zap.Logger) (stop func()) {
+func purgeEvery(store quarantine.Store, retention, interval time.Duration, log *zap.Logger) (stop func()) {
 	done := make(chan struct{})
 	finished := make(chan struct{})
 	go func() {
 		defer close(finished)
 		for {
-			if n, err := store.Purge(retention); err != nil {
+			if n, err := store.Purge(context.Background(), retention); err != nil {
 				log.Warn("quarantine purge failed", zap.Error(err))
 			} else if n > 0 {
 				log.Info("quarantine purged", zap.Int("deleted", n), zap.Duration("retention", retention))
@@ -420,8 +420,8 @@ func (w *wired) counters() map[string]uint64 {
 }
 
 // quarantiner stores the proxy's quarantine verdicts in a quarantine.Store.
-type quarantiner struct{ store *quarantine.Store }
+type quarantiner struct{ store quarantine.Store }
 
-func (q quarantiner) Quarantine(_ context.Context, it proxy.QuarantineItem) (string, error) {
-	return q.store.Put(entryOf(it), it.Tx.Message.Open())
+func (q quarantiner) Quarantine(ctx context.Context, it proxy.QuarantineItem) (string, error) {
+	return q.store.Put(ctx, entryOf(it), it.Tx.Message.Open())
 }
