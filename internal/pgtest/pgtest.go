@@ -35,7 +35,6 @@ const startTimeout = 60 * time.Second
 
 // Server is one private PostgreSQL server.
 type Server struct {
-	t    testing.TB
 	dir  string // owned by the server's user; holds data/, the socket and the log
 	port int
 	cred *syscall.Credential // nil: run as ourselves (not root)
@@ -45,60 +44,82 @@ type Server struct {
 	done chan struct{}
 }
 
-// Start initialises a cluster and starts its server, with a database
-// "foxproxy" and trust authentication for user postgres on 127.0.0.1 only.
-// It is stopped (fast shutdown, then SIGKILL) when the test ends. A missing
-// PostgreSQL fails the test: the test dependencies include it.
+// Start is Launch for a test: the server is stopped and its directory
+// removed when the test ends. A missing PostgreSQL fails the test: the
+// test dependencies include it.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	if _, err := os.Stat(filepath.Join(BinDir, "postgres")); err != nil {
-		t.Fatalf("pgtest: PostgreSQL 15 is not installed (%v); run scripts/install-test-deps.sh", err)
-	}
-	dir, err := os.MkdirTemp("", "pgtest-")
+	s, err := Launch()
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{t: t, dir: dir}
-	t.Cleanup(func() {
-		s.Kill()
-		os.RemoveAll(dir)
-	})
+	t.Cleanup(s.Close)
+	return s
+}
+
+// Launch initialises a cluster and starts its server, with a database
+// "foxproxy" and trust authentication for user postgres on 127.0.0.1 only.
+// Close stops it (for a server shared by a package's tests, from TestMain).
+func Launch() (s *Server, err error) {
+	if _, err := os.Stat(filepath.Join(BinDir, "postgres")); err != nil {
+		return nil, fmt.Errorf("pgtest: PostgreSQL 15 is not installed (%v); run scripts/install-test-deps.sh", err)
+	}
+	dir, err := os.MkdirTemp("", "pgtest-")
+	if err != nil {
+		return nil, err
+	}
+	s = &Server{dir: dir}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
 	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	if os.Getuid() == 0 {
 		// initdb and postgres refuse to run as root: run them as the
 		// package's postgres user, which must own the directory.
 		u, err := user.Lookup("postgres")
 		if err != nil {
-			t.Fatalf("pgtest: running as root needs the postgres user of the postgresql package: %v", err)
+			return nil, fmt.Errorf("pgtest: running as root needs the postgres user of the postgresql package: %w", err)
 		}
 		uid, _ := strconv.Atoi(u.Uid)
 		gid, _ := strconv.Atoi(u.Gid)
 		s.cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
 		if err := os.Chown(dir, uid, gid); err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 	}
 	initdb := exec.Command(filepath.Join(BinDir, "initdb"), "-D", s.dataDir(), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8", "--locale", "C")
 	initdb.Dir = dir
 	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: s.cred}
 	if out, err := initdb.CombinedOutput(); err != nil {
-		t.Fatalf("pgtest: initdb: %v\n%s", err, out)
+		return nil, fmt.Errorf("pgtest: initdb: %v\n%s", err, out)
 	}
-	s.port = freePort(t)
+	if s.port, err = freePort(); err != nil {
+		return nil, err
+	}
 	if err := s.Restart(); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	conn, err := pgx.Connect(context.Background(), s.urlFor("postgres"))
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, s.urlFor("postgres"))
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	defer conn.Close(context.Background())
-	if _, err := conn.Exec(context.Background(), "CREATE DATABASE foxproxy"); err != nil {
-		t.Fatalf("pgtest: %v", err)
+	if _, err := conn.Exec(ctx, "CREATE DATABASE foxproxy"); err != nil {
+		return nil, fmt.Errorf("pgtest: %w", err)
 	}
-	return s
+	return s, nil
+}
+
+// Close kills the server and removes its directory.
+func (s *Server) Close() {
+	s.Kill()
+	os.RemoveAll(s.dir)
 }
 
 func (s *Server) dataDir() string { return filepath.Join(s.dir, "data") }
@@ -247,13 +268,13 @@ func waitGroupGone(pgid int, max time.Duration) {
 	}
 }
 
-func freePort(t testing.TB) int {
+func freePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		return 0, err
 	}
 	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 func tail(b []byte, n int) []byte {
