@@ -77,6 +77,7 @@ type Config struct {
 	Scan       Scan       `yaml:"scan"`
 	Policy     Policy     `yaml:"policy"`
 	Quarantine Quarantine `yaml:"quarantine"`
+	Database   Database   `yaml:"database"`
 	Encryption Encryption `yaml:"encryption"`
 	Lists      Lists      `yaml:"lists"`
 	Update     Update     `yaml:"update"`
@@ -265,6 +266,7 @@ func (c *Config) validate() []problem {
 		}
 		_ = host
 	}
+	c.validateDatabase(add)
 	checkAddr("listen", c.Listen, true)
 	checkAddr("downstream", c.Downstream, true)
 	if c.Deployment != "after_queue" && c.Deployment != "before_queue" {

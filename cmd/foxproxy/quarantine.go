@@ -31,8 +31,8 @@ const quarantineUsage = `usage: foxproxy quarantine COMMAND [-config FILE] ...
 With --held, list, show, release and delete work on the held area: mail
 accepted while no scanner answered (scan.hold_after), waiting for its rescan.
 Releasing a held message delivers it unscanned.
-The quarantine directory is quarantine.dir of -config (default: the embedded
-configuration's). Exit status: 0 done, 1 failed, 2 usage error.
+The quarantine is database.url of -config when set (shared by every host
+pointing at it), else quarantine.dir (default: the embedded configuration's). Exit status: 0 done, 1 failed, 2 usage error.
 `
 
 // quarantineCmd runs "foxproxy quarantine ...".
@@ -100,15 +100,12 @@ func quarantineCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return exitFailure
 	}
-	if cfg.Quarantine.Dir == "" {
-		fmt.Fprintf(stderr, "foxproxy quarantine: %s sets no quarantine.dir\n", cfg.File)
-		return exitFailure
-	}
-	store, err := quarantine.OpenExisting(cfg.Quarantine.Dir)
+	store, closeStore, err := openCustodyCLI(cfg) // database.go
 	if err != nil {
-		fmt.Fprintf(stderr, "foxproxy quarantine: %v (quarantine.dir of %s; foxproxy creates it when a rule can quarantine)\n", err, cfg.File)
+		fmt.Fprintf(stderr, "foxproxy quarantine: %v\n", err)
 		return exitFailure
 	}
+	defer closeStore()
 	q := &quarantineCLI{cfg: cfg, store: store, stdout: stdout, stderr: stderr, now: time.Now}
 	q.unencrypted = unencrypted
 	if held {

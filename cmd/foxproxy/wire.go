@@ -33,6 +33,7 @@ type wired struct {
 	scan     *scan.Stage
 	lists    *listsWiring
 	enc      *encryption.Gateway
+	db       *dbWiring // the custody database (database.url); nil: quarantine.dir
 }
 
 // wire builds the stages, the policy and the quarantine from a
@@ -126,8 +127,8 @@ func wire(cfg *config.Config, log *zap.Logger) (w *wired, err error) {
 		w.enc = g
 		w.Encryption, w.EncryptionActions = gateway{g}, encryptionActions(cfg)
 	}
-	if cfg.Quarantine.Dir != "" && cfg.UsesQuarantine() {
-		store, err := quarantine.Open(cfg.Quarantine.Dir)
+	if (cfg.Quarantine.Dir != "" || cfg.Database.URL != "") && cfg.UsesQuarantine() {
+		store, err := w.openCustody(cfg, log) // database.go
 		if err != nil {
 			return nil, err
 		}
@@ -321,6 +322,9 @@ func (w *wired) sources() *admin.Sources {
 	if _, ok := w.wkdDependency(); ok {
 		src.Probers = append(src.Probers, w.enc)
 	}
+	if w.db != nil {
+		src.Probers = append(src.Probers, w.db)
+	}
 	return src
 }
 
@@ -392,6 +396,9 @@ func (w *wired) dependencies() []admin.Dependency {
 	if d, ok := w.clickDependency(); ok {
 		deps = append(deps, d)
 	}
+	if w.db != nil {
+		deps = append(deps, w.db.dependency())
+	}
 	return deps
 }
 
@@ -415,6 +422,9 @@ func (w *wired) counters() map[string]uint64 {
 		}
 		c["wrs_feedback_sent_total"] = sent
 		c["wrs_feedback_dropped_total"] = dropped
+	}
+	if w.db != nil {
+		w.db.counters(c)
 	}
 	return c
 }
