@@ -9,8 +9,10 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -562,4 +564,138 @@ func (c *claim) markSendingAfterFinish() error {
 		return errClaimLost
 	}
 	return nil
+}
+
+// patternReader yields n bytes of a repeating pattern without holding
+// them.
+type patternReader struct{ left int }
+
+func (r *patternReader) Read(p []byte) (int, error) {
+	if r.left == 0 {
+		return 0, io.EOF
+	}
+	n := min(len(p), r.left)
+	for i := range p[:n] {
+		p[i] = byte('a' + (r.left-i)%26)
+	}
+	r.left -= n
+	return n, nil
+}
+
+// A 50 MiB message goes in and comes out with the heap growing by a few
+// chunks, not by the message: neither the write nor the read holds it.
+func TestLargeMessageKeepsMemoryBound(t *testing.T) {
+	ctx := context.Background()
+	db := host(t, freshURL(t), "mx1", time.Minute)
+	q := db.Quarantine()
+	const size = 50 << 20
+	const bound = 16 << 20 // a few 256 KiB chunks plus pgx's buffers, with room for the race detector
+	peak := func(f func()) uint64 {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		base := ms.HeapInuse
+		var max atomic.Uint64
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for {
+				var ms runtime.MemStats
+				runtime.ReadMemStats(&ms)
+				if ms.HeapInuse > base && ms.HeapInuse-base > max.Load() {
+					max.Store(ms.HeapInuse - base)
+				}
+				select {
+				case <-stop:
+					return
+				case <-time.After(5 * time.Millisecond):
+				}
+			}
+		}()
+		f()
+		close(stop)
+		<-done
+		return max.Load()
+	}
+	var id string
+	grew := peak(func() {
+		var err error
+		if id, err = q.Put(ctx, quarantine.Entry{Size: size}, &patternReader{left: size}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if grew > bound {
+		t.Fatalf("storing 50 MiB grew the heap by %d MiB", grew>>20)
+	}
+	t.Logf("Put 50 MiB: heap grew by at most %.1f MiB", float64(grew)/(1<<20))
+	grew = peak(func() {
+		m, err := q.Open(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close()
+		n, err := io.Copy(io.Discard, m)
+		if err != nil || n != size {
+			t.Fatalf("read %d bytes, %v", n, err)
+		}
+	})
+	if grew > bound {
+		t.Fatalf("reading 50 MiB grew the heap by %d MiB", grew>>20)
+	}
+	t.Logf("read 50 MiB: heap grew by at most %.1f MiB", float64(grew)/(1<<20))
+}
+
+// The database URL's password appears in no error and no description.
+func TestPasswordNeverShown(t *testing.T) {
+	const secret = "s3cret-Pa55"
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // nothing listens there now
+	db, err := Open(Config{URL: "postgres://fox:" + secret + "@" + addr + "/foxproxy?sslmode=disable", Timeout: 2 * time.Second}, Options{Host: "mx1", Migrate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	_, err = db.Quarantine().Put(context.Background(), quarantine.Entry{}, strings.NewReader("m"))
+	h := db.Probe(context.Background())
+	for _, s := range []string{fmt.Sprint(err), db.String(), db.Quarantine().Describe(), h.Err} {
+		if strings.Contains(s, secret) {
+			t.Fatalf("password shown: %s", s)
+		}
+	}
+	if err == nil || h.Up || !strings.Contains(db.String(), "fox:xxxxx@") {
+		t.Fatalf("err %v, health %+v, %s", err, h, db)
+	}
+	if _, err := Open(Config{URL: "postgres://fox@" + addr + "/foxproxy", PasswordFile: "/nonexistent/pw"}, Options{}); err == nil ||
+		!strings.Contains(err.Error(), "password_file") {
+		t.Fatalf("missing password file: %v", err)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	for _, c := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{}, ""},
+		{Config{URL: "postgres://fox@db.example:5432/foxproxy?sslmode=verify-full"}, ""},
+		{Config{PasswordFile: "/etc/passwd"}, "password_file: is set but url is not"},
+		{Config{URL: "mysql://db/x"}, "url: must be a postgres://"},
+		{Config{URL: "postgres:///x"}, "url: names no host"},
+		{Config{URL: "postgres://db.example"}, "url: names no database"},
+		{Config{URL: "postgres://fox:pw@db.example/x", PasswordFile: "/etc/passwd"}, "password_file: the URL has a password already"},
+		{Config{URL: "postgres://db.example/x", ClaimLease: time.Second}, "claim_lease: must be at least 3s"},
+		{Config{URL: "postgres://db.example/x", Timeout: -1}, "timeout: must not be negative"},
+	} {
+		var got []string
+		c.cfg.Validate(func(key, format string, args ...any) { got = append(got, key+": "+fmt.Sprintf(format, args...)) })
+		joined := strings.Join(got, "; ")
+		if c.want == "" && joined != "" || c.want != "" && !strings.Contains(joined, c.want) {
+			t.Errorf("%+v: %q, want %q", c.cfg, joined, c.want)
+		}
+	}
 }
