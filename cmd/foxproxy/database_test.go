@@ -58,6 +58,20 @@ func TestDBMigrateAndQuarantineCommands(t *testing.T) {
 	if _, err := db.Quarantine().Get(context.Background(), id); err != quarantine.ErrNotFound {
 		t.Fatalf("after delete: %v", err)
 	}
+	// The held verbs work on the database's held area.
+	heldID, err := db.HeldArea().Put(context.Background(), virusEntry, strings.NewReader(testMessage))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := runCLI("quarantine", "list", "--held", "-config", cfgPath); r.code != exitOK || !strings.Contains(r.out, heldID) || !strings.Contains(r.out, "(held)") {
+		t.Fatalf("list --held: %+v", r)
+	}
+	if r := runCLI("quarantine", "list", "-config", cfgPath); r.code != exitOK || strings.Contains(r.out, heldID) {
+		t.Fatalf("a held entry in the quarantine's list: %+v", r)
+	}
+	if r := runCLI("quarantine", "delete", "--held", heldID, "-config", cfgPath); r.code != exitOK {
+		t.Fatalf("delete --held: %+v", r)
+	}
 	noDB := filepath.Join(dir, "nodb.yaml")
 	os.WriteFile(noDB, []byte("downstream: 127.0.0.1:1\n"), 0o644)
 	if r := runCLI("db", "migrate", "-config", noDB); r.code != exitFailure || !strings.Contains(r.errOut, "sets no database.url") {
