@@ -66,6 +66,7 @@ type Config struct {
 	Scan       Scan              `yaml:"scan"`
 	Policy     policy.Config     `yaml:"policy"`
 	Quarantine Quarantine        `yaml:"quarantine"`
+	Database   Database          `yaml:"database"`
 	Encryption encryption.Config `yaml:"encryption"`
 	Lists      Lists             `yaml:"lists"`
 	Update     Update            `yaml:"update"`
@@ -200,6 +201,7 @@ func (c *Config) validate() []problem {
 	add := func(key, format string, args ...any) {
 		ps = append(ps, problem{key, fmt.Sprintf(format, args...)})
 	}
+	c.validateDatabase(add)
 	report := settings.Report(add)
 	p := c.Proxy()
 	p.Validate(report)

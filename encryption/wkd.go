@@ -178,7 +178,9 @@ func (w *wkdClient) lookup(ctx context.Context, addr string, now time.Time) wkdR
 	}
 	if err != nil {
 		if ctx.Err() != nil {
-			err = fmt.Errorf("wkd: no answer within %v: %w", w.timeout, err)
+			// Whatever failed last, the lookup ran out of time: say so,
+			// and keep the context's error in the chain for the caller.
+			err = fmt.Errorf("wkd: no answer within %v (%w): %w", w.timeout, ctx.Err(), err)
 		}
 		r = wkdResult{outcome: Unavailable, err: err, method: r.method}
 		w.health.record(addr, r, now)

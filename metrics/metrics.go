@@ -48,14 +48,18 @@ type Gauges struct {
 
 // CounterNames are the scrape-time counters and their help texts.
 var CounterNames = map[string]string{
-	"dns_lookups_total":          "DNS-list lookups asked of the DNS client.",
-	"dns_cache_hits_total":       "DNS-list lookups answered from the cache.",
-	"dns_cache_misses_total":     "DNS-list lookups not in the cache (queried or joined a query in flight).",
-	"dns_queries_total":          "DNS queries sent to servers.",
-	"dns_failures_total":         "DNS queries that failed (timeout, refused, server error).",
-	"wrs_feedback_sent_total":    "URL feedback records delivered to the feedback sink.",
-	"wrs_feedback_dropped_total": "URL feedback records dropped (queue full or sink down).",
-	"quarantine_failures_total":  "Quarantine writes that failed (the message was deferred).",
+	"dns_lookups_total":                   "DNS-list lookups asked of the DNS client.",
+	"dns_cache_hits_total":                "DNS-list lookups answered from the cache.",
+	"dns_cache_misses_total":              "DNS-list lookups not in the cache (queried or joined a query in flight).",
+	"dns_queries_total":                   "DNS queries sent to servers.",
+	"dns_failures_total":                  "DNS queries that failed (timeout, refused, server error).",
+	"wrs_feedback_sent_total":             "URL feedback records delivered to the feedback sink.",
+	"wrs_feedback_dropped_total":          "URL feedback records dropped (queue full or sink down).",
+	"quarantine_failures_total":           "Quarantine writes that failed (the message was deferred).",
+	"database_errors_total":               "Custody database operations that failed (unreachable, timed out, refused).",
+	"database_acquires_total":             "Connections taken from the custody database's pool.",
+	"database_acquire_waits_total":        "Pool acquires that had to wait for a connection.",
+	"database_acquire_milliseconds_total": "Time spent taking connections from the custody database's pool.",
 }
 
 // New registers foxproxy's metrics (and the Go runtime's) in a new registry.

@@ -2,6 +2,7 @@ package quarantine
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -43,16 +44,19 @@ var instance = func() string {
 	return hex.EncodeToString(b[:])
 }()
 
-// Claim is a held claim on an entry (see Store.Claim).
-type Claim struct {
-	s    *Store
+// dirClaim is a held claim on an entry of a DirStore: its claim file.
+type dirClaim struct {
+	s    *DirStore
 	id   string
 	done bool
 }
 
 // ClaimedError is returned by Claim when the entry is claimed already.
 type ClaimedError struct {
-	ID   string
+	ID string
+	// Host is the claimer's host, when the store is shared by several
+	// (empty for a DirStore: this host).
+	Host string
 	PID  int
 	Time time.Time
 	// Running: the claiming process still runs (a release in progress).
@@ -63,22 +67,26 @@ type ClaimedError struct {
 }
 
 func (e *ClaimedError) Error() string {
+	proc := fmt.Sprintf("process %d", e.PID)
+	if e.Host != "" {
+		proc += " on " + e.Host
+	}
 	if e.Running && e.Uncertain == "" {
-		return fmt.Sprintf("quarantine: %s is being released by process %d (since %s)", e.ID, e.PID, e.Time.Format(time.RFC3339))
+		return fmt.Sprintf("quarantine: %s is being released by %s (since %s)", e.ID, proc, e.Time.Format(time.RFC3339))
 	}
 	why := "was interrupted"
 	if e.Uncertain != "" {
 		why = "did not learn whether the downstream took the message (" + e.Uncertain + ")"
 	}
-	return fmt.Sprintf("quarantine: an earlier release of %s (process %d, %s) %s; it may have been delivered", e.ID, e.PID, e.Time.Format(time.RFC3339), why)
+	return fmt.Sprintf("quarantine: an earlier release of %s (%s, %s) %s; it may have been delivered", e.ID, proc, e.Time.Format(time.RFC3339), why)
 }
 
 // Claim claims an entry for a release. It fails with *ClaimedError when the
 // entry is claimed already, unless force is set and the claimer is no
 // longer running (an interrupted or uncertain release), in which case the
 // claim is taken over. A claim of a running process is never taken over.
-func (s *Store) Claim(id string, force bool) (*Claim, error) {
-	if _, err := s.Get(id); err != nil {
+func (s *DirStore) Claim(ctx context.Context, id string, force bool) (Claim, error) {
+	if _, err := s.Get(ctx, id); err != nil {
 		return nil, err
 	}
 	rec, _ := json.Marshal(claimRecord{PID: os.Getpid(), Time: s.now().UTC(), Instance: instance})
@@ -99,7 +107,7 @@ func (s *Store) Claim(id string, force bool) (*Claim, error) {
 				os.Remove(s.path(id, claimExt))
 				return nil, fmt.Errorf("quarantine: %w", err)
 			}
-			return &Claim{s: s, id: id}, nil
+			return &dirClaim{s: s, id: id}, nil
 		}
 		if !errors.Is(err, os.ErrExist) {
 			return nil, fmt.Errorf("quarantine: %w", err)
@@ -112,7 +120,7 @@ func (s *Store) Claim(id string, force bool) (*Claim, error) {
 	}
 }
 
-func (s *Store) readClaim(id string) *ClaimedError {
+func (s *DirStore) readClaim(id string) *ClaimedError {
 	ce := &ClaimedError{ID: id}
 	b, err := os.ReadFile(s.path(id, claimExt))
 	var rec claimRecord
@@ -138,7 +146,7 @@ func processRunning(pid int) bool {
 
 // Drop gives the claim up: the release certainly delivered nothing (or
 // the entry was updated or deleted after the downstream's answer).
-func (c *Claim) Drop() {
+func (c *dirClaim) Drop() {
 	if c.done {
 		return
 	}
@@ -150,7 +158,7 @@ func (c *Claim) Drop() {
 // KeepUncertain leaves the claim in place, marked with why the outcome is
 // unknown, so that the next release of the entry is refused until an
 // administrator checks the downstream and forces or deletes it.
-func (c *Claim) KeepUncertain(why string) error {
+func (c *dirClaim) KeepUncertain(why string) error {
 	if c.done {
 		return nil
 	}
@@ -162,14 +170,14 @@ func (c *Claim) KeepUncertain(why string) error {
 // outcome is about to become uncertain: should this process die before it
 // deletes the entry or drops the claim, the claim says the message may
 // have been delivered, and nobody sends it again without a decision.
-func (c *Claim) MarkSending() error {
+func (c *dirClaim) MarkSending() error {
 	if c.done {
 		return errors.New("quarantine: claim already given up")
 	}
 	return c.rewrite(claimRecord{PID: os.Getpid(), Time: c.s.now().UTC(), Instance: instance, Sending: true})
 }
 
-func (c *Claim) rewrite(r claimRecord) error {
+func (c *dirClaim) rewrite(r claimRecord) error {
 	rec, _ := json.Marshal(r)
 	tmp, err := c.s.writeTemp(c.id+claimExt, bytes.NewReader(rec))
 	if err != nil {
@@ -183,7 +191,7 @@ func (c *Claim) rewrite(r claimRecord) error {
 }
 
 // Claimed reports the claim on an entry, if there is one (for show).
-func (s *Store) Claimed(id string) (*ClaimedError, bool) {
+func (s *DirStore) Claimed(_ context.Context, id string) (*ClaimedError, bool) {
 	if _, err := os.Stat(s.path(id, claimExt)); err != nil {
 		return nil, false
 	}

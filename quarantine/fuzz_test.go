@@ -1,6 +1,7 @@
 package quarantine
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -25,7 +26,7 @@ func FuzzEntryJSON(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	dir := f.TempDir()
-	s := &Store{dir: dir, now: time.Now}
+	s := &DirStore{dir: dir, now: time.Now}
 	if err := os.WriteFile(filepath.Join(dir, good.ID+".json"), b, 0o600); err != nil {
 		f.Fatal(err)
 	}
@@ -34,8 +35,8 @@ func FuzzEntryJSON(f *testing.F) {
 		if err := os.WriteFile(filepath.Join(dir, id+".json"), data, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		e, err := s.Get(id)
-		list, lerr := s.List()
+		e, err := s.Get(context.Background(), id)
+		list, lerr := s.List(context.Background())
 		if lerr != nil {
 			t.Fatalf("one entry's metadata %q made List fail: %v", data, lerr)
 		}

@@ -1,6 +1,7 @@
 package quarantine
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -28,14 +29,19 @@ import (
 const heldDir = "held"
 
 // Held opens (creating if needed) the held area of the quarantine.
-func (s *Store) Held() (*Store, error) {
-	return Open(filepath.Join(s.dir, heldDir))
+func (s *DirStore) Held() (Store, error) {
+	h, err := Open(filepath.Join(s.dir, heldDir))
+	if err != nil {
+		return nil, err
+	}
+	h.now = s.now
+	return h, nil
 }
 
 // HeldView is the held area for the command line, which must not create
 // it: when it does not exist, it simply has no entries.
-func (s *Store) HeldView() *Store {
-	return &Store{dir: filepath.Join(s.dir, heldDir), now: s.now}
+func (s *DirStore) HeldView() Store {
+	return &DirStore{dir: filepath.Join(s.dir, heldDir), now: s.now}
 }
 
 // ErrExists is returned by PutAs when the ID is taken already.
@@ -44,7 +50,7 @@ var ErrExists = errors.New("quarantine: entry exists already")
 // PutAs stores a message under a given ID (an entry moving here from the
 // held area keeps its ID). It returns ErrExists, and writes nothing, when
 // the entry exists already: an earlier move got this far.
-func (s *Store) PutAs(id string, e Entry, content io.Reader) error {
+func (s *DirStore) PutAs(_ context.Context, id string, e Entry, content io.Reader) error {
 	if !idPattern.MatchString(id) {
 		return fmt.Errorf("quarantine: bad ID %q", id)
 	}
@@ -57,18 +63,21 @@ func (s *Store) PutAs(id string, e Entry, content io.Reader) error {
 }
 
 // Has reports whether an entry exists.
-func (s *Store) Has(id string) bool {
+func (s *DirStore) Has(_ context.Context, id string) (bool, error) {
 	if !idPattern.MatchString(id) {
-		return false
+		return false, nil
 	}
 	_, err := os.Stat(s.path(id, ".json"))
-	return err == nil
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	return err == nil, err
 }
 
 // Stats counts the entries and returns the time of the oldest, from the
 // file names alone (an ID begins with its UTC time), so that /status and
 // the metrics can ask often without reading every entry.
-func (s *Store) Stats() (n int, oldest time.Time, err error) {
+func (s *DirStore) Stats(_ context.Context) (n int, oldest time.Time, err error) {
 	files, err := os.ReadDir(s.dir)
 	if err != nil {
 		return 0, time.Time{}, fmt.Errorf("quarantine: %w", err)
@@ -90,8 +99,8 @@ func (s *Store) Stats() (n int, oldest time.Time, err error) {
 // Tidy removes the leftovers of interrupted writes and deletes (Purge's
 // orphans) and nothing else: for the held area, whose entries retention
 // never deletes.
-func (s *Store) Tidy() error {
-	_, err := s.Purge(math.MaxInt64)
+func (s *DirStore) Tidy(ctx context.Context) error {
+	_, err := s.Purge(ctx, math.MaxInt64)
 	return err
 }
 

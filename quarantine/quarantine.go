@@ -1,7 +1,10 @@
 // Package quarantine keeps messages the policy did not deliver, so an
-// administrator can look at them, release them or delete them.
+// administrator can look at them, release them or delete them. It defines
+// the entry, the Store interface every custody implements (package pgstore
+// is the shared one, in PostgreSQL), and DirStore, the default: a
+// directory on this host's disk.
 //
-// Each entry is two files in one directory: ID.eml (the message as
+// In a DirStore, each entry is two files in one directory: ID.eml (the message as
 // received) and ID.json (envelope, client, findings, rule, time). Both are
 // written to temporary names, fsynced, and renamed: first the message, then
 // the metadata. An entry exists when its .json exists, so a crash at any
@@ -11,15 +14,13 @@
 package quarantine
 
 import (
-	"crypto/rand"
-	"encoding/hex"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -70,8 +71,8 @@ type Finding struct {
 	Backend    string   `json:"backend,omitempty"`
 }
 
-// Store is a quarantine directory.
-type Store struct {
+// DirStore is a quarantine directory: the Store on this host's disk.
+type DirStore struct {
 	dir string
 	now func() time.Time
 	// failAfterMessage is a test hook: fail between the two renames, as a
@@ -80,17 +81,17 @@ type Store struct {
 }
 
 // Open opens (creating if needed) the quarantine directory.
-func Open(dir string) (*Store, error) {
+func Open(dir string) (*DirStore, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("quarantine: %w", err)
 	}
-	return &Store{dir: dir, now: time.Now}, nil
+	return &DirStore{dir: dir, now: time.Now}, nil
 }
 
 // OpenExisting opens a quarantine directory that must exist already (for
 // the command line, which should not create directories where a mistyped
 // configuration points).
-func OpenExisting(dir string) (*Store, error) {
+func OpenExisting(dir string) (*DirStore, error) {
 	st, err := os.Stat(dir)
 	if err != nil {
 		return nil, fmt.Errorf("quarantine: %w", err)
@@ -98,28 +99,27 @@ func OpenExisting(dir string) (*Store, error) {
 	if !st.IsDir() {
 		return nil, fmt.Errorf("quarantine: %s is not a directory", dir)
 	}
-	return &Store{dir: dir, now: time.Now}, nil
+	return &DirStore{dir: dir, now: time.Now}, nil
 }
 
 // Dir returns the directory.
-func (s *Store) Dir() string { return s.dir }
+func (s *DirStore) Dir() string { return s.dir }
 
-var idPattern = regexp.MustCompile(`^[0-9]{8}T[0-9]{6}-[0-9a-f]{8}$`)
+var _ Store = (*DirStore)(nil)
 
-func (s *Store) newID() string {
-	var b [4]byte
-	rand.Read(b[:])
-	return s.now().UTC().Format("20060102T150405") + "-" + hex.EncodeToString(b[:])
-}
+// Describe names the store: its directory.
+func (s *DirStore) Describe() string { return s.dir }
+
+func (s *DirStore) newID() string { return NewID(s.now()) }
 
 // Put stores a message and its metadata and returns the entry's ID. It
 // returns only when both files are durable.
-func (s *Store) Put(e Entry, content io.Reader) (string, error) {
+func (s *DirStore) Put(_ context.Context, e Entry, content io.Reader) (string, error) {
 	e.ID = s.newID()
 	return s.put(e, content)
 }
 
-func (s *Store) put(e Entry, content io.Reader) (string, error) {
+func (s *DirStore) put(e Entry, content io.Reader) (string, error) {
 	if e.Time.IsZero() {
 		e.Time = s.now().UTC()
 	}
@@ -156,9 +156,9 @@ func (s *Store) put(e Entry, content io.Reader) (string, error) {
 	return e.ID, nil
 }
 
-func (s *Store) path(id, ext string) string { return filepath.Join(s.dir, id+ext) }
+func (s *DirStore) path(id, ext string) string { return filepath.Join(s.dir, id+ext) }
 
-func (s *Store) writeTemp(name string, r io.Reader) (string, error) {
+func (s *DirStore) writeTemp(name string, r io.Reader) (string, error) {
 	f, err := os.CreateTemp(s.dir, ".tmp-"+name+"-*")
 	if err != nil {
 		return "", fmt.Errorf("quarantine: %w", err)
@@ -190,7 +190,7 @@ func syncDir(dir string) error {
 var ErrNotFound = errors.New("quarantine: no such entry")
 
 // Get returns an entry's metadata.
-func (s *Store) Get(id string) (Entry, error) {
+func (s *DirStore) Get(_ context.Context, id string) (Entry, error) {
 	if !idPattern.MatchString(id) {
 		return Entry{}, ErrNotFound
 	}
@@ -209,15 +209,32 @@ func (s *Store) Get(id string) (Entry, error) {
 }
 
 // Open returns an entry's message.
-func (s *Store) Open(id string) (*os.File, error) {
-	if _, err := s.Get(id); err != nil {
+func (s *DirStore) Open(ctx context.Context, id string) (Message, error) {
+	if _, err := s.Get(ctx, id); err != nil {
 		return nil, err
 	}
-	return os.Open(s.path(id, ".eml"))
+	f, err := os.Open(s.path(id, ".eml"))
+	if err != nil {
+		return nil, fmt.Errorf("quarantine: %w", err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("quarantine: %w", err)
+	}
+	return fileMessage{File: f, size: st.Size()}, nil
 }
 
+// fileMessage is a stored message file with its size.
+type fileMessage struct {
+	*os.File
+	size int64
+}
+
+func (m fileMessage) Size() int64 { return m.size }
+
 // List returns all entries, oldest first.
-func (s *Store) List() ([]Entry, error) {
+func (s *DirStore) List(ctx context.Context) ([]Entry, error) {
 	names, err := filepath.Glob(filepath.Join(s.dir, "*.json"))
 	if err != nil {
 		return nil, err
@@ -225,7 +242,7 @@ func (s *Store) List() ([]Entry, error) {
 	var out []Entry
 	for _, n := range names {
 		id := strings.TrimSuffix(filepath.Base(n), ".json")
-		e, err := s.Get(id)
+		e, err := s.Get(ctx, id)
 		if err != nil {
 			continue // an entry deleted meanwhile
 		}
@@ -241,7 +258,7 @@ func (s *Store) List() ([]Entry, error) {
 }
 
 // Delete removes an entry: the metadata first, so it is gone at once.
-func (s *Store) Delete(id string) error {
+func (s *DirStore) Delete(_ context.Context, id string) error {
 	if !idPattern.MatchString(id) {
 		return ErrNotFound
 	}
@@ -257,8 +274,8 @@ func (s *Store) Delete(id string) error {
 
 // Update replaces an existing entry's metadata (after a partial release),
 // atomically: readers see the old or the new version, never a mix.
-func (s *Store) Update(e Entry) error {
-	if _, err := s.Get(e.ID); err != nil {
+func (s *DirStore) Update(ctx context.Context, e Entry) error {
+	if _, err := s.Get(ctx, e.ID); err != nil {
 		return err
 	}
 	meta, err := json.MarshalIndent(e, "", "  ")
@@ -278,8 +295,8 @@ func (s *Store) Update(e Entry) error {
 
 // Purge deletes entries older than age and removes leftovers of
 // interrupted writes. It returns how many entries it deleted.
-func (s *Store) Purge(age time.Duration) (int, error) {
-	entries, err := s.List()
+func (s *DirStore) Purge(ctx context.Context, age time.Duration) (int, error) {
+	entries, err := s.List(ctx)
 	if err != nil {
 		return 0, err
 	}
@@ -287,7 +304,7 @@ func (s *Store) Purge(age time.Duration) (int, error) {
 	cutoff := s.now().Add(-age)
 	for _, e := range entries {
 		if e.Time.Before(cutoff) {
-			if err := s.Delete(e.ID); err == nil {
+			if err := s.Delete(ctx, e.ID); err == nil {
 				n++
 			}
 		}

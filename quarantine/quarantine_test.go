@@ -1,6 +1,7 @@
 package quarantine
 
 import (
+	"context"
 	"errors"
 	"io"
 	"os"
@@ -15,16 +16,16 @@ func TestPutGetListDelete(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id, err := s.Put(Entry{From: "a@example.test", Rcpts: []string{"b@example.test"}, Rule: "virus",
+	id, err := s.Put(context.Background(), Entry{From: "a@example.test", Rcpts: []string{"b@example.test"}, Rule: "virus",
 		Findings: []Finding{{Stage: "scan", Status: "infected", Detail: "Eicar"}}}, strings.NewReader("Subject: x\r\n\r\nbody\r\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := s.Get(id)
+	e, err := s.Get(context.Background(), id)
 	if err != nil || e.From != "a@example.test" || e.Rule != "virus" || e.Findings[0].Detail != "Eicar" {
 		t.Fatalf("Get: %+v, %v", e, err)
 	}
-	f, err := s.Open(id)
+	f, err := s.Open(context.Background(), id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,17 +43,17 @@ func TestPutGetListDelete(t *testing.T) {
 	if st, _ := os.Stat(s.Dir()); st.Mode().Perm() != 0o700 {
 		t.Fatalf("dir mode %v", st.Mode())
 	}
-	l, _ := s.List()
+	l, _ := s.List(context.Background())
 	if len(l) != 1 || l[0].ID != id {
 		t.Fatalf("List: %+v", l)
 	}
-	if err := s.Delete(id); err != nil {
+	if err := s.Delete(context.Background(), id); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Get(id); !errors.Is(err, ErrNotFound) {
+	if _, err := s.Get(context.Background(), id); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("after Delete: %v", err)
 	}
-	if _, err := s.Get("../../etc/passwd"); !errors.Is(err, ErrNotFound) {
+	if _, err := s.Get(context.Background(), "../../etc/passwd"); !errors.Is(err, ErrNotFound) {
 		t.Fatal("path traversal in an ID")
 	}
 }
@@ -62,10 +63,10 @@ func TestPutGetListDelete(t *testing.T) {
 func TestCrashBetweenWritesLeavesNoHalfEntry(t *testing.T) {
 	s, _ := Open(t.TempDir())
 	s.failAfterMessage = true
-	if _, err := s.Put(Entry{From: "a@b"}, strings.NewReader("x")); err == nil {
+	if _, err := s.Put(context.Background(), Entry{From: "a@b"}, strings.NewReader("x")); err == nil {
 		t.Fatal("simulated crash did not fail")
 	}
-	if l, _ := s.List(); len(l) != 0 {
+	if l, _ := s.List(context.Background()); len(l) != 0 {
 		t.Fatalf("half entry visible: %+v", l)
 	}
 	files, _ := os.ReadDir(s.Dir())
@@ -73,7 +74,7 @@ func TestCrashBetweenWritesLeavesNoHalfEntry(t *testing.T) {
 		t.Fatalf("files %v", files)
 	}
 	s.now = func() time.Time { return time.Now().Add(2 * time.Minute) }
-	s.Purge(24 * time.Hour)
+	s.Purge(context.Background(), 24*time.Hour)
 	if files, _ := os.ReadDir(s.Dir()); len(files) != 0 {
 		t.Fatalf("orphan not purged: %v", files)
 	}
@@ -83,16 +84,16 @@ func TestPurgeByAge(t *testing.T) {
 	s, _ := Open(t.TempDir())
 	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
 	s.now = func() time.Time { return now }
-	old, _ := s.Put(Entry{Time: now.Add(-31 * 24 * time.Hour)}, strings.NewReader("old"))
-	young, _ := s.Put(Entry{Time: now.Add(-time.Hour)}, strings.NewReader("young"))
-	n, err := s.Purge(30 * 24 * time.Hour)
+	old, _ := s.Put(context.Background(), Entry{Time: now.Add(-31 * 24 * time.Hour)}, strings.NewReader("old"))
+	young, _ := s.Put(context.Background(), Entry{Time: now.Add(-time.Hour)}, strings.NewReader("young"))
+	n, err := s.Purge(context.Background(), 30*24*time.Hour)
 	if err != nil || n != 1 {
 		t.Fatalf("Purge: %d, %v", n, err)
 	}
-	if _, err := s.Get(old); !errors.Is(err, ErrNotFound) {
+	if _, err := s.Get(context.Background(), old); !errors.Is(err, ErrNotFound) {
 		t.Fatal("old entry kept")
 	}
-	if _, err := s.Get(young); err != nil {
+	if _, err := s.Get(context.Background(), young); err != nil {
 		t.Fatal("young entry purged")
 	}
 }
@@ -101,21 +102,21 @@ func TestPurgeByAge(t *testing.T) {
 // mix.
 func TestUpdate(t *testing.T) {
 	s, _ := Open(t.TempDir())
-	id, _ := s.Put(Entry{From: "a@b", Rcpts: []string{"x@y", "z@y"}}, strings.NewReader("m"))
-	e, _ := s.Get(id)
+	id, _ := s.Put(context.Background(), Entry{From: "a@b", Rcpts: []string{"x@y", "z@y"}}, strings.NewReader("m"))
+	e, _ := s.Get(context.Background(), id)
 	e.Rcpts = []string{"z@y"}
 	e.Released = []Release{{Time: time.Now(), Rcpts: []string{"x@y"}, QueuedAs: "4ABC"}}
-	if err := s.Update(e); err != nil {
+	if err := s.Update(context.Background(), e); err != nil {
 		t.Fatal(err)
 	}
-	got, err := s.Get(id)
+	got, err := s.Get(context.Background(), id)
 	if err != nil || len(got.Rcpts) != 1 || got.Rcpts[0] != "z@y" || got.Released[0].QueuedAs != "4ABC" {
 		t.Fatalf("after Update: %+v, %v", got, err)
 	}
 	if files, _ := os.ReadDir(s.Dir()); len(files) != 2 {
 		t.Fatalf("files %v", files)
 	}
-	if err := s.Update(Entry{ID: "20260101T000000-00000000"}); !errors.Is(err, ErrNotFound) {
+	if err := s.Update(context.Background(), Entry{ID: "20260101T000000-00000000"}); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("Update of a missing entry: %v", err)
 	}
 }
@@ -124,47 +125,47 @@ func TestUpdate(t *testing.T) {
 // claimer is never overridden; Delete and Purge clear claims.
 func TestClaim(t *testing.T) {
 	s, _ := Open(t.TempDir())
-	id, _ := s.Put(Entry{From: "a@b"}, strings.NewReader("m"))
-	c, err := s.Claim(id, false)
+	id, _ := s.Put(context.Background(), Entry{From: "a@b"}, strings.NewReader("m"))
+	c, err := s.Claim(context.Background(), id, false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var ce *ClaimedError
 	for _, force := range []bool{false, true} {
-		if _, err := s.Claim(id, force); !errors.As(err, &ce) || !ce.Running || ce.PID != os.Getpid() {
+		if _, err := s.Claim(context.Background(), id, force); !errors.As(err, &ce) || !ce.Running || ce.PID != os.Getpid() {
 			t.Fatalf("second claim (force %v): %v", force, err)
 		}
 	}
 	c.Drop()
-	c, err = s.Claim(id, false)
+	c, err = s.Claim(context.Background(), id, false)
 	if err != nil {
 		t.Fatalf("claim after Drop: %v", err)
 	}
 	if err := c.KeepUncertain("connection lost after the final dot"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Claim(id, false); !errors.As(err, &ce) || ce.Uncertain == "" || !strings.Contains(err.Error(), "may have been delivered") {
+	if _, err := s.Claim(context.Background(), id, false); !errors.As(err, &ce) || ce.Uncertain == "" || !strings.Contains(err.Error(), "may have been delivered") {
 		t.Fatalf("claim after an uncertain release: %v", err)
 	}
-	if got, ok := s.Claimed(id); !ok || got.Uncertain != "connection lost after the final dot" {
+	if got, ok := s.Claimed(context.Background(), id); !ok || got.Uncertain != "connection lost after the final dot" {
 		t.Fatalf("Claimed: %+v %v", got, ok)
 	}
-	c, err = s.Claim(id, true)
+	c, err = s.Claim(context.Background(), id, true)
 	if err != nil {
 		t.Fatalf("forced claim: %v", err)
 	}
 	// A crashed claimer: a PID that is not running.
 	os.WriteFile(filepath.Join(s.Dir(), id+claimExt), []byte(`{"pid":2147483000,"time":"2026-01-01T00:00:00Z"}`), 0o600)
-	if _, err := s.Claim(id, false); !errors.As(err, &ce) || ce.Running || !strings.Contains(err.Error(), "was interrupted") {
+	if _, err := s.Claim(context.Background(), id, false); !errors.As(err, &ce) || ce.Running || !strings.Contains(err.Error(), "was interrupted") {
 		t.Fatalf("claim of a crashed release: %v", err)
 	}
-	if err := s.Delete(id); err != nil {
+	if err := s.Delete(context.Background(), id); err != nil {
 		t.Fatal(err)
 	}
 	if files, _ := os.ReadDir(s.Dir()); len(files) != 0 {
 		t.Fatalf("Delete left %v", files)
 	}
-	if _, err := s.Claim(id, false); !errors.Is(err, ErrNotFound) {
+	if _, err := s.Claim(context.Background(), id, false); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("claim of a deleted entry: %v", err)
 	}
 	_ = c
@@ -172,7 +173,7 @@ func TestClaim(t *testing.T) {
 	// A claim whose entry is gone is an orphan for Purge.
 	os.WriteFile(filepath.Join(s.Dir(), "20260101T000000-00000000"+claimExt), []byte("{}"), 0o600)
 	s.now = func() time.Time { return time.Now().Add(2 * time.Minute) }
-	s.Purge(time.Hour)
+	s.Purge(context.Background(), time.Hour)
 	if files, _ := os.ReadDir(s.Dir()); len(files) != 0 {
 		t.Fatalf("orphan claim not purged: %v", files)
 	}

@@ -34,11 +34,11 @@ import (
 // Request is one release of a claimed entry.
 type Request struct {
 	// Store holds the entry: the quarantine or its held area.
-	Store *quarantine.Store
+	Store quarantine.Store
 	// Claim is the caller's claim on the entry (quarantine.Store.Claim;
 	// callers differ in when they may take one over). Release gives it up
 	// or keeps it, marked, whatever happens.
-	Claim *quarantine.Claim
+	Claim quarantine.Claim
 	Entry quarantine.Entry
 	// Options say where and how to deliver; Release adds the marking of
 	// the claim to BeforeData.
@@ -111,7 +111,7 @@ func Release(ctx context.Context, r Request) (*Result, error) {
 	}
 	res := &Result{Reinjected: sent, Entry: e}
 	if len(res.Refused) == 0 {
-		if err := r.Store.Delete(e.ID); err != nil && !errors.Is(err, quarantine.ErrNotFound) {
+		if err := r.Store.Delete(ctx, e.ID); err != nil && !errors.Is(err, quarantine.ErrNotFound) {
 			r.Claim.KeepUncertain("delivered (" + res.Reply + ") but the entry could not be deleted")
 			return res, &RecordError{Op: "deleted", Err: err}
 		}
@@ -127,7 +127,7 @@ func Release(ctx context.Context, r Request) (*Result, error) {
 	}
 	e.Rcpts = left
 	e.Released = append(e.Released, quarantine.Release{Time: now().UTC(), Rcpts: res.Accepted, QueuedAs: res.QueuedAs})
-	if err := r.Store.Update(e); err != nil {
+	if err := r.Store.Update(ctx, e); err != nil {
 		r.Claim.KeepUncertain("delivered to " + strings.Join(res.Accepted, ", ") + " but the entry could not be updated")
 		return res, &RecordError{Op: "updated", Err: err}
 	}

@@ -16,7 +16,7 @@ import (
 )
 
 // stored puts an entry for three recipients into a new store and claims it.
-func stored(t *testing.T) (*quarantine.Store, quarantine.Entry, *quarantine.Claim) {
+func stored(t *testing.T) (quarantine.Store, quarantine.Entry, quarantine.Claim) {
 	t.Helper()
 	s, err := quarantine.Open(t.TempDir())
 	if err != nil {
@@ -27,14 +27,14 @@ func stored(t *testing.T) (*quarantine.Store, quarantine.Entry, *quarantine.Clai
 		Xforward:    map[string]string{"NAME": "mx.example.net", "ADDR": "192.0.2.1", "IDENT": "4ABC"},
 		MailOptions: map[string]string{"RET": "HDRS"},
 		RcptOptions: map[string]map[string]string{"b@example.test": {"NOTIFY": "SUCCESS"}}}
-	id, err := s.Put(e, strings.NewReader("Subject: x\r\n\r\nbody\r\n"))
+	id, err := s.Put(context.Background(), e, strings.NewReader("Subject: x\r\n\r\nbody\r\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e, err = s.Get(id); err != nil {
+	if e, err = s.Get(context.Background(), id); err != nil {
 		t.Fatal(err)
 	}
-	c, err := s.Claim(id, false)
+	c, err := s.Claim(context.Background(), id, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,8 +42,8 @@ func stored(t *testing.T) (*quarantine.Store, quarantine.Entry, *quarantine.Clai
 }
 
 // claimFile is the claim's record as stored, "" when there is none.
-func claimFile(s *quarantine.Store, id string) string {
-	b, _ := os.ReadFile(filepath.Join(s.Dir(), id+".claim"))
+func claimFile(s quarantine.Store, id string) string {
+	b, _ := os.ReadFile(filepath.Join(s.Describe(), id+".claim"))
 	return string(b)
 }
 
@@ -78,7 +78,7 @@ func TestReleasePartialRefusalKeepsRefusedOnly(t *testing.T) {
 	if !strings.Contains(claimWhileSending, `"sending":true`) {
 		t.Errorf("claim before DATA %q: not marked sending", claimWhileSending)
 	}
-	got, err := s.Get(e.ID)
+	got, err := s.Get(context.Background(), e.ID)
 	if err != nil {
 		t.Fatalf("entry gone after a partial release: %v", err)
 	}
@@ -89,7 +89,7 @@ func TestReleasePartialRefusalKeepsRefusedOnly(t *testing.T) {
 		!slices.Equal(got.Released[0].Rcpts, []string{"a@example.test", "c@example.test"}) {
 		t.Errorf("release record %+v", got.Released)
 	}
-	if _, claimed := s.Claimed(e.ID); claimed {
+	if _, claimed := s.Claimed(context.Background(), e.ID); claimed {
 		t.Error("claim kept after a recorded partial release: the refused recipient could never be retried")
 	}
 }
@@ -104,7 +104,7 @@ func TestReleaseDeliveredDeletes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Get(e.ID); !errors.Is(err, quarantine.ErrNotFound) {
+	if _, err := s.Get(context.Background(), e.ID); !errors.Is(err, quarantine.ErrNotFound) {
 		t.Fatalf("entry after delivery: %v", err)
 	}
 }
@@ -124,11 +124,11 @@ func TestReleaseFailureKeepsEntry(t *testing.T) {
 		if res != nil || !errors.Is(err, sendErr) {
 			t.Errorf("%s: result %v, error %v", name, res, err)
 		}
-		got, gerr := s.Get(e.ID)
+		got, gerr := s.Get(context.Background(), e.ID)
 		if gerr != nil || !slices.Equal(got.Rcpts, e.Rcpts) || len(got.Released) != 0 {
 			t.Errorf("%s: entry %+v, %v", name, got, gerr)
 		}
-		ce, claimed := s.Claimed(e.ID)
+		ce, claimed := s.Claimed(context.Background(), e.ID)
 		switch {
 		case name == "refused" && claimed:
 			t.Errorf("refused: claim kept (%v); the entry could not be released again", ce)

@@ -39,7 +39,6 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -59,7 +58,7 @@ import (
 type Config struct {
 	// Held is the held area; Quarantine the quarantine proper, where
 	// rescanned mail that is not delivered goes.
-	Held, Quarantine *quarantine.Store
+	Held, Quarantine quarantine.Store
 	Pipeline         *pipeline.Pipeline
 	Policy           policy.Decider
 	// Ready probes the scanners now and reports whether one answers. The
@@ -153,7 +152,7 @@ func sleep(d time.Duration, stop <-chan struct{}) bool {
 
 func (l *Loop) run() {
 	defer close(l.done)
-	if err := l.cfg.Held.Tidy(); err != nil {
+	if err := l.cfg.Held.Tidy(context.Background()); err != nil {
 		l.log.Warn("cannot tidy the held area", zap.Error(err))
 	}
 	for {
@@ -189,7 +188,7 @@ const (
 // scanner answers, else up to Batch messages, oldest first, at Rate. It
 // reports whether a full batch was done and more may wait.
 func (l *Loop) Round() (more bool) {
-	entries, err := l.cfg.Held.List()
+	entries, err := l.cfg.Held.List(context.Background())
 	if err != nil {
 		l.log.Warn("cannot list the held area", zap.Error(err))
 		return false
@@ -238,40 +237,41 @@ func arrival(e quarantine.Entry) time.Time {
 // process rescans one held message and carries out the verdict.
 func (l *Loop) process(e quarantine.Entry) outcome {
 	log := l.log.With(zap.String("held_id", e.ID), zap.String("queue_id", e.QueueID))
-	if l.cfg.Quarantine.Has(e.ID) {
+	ctx := context.Background() // each store bounds its own waits
+	inQuarantine, err := l.cfg.Quarantine.Has(ctx, e.ID)
+	if err != nil {
+		log.Error("cannot look for a held message in the quarantine; it stays held", zap.Error(err))
+		return halt
+	}
+	if inQuarantine {
 		// A move to the quarantine got as far as the quarantine's copy.
-		if err := l.cfg.Held.Delete(e.ID); err != nil && !errors.Is(err, quarantine.ErrNotFound) {
+		if err := l.cfg.Held.Delete(ctx, e.ID); err != nil && !errors.Is(err, quarantine.ErrNotFound) {
 			log.Error("cannot delete a held message already in the quarantine", zap.Error(err))
 			return skipped
 		}
 		log.Info("held message: finished an interrupted move to the quarantine")
 		return moved
 	}
-	claim, err := l.claim(e.ID, log)
+	claim, err := l.claim(ctx, e.ID, log)
 	if err != nil {
 		return skipped
 	}
 	defer claim.Drop() // no-op once the entry is gone or the claim kept
 
-	f, err := l.cfg.Held.Open(e.ID)
+	msg, err := l.cfg.Held.Open(ctx, e.ID)
 	if err != nil {
 		log.Error("cannot open a held message", zap.Error(err))
 		return skipped
 	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		log.Error("cannot open a held message", zap.Error(err))
-		return skipped
-	}
-	content := fileContent{f: f, size: st.Size()}
+	defer msg.Close()
+	content := storedContent{m: msg}
 	tx := &pipeline.Transaction{ID: e.ID, ClientName: e.Xforward["NAME"], Helo: e.Xforward["HELO"],
 		QueueID: e.QueueID, From: e.From, Rcpts: e.Rcpts, Message: content}
 	if a, err := netip.ParseAddr(e.Client); err == nil {
 		tx.Client = a
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), l.cfg.StageTimeout)
-	findings, err := l.cfg.Pipeline.Run(ctx, tx)
+	sctx, cancel := context.WithTimeout(ctx, l.cfg.StageTimeout)
+	findings, err := l.cfg.Pipeline.Run(sctx, tx)
 	cancel()
 	if err != nil {
 		// A stage's bug on this message: as live mail would be deferred,
@@ -288,7 +288,7 @@ func (l *Loop) process(e quarantine.Entry) outcome {
 	case v.Action == policy.Deliver || v.Action == policy.Tag:
 		return l.deliver(e, claim, content, findings, v, log)
 	case v.Action == policy.Discard:
-		if err := l.cfg.Held.Delete(e.ID); err != nil {
+		if err := l.cfg.Held.Delete(ctx, e.ID); err != nil {
 			log.Error("cannot delete a discarded held message", zap.Error(err))
 			return skipped
 		}
@@ -311,17 +311,21 @@ func (l *Loop) process(e quarantine.Entry) outcome {
 
 // claim claims a held entry, taking over the claim of a process that is
 // gone if that one never began to send (nothing can have been delivered).
-func (l *Loop) claim(id string, log *zap.Logger) (*quarantine.Claim, error) {
-	claim, err := l.cfg.Held.Claim(id, false)
+func (l *Loop) claim(ctx context.Context, id string, log *zap.Logger) (quarantine.Claim, error) {
+	claim, err := l.cfg.Held.Claim(ctx, id, false)
 	var ce *quarantine.ClaimedError
 	if errors.As(err, &ce) && !ce.Running && ce.Uncertain == "" {
-		claim, err = l.cfg.Held.Claim(id, true)
+		claim, err = l.cfg.Held.Claim(ctx, id, true)
 	}
 	if err == nil {
 		return claim, nil
 	}
 	if errors.As(err, &ce) && ce.Running && ce.Uncertain == "" {
-		return nil, err // a release by hand, or the loop of a reloaded configuration, has it
+		return nil, err // a release by hand, another host, or the loop of a reloaded configuration has it
+	}
+	if !errors.As(err, &ce) {
+		log.Warn("cannot claim a held message; it stays held", zap.Error(err))
+		return nil, err
 	}
 	l.mu.Lock()
 	first := !l.reported[id]
@@ -337,11 +341,11 @@ func (l *Loop) claim(id string, log *zap.Logger) (*quarantine.Claim, error) {
 
 // deliver re-injects a rescanned message and deletes it after the 250
 // (release.Release).
-func (l *Loop) deliver(e quarantine.Entry, claim *quarantine.Claim, content fileContent, findings []pipeline.Finding,
+func (l *Loop) deliver(e quarantine.Entry, claim quarantine.Claim, content storedContent, findings []pipeline.Finding,
 	v policy.Verdict, log *zap.Logger) outcome {
 	// Not cancelled by Stop: only the downstream timeouts end a delivery.
 	res, err := release.Release(context.Background(), release.Request{
-		Store: l.cfg.Held, Claim: claim, Entry: e, Options: l.cfg.Reinject, Size: content.size,
+		Store: l.cfg.Held, Claim: claim, Entry: e, Options: l.cfg.Reinject, Size: content.Size(),
 		Send: func(ctx context.Context, o delivery.ReinjectOptions, env delivery.Envelope) (*delivery.Reinjected, error) {
 			return l.cfg.deliver(ctx, o, env, l.cfg.Hostname, e.ID, v, findings, content.Open, l.cfg.MaxHeaderBytes)
 		},
@@ -388,14 +392,15 @@ func (l *Loop) deliver(e quarantine.Entry, claim *quarantine.Claim, content file
 // toQuarantine moves a held entry to the quarantine, under its own ID,
 // with the rescan's findings; the held copy is deleted after the
 // quarantine's copy is durable.
-func (l *Loop) toQuarantine(e quarantine.Entry, content fileContent, findings []pipeline.Finding, rule, reason string, log *zap.Logger) outcome {
+func (l *Loop) toQuarantine(e quarantine.Entry, content storedContent, findings []pipeline.Finding, rule, reason string, log *zap.Logger) outcome {
 	q := e
 	q.Time, q.Rule, q.Reason, q.Findings = time.Now().UTC(), rule, reason, release.EntryFindings(findings)
-	if err := l.cfg.Quarantine.PutAs(e.ID, q, content.Open()); err != nil && !errors.Is(err, quarantine.ErrExists) {
+	ctx := context.Background() // each store bounds its own waits
+	if err := l.cfg.Quarantine.PutAs(ctx, e.ID, q, content.Open()); err != nil && !errors.Is(err, quarantine.ErrExists) {
 		log.Error("cannot quarantine a rescanned held message; it stays held", zap.Error(err))
 		return halt
 	}
-	if err := l.cfg.Held.Delete(e.ID); err != nil && !errors.Is(err, quarantine.ErrNotFound) {
+	if err := l.cfg.Held.Delete(ctx, e.ID); err != nil && !errors.Is(err, quarantine.ErrNotFound) {
 		log.Error("rescanned message quarantined, but its held copy could not be deleted", zap.Error(err))
 		return skipped
 	}
@@ -403,15 +408,12 @@ func (l *Loop) toQuarantine(e quarantine.Entry, content fileContent, findings []
 	return moved
 }
 
-// fileContent is a held message as pipeline.Content: every Open is an
-// independent reader of the same file.
-type fileContent struct {
-	f    *os.File
-	size int64
-}
+// storedContent is a held message as pipeline.Content: every Open is an
+// independent reader of the same stored message.
+type storedContent struct{ m quarantine.Message }
 
-func (c fileContent) Size() int64     { return c.size }
-func (c fileContent) Open() io.Reader { return io.NewSectionReader(c.f, 0, c.size) }
+func (c storedContent) Size() int64     { return c.m.Size() }
+func (c storedContent) Open() io.Reader { return io.NewSectionReader(c.m, 0, c.m.Size()) }
 
 // findingsLog renders findings in a log line as the trace header does.
 type findingsLog []pipeline.Finding

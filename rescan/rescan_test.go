@@ -57,7 +57,7 @@ func (d *downstream) deliver(_ context.Context, o delivery.ReinjectOptions, env 
 }
 
 type fixture struct {
-	q, held *quarantine.Store
+	q, held quarantine.Store
 	scan    *scanByContent
 	ds      *downstream
 	loop    *Loop
@@ -88,7 +88,7 @@ func newFixture(t *testing.T) *fixture {
 func (f *fixture) hold(t *testing.T, subject, body string, arrived time.Time) string {
 	t.Helper()
 	msg := "Subject: " + subject + "\r\n\r\n" + body + "\r\n"
-	id, err := f.held.Put(quarantine.Entry{From: "sender@example.test", Rcpts: []string{"rcpt@example.test"}, QueueID: "4ABC" + subject,
+	id, err := f.held.Put(context.Background(), quarantine.Entry{From: "sender@example.test", Rcpts: []string{"rcpt@example.test"}, QueueID: "4ABC" + subject,
 		Size: int64(len(msg)), Rule: "hold_after", Arrived: arrived,
 		Findings: []quarantine.Finding{{Stage: "scan", Status: "unscanned"}}}, strings.NewReader(msg))
 	if err != nil {
@@ -99,7 +99,7 @@ func (f *fixture) hold(t *testing.T, subject, body string, arrived time.Time) st
 
 func (f *fixture) heldCount(t *testing.T) int {
 	t.Helper()
-	n, _, err := f.held.Stats()
+	n, _, err := f.held.Stats(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +115,7 @@ func TestRescanDeliversCleanQuarantinesInfected(t *testing.T) {
 	if len(f.ds.delivered) != 1 || f.ds.delivered[0] != clean {
 		t.Fatalf("delivered %v, want only %s", f.ds.delivered, clean)
 	}
-	e, err := f.q.Get(infected)
+	e, err := f.q.Get(context.Background(), infected)
 	if err != nil {
 		t.Fatalf("infected message not in the quarantine under its held ID: %v", err)
 	}
@@ -125,7 +125,7 @@ func TestRescanDeliversCleanQuarantinesInfected(t *testing.T) {
 	if n := f.heldCount(t); n != 0 {
 		t.Fatalf("%d left in the held area", n)
 	}
-	if files, _ := os.ReadDir(f.held.Dir()); len(files) != 0 {
+	if files, _ := os.ReadDir(f.held.Describe()); len(files) != 0 {
 		t.Fatalf("held directory not empty: %v", files)
 	}
 	f.loop.Round()
@@ -180,7 +180,7 @@ func TestRescanUncertainIsNotRepeated(t *testing.T) {
 	if calls != 1 {
 		t.Fatalf("sent %d times", calls)
 	}
-	ce, ok := f.held.Claimed(id)
+	ce, ok := f.held.Claimed(context.Background(), id)
 	if !ok || ce.Uncertain == "" || f.heldCount(t) != 1 {
 		t.Fatalf("claim %+v %v, held %d", ce, ok, f.heldCount(t))
 	}
@@ -205,8 +205,8 @@ func TestRescanAfterCrash(t *testing.T) {
 	moving := f.hold(t, "moving", "EICAR", time.Now().Add(-time.Hour))
 	writeClaim(t, f.held, unsent, map[string]any{"pid": dead, "time": time.Now()})
 	writeClaim(t, f.held, sending, map[string]any{"pid": dead, "time": time.Now(), "sending": true})
-	e, _ := f.held.Get(moving)
-	if err := f.q.PutAs(moving, e, strings.NewReader("Subject: moving\r\n\r\nEICAR\r\n")); err != nil {
+	e, _ := f.held.Get(context.Background(), moving)
+	if err := f.q.PutAs(context.Background(), moving, e, strings.NewReader("Subject: moving\r\n\r\nEICAR\r\n")); err != nil {
 		t.Fatal(err)
 	}
 
@@ -214,15 +214,15 @@ func TestRescanAfterCrash(t *testing.T) {
 	if len(f.ds.delivered) != 1 || f.ds.delivered[0] != unsent {
 		t.Fatalf("delivered %v, want only %s", f.ds.delivered, unsent)
 	}
-	if f.held.Has(moving) || !f.q.Has(moving) {
+	if has(t, f.held, moving) || !has(t, f.q, moving) {
 		t.Fatal("the interrupted move was not finished")
 	}
-	if list, _ := f.q.List(); len(list) != 1 {
+	if list, _ := f.q.List(context.Background()); len(list) != 1 {
 		t.Fatalf("quarantine has %d entries, want the moved one once", len(list))
 	}
-	ce, ok := f.held.Claimed(sending)
-	if !f.held.Has(sending) || !ok || ce.Uncertain == "" || ce.Running {
-		t.Fatalf("the message that was being sent: held %v, claim %+v", f.held.Has(sending), ce)
+	ce, ok := f.held.Claimed(context.Background(), sending)
+	if !has(t, f.held, sending) || !ok || ce.Uncertain == "" || ce.Running {
+		t.Fatalf("the message that was being sent: held %v, claim %+v", has(t, f.held, sending), ce)
 	}
 }
 
@@ -234,9 +234,9 @@ func deadPID(t *testing.T) int {
 	return cmd.Process.Pid
 }
 
-func writeClaim(t *testing.T, s *quarantine.Store, id string, rec map[string]any) {
+func writeClaim(t *testing.T, s quarantine.Store, id string, rec map[string]any) {
 	b, _ := json.Marshal(rec)
-	if err := os.WriteFile(filepath.Join(s.Dir(), id+".claim"), b, 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(s.Describe(), id+".claim"), b, 0o600); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -259,4 +259,13 @@ func TestLoopStartStop(t *testing.T) {
 	if len(f.ds.delivered) != 1 {
 		t.Fatalf("delivered %v", f.ds.delivered)
 	}
+}
+
+func has(t *testing.T, s quarantine.Store, id string) bool {
+	t.Helper()
+	ok, err := s.Has(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ok
 }

@@ -17,7 +17,7 @@
 # freshclam would try the network. Daemons that ran before this script are left alone.
 set -euo pipefail
 
-PACKAGES=(postfix swaks rbldnsd clamav-daemon c-icap libc-icap-mod-virus-scan bind9-dnsutils chromium gnupg gpg-wks-client openssl)
+PACKAGES=(postfix swaks rbldnsd clamav-daemon c-icap libc-icap-mod-virus-scan bind9-dnsutils chromium gnupg gpg-wks-client openssl postgresql)
 
 say() { printf 'install-test-deps: %s\n' "$*"; }
 
@@ -46,7 +46,7 @@ fi
 say "missing: ${missing[*]}"
 
 # The system services these packages bring, with the pidfile their init script uses.
-SERVICES=(postfix clamav-daemon clamav-freshclam c-icap rbldnsd)
+SERVICES=(postfix clamav-daemon clamav-freshclam c-icap rbldnsd postgresql)
 pidfile_of() {
     case "$1" in
     postfix) echo /var/spool/postfix/pid/master.pid ;;
@@ -54,6 +54,7 @@ pidfile_of() {
     clamav-freshclam) echo /run/clamav/freshclam.pid ;;
     c-icap) echo /run/c-icap/c-icap.pid ;;
     rbldnsd) echo /run/rbldnsd.pid ;;
+    postgresql) echo /run/postgresql/15-main.pid ;; # the packaged cluster 15/main
     esac
 }
 units_of() {
@@ -61,6 +62,7 @@ units_of() {
     clamav-daemon) echo clamav-daemon.service clamav-daemon.socket ;;
     clamav-freshclam) echo clamav-freshclam.service clamav-freshclam-once.timer ;;
     rbldnsd) echo rbldnsd.service rbldnsd.socket ;;
+    postgresql) echo postgresql.service postgresql@15-main.service ;;
     *) echo "$1.service" ;;
     esac
 }
@@ -161,4 +163,6 @@ done
 for c in postfix postqueue postconf swaks rbldnsd clamd c-icap dig gpg gpgconf openssl; do
     command -v "$c" >/dev/null 2>&1 || { say "ERROR: $c still missing" >&2; exit 1; }
 done
+# PostgreSQL's server binaries are not on PATH (internal/pgtest runs them from here).
+[ -x /usr/lib/postgresql/15/bin/postgres ] || { say "ERROR: /usr/lib/postgresql/15/bin/postgres still missing" >&2; exit 1; }
 say "done"

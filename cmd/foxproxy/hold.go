@@ -29,7 +29,7 @@ var _ proxy.Holder = quarantiner{}
 // held it but died before its 250 arrived, and two held copies would be
 // two deliveries after the rescan. Its entry is found by name (see
 // quarantine.DerivedID).
-func (q quarantiner) Hold(_ context.Context, it proxy.QuarantineItem, arrived time.Time) (string, error) {
+func (q quarantiner) Hold(ctx context.Context, it proxy.QuarantineItem, arrived time.Time) (string, error) {
 	held, err := q.store.Held()
 	if err != nil {
 		return "", err
@@ -47,23 +47,23 @@ func (q quarantiner) Hold(_ context.Context, it proxy.QuarantineItem, arrived ti
 		// Nothing names a retry; still named by arrival, like the others,
 		// so the held area's "oldest" is always an arrival time.
 		id := quarantine.DerivedID(e.Arrived, rand.Text())
-		if err := held.PutAs(id, e, it.Tx.Message.Open()); !errors.Is(err, quarantine.ErrExists) {
+		if err := held.PutAs(ctx, id, e, it.Tx.Message.Open()); !errors.Is(err, quarantine.ErrExists) {
 			return id, err
 		}
-		return held.Put(e, it.Tx.Message.Open())
+		return held.Put(ctx, e, it.Tx.Message.Open())
 	}
 	// Named by arrival and envelope, so a retry finds its entry in O(1):
 	// during a long outage the held area is large, and listing it for
 	// every arriving message would make holding slower as it grows.
 	id := heldID(e)
-	err = held.PutAs(id, e, it.Tx.Message.Open())
+	err = held.PutAs(ctx, id, e, it.Tx.Message.Open())
 	if !errors.Is(err, quarantine.ErrExists) {
 		return id, err
 	}
-	if x, gerr := held.Get(id); gerr == nil && x.QueueID == e.QueueID && x.From == e.From && x.Size == e.Size && slices.Equal(x.Rcpts, e.Rcpts) {
+	if x, gerr := held.Get(ctx, id); gerr == nil && x.QueueID == e.QueueID && x.From == e.From && x.Size == e.Size && slices.Equal(x.Rcpts, e.Rcpts) {
 		return id, nil // held already: Postfix retried before it heard our 250
 	}
-	return held.Put(e, it.Tx.Message.Open()) // another message with the same derived ID
+	return held.Put(ctx, e, it.Tx.Message.Open()) // another message with the same derived ID
 }
 
 // heldID names a held entry by its arrival, upstream queue ID and envelope.
@@ -91,7 +91,7 @@ func entryOf(it proxy.QuarantineItem) quarantine.Entry {
 }
 
 // stores returns the runtime's quarantine and held area when it holds mail.
-func (w *wired) stores() (q, held *quarantine.Store, ok bool) {
+func (w *wired) stores() (q, held quarantine.Store, ok bool) {
 	qr, isQ := w.Quarantine.(quarantiner)
 	if !isQ || !w.Config.Holds() || w.scan == nil {
 		return nil, nil, false
@@ -109,7 +109,7 @@ func (w *wired) heldStats() (admin.Held, bool) {
 	if !ok {
 		return admin.Held{}, false
 	}
-	n, oldest, err := held.Stats()
+	n, oldest, err := held.Stats(context.Background())
 	if err != nil {
 		return admin.Held{}, false
 	}

@@ -40,7 +40,7 @@ func TestHoldFindsRetryByName(t *testing.T) {
 		t.Fatalf("another envelope held as %s (%v)", other, err)
 	}
 	held, _ := store.Held()
-	if n, _, _ := held.Stats(); n != 2 {
+	if n, _, _ := held.Stats(context.Background()); n != 2 {
 		t.Fatalf("%d held entries, want 2", n)
 	}
 
@@ -50,17 +50,17 @@ func TestHoldFindsRetryByName(t *testing.T) {
 	e := entryOf(clash)
 	e.Arrived = arrived
 	id := heldID(e)
-	if err := held.PutAs(id, quarantine.Entry{QueueID: "OTHER", From: "z@example.test"}, strings.NewReader("x")); err != nil {
+	if err := held.PutAs(context.Background(), id, quarantine.Entry{QueueID: "OTHER", From: "z@example.test"}, strings.NewReader("x")); err != nil {
 		t.Fatal(err)
 	}
 	got, err := q.Hold(ctx, clash, arrived)
 	if err != nil || got == id {
 		t.Fatalf("colliding message held as %s (%v); the entry there is another message", got, err)
 	}
-	if n, _, _ := held.Stats(); n != 4 {
+	if n, _, _ := held.Stats(context.Background()); n != 4 {
 		t.Fatalf("%d held entries, want 4", n)
 	}
-	if x, _ := held.Get(id); x.QueueID != "OTHER" {
+	if x, _ := held.Get(context.Background(), id); x.QueueID != "OTHER" {
 		t.Fatalf("the entry under the derived ID was replaced: %+v", x)
 	}
 }

@@ -13,6 +13,7 @@
 //	foxproxy healthcheck [-admin URL]     exit 0 when /readyz says ready (ops.go)
 //	foxproxy update [-config FILE]        fetch the list bundle now, print what changed (update.go)
 //	foxproxy bundle keygen|sign ...       make a key pair, sign a list bundle (bundle.go)
+//	foxproxy db migrate [-config FILE]    apply the custody database's schema migrations (database.go)
 //
 // Exit status: 0 success, 1 failure, 2 usage error (for run: a refused
 // configuration).
@@ -87,6 +88,8 @@ func runWith(args []string, stdout, stderr io.Writer, sigs *daemonSignals) int {
 		return updateCmd(args, stdout, stderr)
 	case "bundle":
 		return bundleCmd(args, stdout, stderr)
+	case "db":
+		return dbCmd(args, stdout, stderr)
 	}
 	fs := flag.NewFlagSet("foxproxy "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)

@@ -105,6 +105,7 @@ func policyCmd(args []string, stdout, stderr io.Writer) int {
 	// quarantines nothing and must not create quarantine.dir.
 	dry := *cfg
 	dry.Quarantine.Dir = ""
+	dry.Database.URL = ""
 	log := cliLogger(cfg, stderr)
 	defer log.Sync()
 	w, err := wire(&dry, log)

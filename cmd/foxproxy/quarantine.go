@@ -32,8 +32,8 @@ const quarantineUsage = `usage: foxproxy quarantine COMMAND [-config FILE] ...
 With --held, list, show, release and delete work on the held area: mail
 accepted while no scanner answered (scan.hold_after), waiting for its rescan.
 Releasing a held message delivers it unscanned.
-The quarantine directory is quarantine.dir of -config (default: the embedded
-configuration's). Exit status: 0 done, 1 failed, 2 usage error.
+The quarantine is database.url of -config when set (shared by every host
+pointing at it), else quarantine.dir (default: the embedded configuration's). Exit status: 0 done, 1 failed, 2 usage error.
 `
 
 // quarantineCmd runs "foxproxy quarantine ...".
@@ -101,15 +101,12 @@ func quarantineCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return exitFailure
 	}
-	if cfg.Quarantine.Dir == "" {
-		fmt.Fprintf(stderr, "foxproxy quarantine: %s sets no quarantine.dir\n", cfg.File)
-		return exitFailure
-	}
-	store, err := quarantine.OpenExisting(cfg.Quarantine.Dir)
+	store, closeStore, err := openCustodyCLI(cfg) // database.go
 	if err != nil {
-		fmt.Fprintf(stderr, "foxproxy quarantine: %v (quarantine.dir of %s; foxproxy creates it when a rule can quarantine)\n", err, cfg.File)
+		fmt.Fprintf(stderr, "foxproxy quarantine: %v\n", err)
 		return exitFailure
 	}
+	defer closeStore()
 	q := &quarantineCLI{cfg: cfg, store: store, stdout: stdout, stderr: stderr, now: time.Now}
 	q.unencrypted = unencrypted
 	if held {
@@ -146,7 +143,7 @@ func exitCode(ok bool) int {
 
 type quarantineCLI struct {
 	cfg            *config.Config
-	store          *quarantine.Store
+	store          quarantine.Store
 	stdout, stderr io.Writer
 	now            func() time.Time
 	held           bool // working on the held area (quarantinehold.go)
@@ -164,7 +161,7 @@ func (q *quarantineCLI) fail(id string, err error) bool {
 }
 
 func (q *quarantineCLI) list(jsonOut bool) int {
-	entries, err := q.store.List()
+	entries, err := q.store.List(context.Background())
 	if err != nil {
 		fmt.Fprintf(q.stderr, "foxproxy quarantine: %v\n", err)
 		return exitFailure
@@ -187,7 +184,7 @@ func (q *quarantineCLI) list(jsonOut bool) int {
 			truncate(addr(e.From), 40), len(e.Rcpts), humanSize(e.Size), printable(e.Rule), shortFindings(e.Findings)+q.claimNote(e.ID))
 	}
 	tw.Flush()
-	fmt.Fprintf(q.stdout, "%d %s in %s\n", len(entries), plural(len(entries), "entry", "entries"), q.store.Dir())
+	fmt.Fprintf(q.stdout, "%d %s in %s\n", len(entries), plural(len(entries), "entry", "entries"), q.store.Describe())
 	return exitOK
 }
 
@@ -228,7 +225,8 @@ func shortFindings(fs []quarantine.Finding) string {
 }
 
 func (q *quarantineCLI) show(id string, jsonOut, body, raw bool) int {
-	e, err := q.store.Get(id)
+	ctx := context.Background() // the store bounds its own waits
+	e, err := q.store.Get(ctx, id)
 	if err != nil {
 		q.fail(id, err)
 		return exitFailure
@@ -239,7 +237,7 @@ func (q *quarantineCLI) show(id string, jsonOut, body, raw bool) int {
 		enc.Encode(e)
 		return exitOK
 	}
-	f, err := q.store.Open(id)
+	f, err := q.store.Open(ctx, id)
 	if err != nil {
 		q.fail(id, err)
 		return exitFailure
@@ -303,7 +301,7 @@ func (q *quarantineCLI) show(id string, jsonOut, body, raw bool) int {
 		}
 		row("Released", fmt.Sprintf("%s to %s (queued as %s)", r.Time.UTC().Format("2006-01-02 15:04:05 UTC"), strings.Join(to, ", "), printable(r.QueuedAs)))
 	}
-	if ce, ok := q.store.Claimed(id); ok {
+	if ce, ok := q.store.Claimed(ctx, id); ok {
 		row("Claim", strings.TrimPrefix(ce.Error(), "quarantine: "))
 	}
 	fmt.Fprintln(w)
@@ -364,7 +362,7 @@ func formatParams(m map[string]string) string {
 }
 
 func (q *quarantineCLI) delete(id string) bool {
-	if err := q.store.Delete(id); err != nil {
+	if err := q.store.Delete(context.Background(), id); err != nil {
 		return q.fail(id, err)
 	}
 	fmt.Fprintf(q.stdout, "%s: deleted\n", id)
@@ -379,12 +377,12 @@ func (q *quarantineCLI) purge(age time.Duration) int {
 			return exitOK
 		}
 	}
-	n, err := q.store.Purge(age)
+	n, err := q.store.Purge(context.Background(), age)
 	if err != nil {
 		fmt.Fprintf(q.stderr, "foxproxy quarantine purge: %v\n", err)
 		return exitFailure
 	}
-	fmt.Fprintf(q.stdout, "purged %d %s older than %s from %s\n", n, plural(n, "entry", "entries"), humanDuration(age), q.store.Dir())
+	fmt.Fprintf(q.stdout, "purged %d %s older than %s from %s\n", n, plural(n, "entry", "entries"), humanDuration(age), q.store.Describe())
 	return exitOK
 }
 
@@ -392,11 +390,11 @@ func (q *quarantineCLI) purge(age time.Duration) int {
 // once the downstream has said 250. See README, "Quarantine", for what
 // happens when the downstream refuses some recipients.
 func (q *quarantineCLI) release(ctx context.Context, id string, force bool) bool {
-	e, err := q.store.Get(id)
+	e, err := q.store.Get(ctx, id)
 	if err != nil {
 		return q.fail(id, err)
 	}
-	claim, err := q.store.Claim(id, force)
+	claim, err := q.store.Claim(ctx, id, force)
 	var ce *quarantine.ClaimedError
 	if errors.As(err, &ce) {
 		q.fail(id, err)
@@ -410,7 +408,7 @@ func (q *quarantineCLI) release(ctx context.Context, id string, force bool) bool
 	if err != nil {
 		return q.fail(id, err)
 	}
-	msg, err := q.store.Open(id)
+	msg, err := q.store.Open(ctx, id)
 	if err != nil {
 		claim.Drop()
 		return q.fail(id, err)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -20,7 +21,7 @@ const testMessage = "Received: from x\r\nSubject: hello \x1b[31mred\r\nFrom: <a@
 
 // quarantineSetup writes a configuration whose quarantine.dir is a fresh
 // directory and whose downstream is downstream, and stores entries in it.
-func quarantineSetup(t *testing.T, downstream string, entries ...quarantine.Entry) (cfgPath string, store *quarantine.Store, ids []string) {
+func quarantineSetup(t *testing.T, downstream string, entries ...quarantine.Entry) (cfgPath string, store *quarantine.DirStore, ids []string) {
 	t.Helper()
 	dir := t.TempDir()
 	qdir := filepath.Join(dir, "q")
@@ -29,7 +30,7 @@ func quarantineSetup(t *testing.T, downstream string, entries ...quarantine.Entr
 		t.Fatal(err)
 	}
 	for _, e := range entries {
-		id, err := store.Put(e, strings.NewReader(testMessage))
+		id, err := store.Put(context.Background(), e, strings.NewReader(testMessage))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -156,7 +157,7 @@ func TestQuarantineDeleteAndPurge(t *testing.T) {
 	if r := runCLI("quarantine", "purge", "--older-than", "1h", "-config", cfg); r.code != 0 || !strings.Contains(r.out, "purged 1 entry older than 1h0m0s") {
 		t.Fatalf("purge --older-than: %+v", r)
 	}
-	if l, _ := store.List(); len(l) != 0 {
+	if l, _ := store.List(context.Background()); len(l) != 0 {
 		t.Fatalf("left: %+v", l)
 	}
 	if _, err := os.Stat(filepath.Join(store.Dir(), ids[0]+".eml")); !os.IsNotExist(err) {
@@ -205,7 +206,7 @@ func TestQuarantineRelease(t *testing.T) {
 	if size := fmt.Sprintf(" SIZE=%d ", len(msgs[0])); !strings.Contains(cmds, size) {
 		t.Errorf("MAIL lacks%q:\n%s", size, cmds)
 	}
-	if _, err := store.Get(id); err == nil {
+	if _, err := store.Get(context.Background(), id); err == nil {
 		t.Fatal("entry still there after the downstream's 250")
 	}
 	if files, _ := os.ReadDir(store.Dir()); len(files) != 0 {
@@ -234,7 +235,7 @@ func TestQuarantineReleasePartialRefusal(t *testing.T) {
 		!strings.Contains(r.errOut, "kept for that recipient only") {
 		t.Fatalf("partial release: %+v", r)
 	}
-	e, err := store.Get(id)
+	e, err := store.Get(context.Background(), id)
 	if err != nil || !slices.Equal(e.Rcpts, []string{"b@example.test"}) || len(e.Released) != 1 ||
 		!slices.Equal(e.Released[0].Rcpts, []string{"a@example.test"}) || e.Released[0].QueuedAs != "4DS12345" {
 		t.Fatalf("entry after a partial release: %+v, %v", e, err)
@@ -282,11 +283,11 @@ func TestQuarantineReleaseRefusedKeepsEntry(t *testing.T) {
 	if r.code != 1 || !strings.Contains(r.errOut, "downstream refused DATA: 554 5.7.1 Error: content refused") {
 		t.Fatalf("DATA refused: %+v", r)
 	}
-	e, err := store.Get(id)
+	e, err := store.Get(context.Background(), id)
 	if err != nil || !slices.Equal(e.Rcpts, virusEntry.Rcpts) {
 		t.Fatalf("entry changed: %+v, %v", e, err)
 	}
-	if _, claimed := store.Claimed(id); claimed {
+	if _, claimed := store.Claimed(context.Background(), id); claimed {
 		t.Fatal("a refused release left its claim")
 	}
 
@@ -296,7 +297,7 @@ func TestQuarantineReleaseRefusedKeepsEntry(t *testing.T) {
 	if r.code != 1 || !strings.Contains(r.errOut, "connect to downstream 127.0.0.1:1") {
 		t.Fatalf("unreachable downstream: %+v", r)
 	}
-	if _, err := store.Get(id); err != nil {
+	if _, err := store.Get(context.Background(), id); err != nil {
 		t.Fatal(err)
 	}
 	if len(ds.delivered()) != 0 {
@@ -342,7 +343,7 @@ func TestQuarantineReleaseUncertain(t *testing.T) {
 func TestQuarantineReleaseWhileAnotherRuns(t *testing.T) {
 	ds := startFakeDownstream(t)
 	cfg, store, ids := quarantineSetup(t, ds.addr, virusEntry)
-	claim, err := store.Claim(ids[0], false) // this test process: running
+	claim, err := store.Claim(context.Background(), ids[0], false) // this test process: running
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -364,13 +365,13 @@ func TestPurgeEveryEnforcesRetention(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	old, _ := store.Put(quarantine.Entry{Time: time.Now().Add(-48 * time.Hour)}, strings.NewReader("old"))
-	young, _ := store.Put(quarantine.Entry{}, strings.NewReader("young"))
+	old, _ := store.Put(context.Background(), quarantine.Entry{Time: time.Now().Add(-48 * time.Hour)}, strings.NewReader("old"))
+	young, _ := store.Put(context.Background(), quarantine.Entry{}, strings.NewReader("young"))
 	stop := purgeEvery(store, 24*time.Hour, time.Hour, zap.NewNop())
 	defer stop()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		if _, err := store.Get(old); err != nil {
+		if _, err := store.Get(context.Background(), old); err != nil {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -378,7 +379,7 @@ func TestPurgeEveryEnforcesRetention(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if _, err := store.Get(young); err != nil {
+	if _, err := store.Get(context.Background(), young); err != nil {
 		t.Fatalf("young entry purged: %v", err)
 	}
 }

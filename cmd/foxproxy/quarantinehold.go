@@ -2,6 +2,8 @@ package main
 
 // The held area on the command line (quarantine ... --held).
 
+import "context"
+
 // heldFlag is "--held " when working on the held area, for the commands
 // the CLI suggests.
 func (q *quarantineCLI) heldFlag() string {
@@ -14,7 +16,7 @@ func (q *quarantineCLI) heldFlag() string {
 // claimNote marks an entry in a listing whose earlier release or rescan
 // may have delivered it already: it waits for an administrator.
 func (q *quarantineCLI) claimNote(id string) string {
-	ce, ok := q.store.Claimed(id)
+	ce, ok := q.store.Claimed(context.Background(), id)
 	switch {
 	case !ok:
 		return ""

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/foxproxy/foxproxy/config"
+	"github.com/foxproxy/foxproxy/pgstore"
 )
 
 // printSummary says in a few lines what a valid configuration will do, so
@@ -47,8 +48,8 @@ func printSummary(w io.Writer, cfg *config.Config) {
 	}
 	if cfg.Holds() {
 		sc := cfg.Scan
-		fmt.Fprintf(w, "  hold:       after %s without a scanner, in %s/held; rescan %g/s, up to %d every %s\n",
-			humanDuration(sc.HoldAfter.D()), cfg.Quarantine.Dir, sc.RescanRate, sc.RescanBatch, humanDuration(sc.RescanInterval.D()))
+		fmt.Fprintf(w, "  hold:       after %s without a scanner, in %s; rescan %g/s, up to %d every %s\n",
+			humanDuration(sc.HoldAfter.D()), heldPlace(cfg), sc.RescanRate, sc.RescanBatch, humanDuration(sc.RescanInterval.D()))
 	}
 	n := len(cfg.Policy.Rules)
 	fmt.Fprintf(w, "  policy:     %d %s, then deliver; on_infected: %s; on_scan_unavailable: %s\n",
@@ -61,7 +62,7 @@ func printSummary(w io.Writer, cfg *config.Config) {
 		if r := cfg.Quarantine.Retention.D(); r > 0 {
 			keep = humanDuration(r)
 		}
-		fmt.Fprintf(w, "  quarantine: %s, kept %s\n", cfg.Quarantine.Dir, keep)
+		fmt.Fprintf(w, "  quarantine: %s, kept %s\n", custodyPlace(cfg), keep)
 	} else {
 		fmt.Fprintf(w, "  quarantine: not used (no verdict quarantines)\n")
 	}
@@ -109,4 +110,21 @@ func encryptionSummary(cfg *config.Config) string {
 	}
 	return fmt.Sprintf("%s; on_key_service_unavailable: %s; on_key_absent: %s",
 		strings.Join(src, ", "), e.OnKeyServiceUnavailable, absent)
+}
+
+// custodyPlace is where quarantined mail is kept: the shared database
+// (without its password) or the directory.
+func custodyPlace(cfg *config.Config) string {
+	if cfg.Database.URL != "" {
+		return "database " + pgstore.Redacted(cfg.Database.URL) + " (shared)"
+	}
+	return cfg.Quarantine.Dir
+}
+
+// heldPlace is where held mail is kept.
+func heldPlace(cfg *config.Config) string {
+	if cfg.Database.URL != "" {
+		return custodyPlace(cfg)
+	}
+	return cfg.Quarantine.Dir + "/held"
 }

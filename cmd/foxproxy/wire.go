@@ -36,6 +36,7 @@ type wired struct {
 	scan     *scan.Stage
 	lists    *listsWiring
 	enc      *encryption.Gateway
+	db       *dbWiring // the custody database (database.url); nil: quarantine.dir
 }
 
 // wire builds the stages, the policy and the quarantine from a
@@ -129,8 +130,8 @@ func wire(cfg *config.Config, log *zap.Logger) (w *wired, err error) {
 		w.enc = g
 		w.Encryption, w.EncryptionActions = gateway{g}, encryptionActions(cfg)
 	}
-	if cfg.Quarantine.Dir != "" && cfg.UsesQuarantine() {
-		store, err := quarantine.Open(cfg.Quarantine.Dir)
+	if (cfg.Quarantine.Dir != "" || cfg.Database.URL != "") && cfg.UsesQuarantine() {
+		store, err := w.openCustody(cfg, log) // database.go
 		if err != nil {
 			return nil, err
 		}
@@ -231,13 +232,13 @@ func closeScanner(s scan.Scanner) {
 
 // purgeEvery enforces the quarantine's retention while foxproxy runs: at
 // start and then every interval, entries older than retention are deleted.
-func purgeEvery(store *quarantine.Store, retention, interval time.Duration, log *zap.Logger) (stop func()) {
+func purgeEvery(store quarantine.Store, retention, interval time.Duration, log *zap.Logger) (stop func()) {
 	done := make(chan struct{})
 	finished := make(chan struct{})
 	go func() {
 		defer close(finished)
 		for {
-			if n, err := store.Purge(retention); err != nil {
+			if n, err := store.Purge(context.Background(), retention); err != nil {
 				log.Warn("quarantine purge failed", zap.Error(err))
 			} else if n > 0 {
 				log.Info("quarantine purged", zap.Int("deleted", n), zap.Duration("retention", retention))
@@ -326,6 +327,9 @@ func (w *wired) sources() *admin.Sources {
 			src.Probers = append(src.Probers, w.enc)
 		}
 	}
+	if w.db != nil {
+		src.Probers = append(src.Probers, w.db)
+	}
 	return src
 }
 
@@ -356,6 +360,9 @@ func (w *wired) dependencies() []health.Report {
 	if w.Config.Click.Listen != "" { // click.go
 		owners = append(owners, health.Func(w.clickReports))
 	}
+	if w.db != nil { // database.go
+		owners = append(owners, w.db)
+	}
 	return health.Collect(owners...)
 }
 
@@ -380,12 +387,15 @@ func (w *wired) counters() map[string]uint64 {
 		c["wrs_feedback_sent_total"] = sent
 		c["wrs_feedback_dropped_total"] = dropped
 	}
+	if w.db != nil {
+		w.db.counters(c)
+	}
 	return c
 }
 
 // quarantiner stores the proxy's quarantine verdicts in a quarantine.Store.
-type quarantiner struct{ store *quarantine.Store }
+type quarantiner struct{ store quarantine.Store }
 
-func (q quarantiner) Quarantine(_ context.Context, it proxy.QuarantineItem) (string, error) {
-	return q.store.Put(entryOf(it), it.Tx.Message.Open())
+func (q quarantiner) Quarantine(ctx context.Context, it proxy.QuarantineItem) (string, error) {
+	return q.store.Put(ctx, entryOf(it), it.Tx.Message.Open())
 }

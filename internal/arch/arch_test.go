@@ -32,6 +32,9 @@ var layers = map[string]int{
 	"lists":             1,
 	"clock/clocktest":   1,
 	"internal/testutil": 1,
+	"internal/pgtest":   1,
+	// PostgreSQL custody: a quarantine.Store in a database.
+	"pgstore": 2,
 	// 2: the seam between the SMTP side and the checks; list bundles.
 	"pipeline": 2,
 	"update":   2,

@@ -1,0 +1,184 @@
+package main
+
+// The custody database (database.url, package pgstore): opening it for the
+// daemon and the command line, its row in /status, and "foxproxy db".
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/foxproxy/foxproxy/admin"
+	"github.com/foxproxy/foxproxy/config"
+	"github.com/foxproxy/foxproxy/health"
+	"github.com/foxproxy/foxproxy/pgstore"
+	"github.com/foxproxy/foxproxy/quarantine"
+)
+
+// startMigrateWait bounds how long the daemon's start waits for the
+// database: one that does not answer is reached later, by the first
+// custody operation, while clean mail flows.
+const startMigrateWait = 10 * time.Second
+
+// openCustody opens the store for the quarantine verdicts of a running
+// foxproxy: the database when database.url is set, else quarantine.dir.
+// A database whose schema is newer than this binary refuses the start; one
+// that does not answer does not (quarantine and hold verdicts get 451
+// until it does).
+func (w *wired) openCustody(cfg *config.Config, log *zap.Logger) (quarantine.Store, error) {
+	if cfg.Database.URL == "" {
+		return quarantine.Open(cfg.Quarantine.Dir)
+	}
+	db, err := pgstore.Open(cfg.Database.Store(), pgstore.Options{Host: cfg.Proxy().HostnameOrDefault(), Migrate: true})
+	if err != nil {
+		return nil, err
+	}
+	w.closers = append(w.closers, db.Close)
+	w.db = &dbWiring{db: db}
+	ctx, cancel := context.WithTimeout(context.Background(), startMigrateWait)
+	defer cancel()
+	v, err := db.Migrate(ctx)
+	switch {
+	case errors.Is(err, pgstore.ErrSchemaTooNew):
+		return nil, fmt.Errorf("database: %w", err)
+	case err != nil:
+		log.Warn("the custody database does not answer; quarantine and hold verdicts get 451 until it does, delivered mail is not affected",
+			zap.String("database", db.String()), zap.Error(err))
+	default:
+		log.Info("custody database ready", zap.String("database", db.String()), zap.Int("schema", v))
+	}
+	return db.Quarantine(), nil
+}
+
+// openCustodyCLI opens the store the command line works on, without
+// creating anything: the database (not migrated: that is the daemon's or
+// "foxproxy db migrate"'s job), or the existing quarantine.dir. close
+// releases it.
+func openCustodyCLI(cfg *config.Config) (store quarantine.Store, close func(), err error) {
+	if cfg.Database.URL != "" {
+		db, err := pgstore.Open(cfg.Database.Store(), pgstore.Options{Host: cfg.Proxy().HostnameOrDefault()})
+		if err != nil {
+			return nil, nil, err
+		}
+		return db.Quarantine(), db.Close, nil
+	}
+	if cfg.Quarantine.Dir == "" {
+		return nil, nil, fmt.Errorf("%s sets neither database.url nor quarantine.dir", cfg.File)
+	}
+	s, err := quarantine.OpenExisting(cfg.Quarantine.Dir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%v (quarantine.dir of %s; foxproxy creates it when a rule can quarantine)", err, cfg.File)
+	}
+	return s, func() {}, nil
+}
+
+// dbWiring keeps the custody database's health between the monitor's
+// probes, for /status and the metrics.
+type dbWiring struct {
+	db *pgstore.DB
+
+	mu     sync.Mutex
+	last   pgstore.Health
+	probed bool
+	since  time.Time
+}
+
+// Probe asks the database (admin.Prober).
+func (d *dbWiring) Probe(ctx context.Context) {
+	h := d.db.Probe(ctx)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.probed || h.Up != d.last.Up {
+		d.since = time.Now()
+	}
+	d.last, d.probed = h, true
+}
+
+// Reports is the database's row in /status (health.Reporter).
+func (d *dbWiring) Reports() []health.Report { return []health.Report{d.dependency()} }
+
+// dependency is the database's row in /status: up or down, the latency of
+// its probe and its schema version; while it is down, what mail does.
+func (d *dbWiring) dependency() admin.Dependency {
+	d.mu.Lock()
+	h, probed, since := d.last, d.probed, d.since
+	d.mu.Unlock()
+	pool := d.db.Stats()
+	dep := admin.Dependency{Kind: "database", Name: "custody", Target: d.db.String(), Since: since,
+		Counters: map[string]uint64{"pool_acquired": uint64(pool.Acquired), "pool_idle": uint64(pool.Idle),
+			"pool_total": uint64(pool.Total), "pool_max": uint64(pool.Max), "acquires": uint64(pool.AcquireCount),
+			"acquire_waits": uint64(pool.EmptyAcquireCount), "errors": pool.Errors}}
+	switch {
+	case !probed:
+		dep.State, dep.OK = "unchecked", true
+	case h.Up:
+		dep.State, dep.OK = "up", true
+		dep.Detail = fmt.Sprintf("schema %d, latency %s", h.Schema, h.Latency.Round(time.Microsecond))
+	default:
+		dep.State, dep.LastError = "down", h.Err
+		dep.Detail = "quarantine and hold verdicts get 451 (the mail stays in Postfix); delivered mail is not affected; it recovers by itself"
+	}
+	return dep
+}
+
+// counters are the database's cumulative counters for the metrics.
+func (d *dbWiring) counters(c map[string]uint64) {
+	pool := d.db.Stats()
+	c["database_errors_total"] = pool.Errors
+	c["database_acquires_total"] = uint64(pool.AcquireCount)
+	c["database_acquire_waits_total"] = uint64(pool.EmptyAcquireCount)
+	c["database_acquire_milliseconds_total"] = uint64(pool.AcquireDuration.Milliseconds())
+}
+
+const dbUsage = `usage: foxproxy db migrate [-config FILE]
+  migrate   apply the schema migrations the database (database.url) lacks,
+            and print its schema version; the daemon also does this at start
+Exit status: 0 done, 1 failed, 2 usage error.
+`
+
+// dbCmd runs "foxproxy db ...".
+func dbCmd(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] != "migrate" {
+		fmt.Fprint(stderr, dbUsage)
+		return exitUsage
+	}
+	fs := flag.NewFlagSet("foxproxy db migrate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "", "configuration file (YAML); empty: the embedded default")
+	rest, err := parseArgs(fs, args[1:])
+	if err != nil {
+		return exitUsage
+	}
+	if len(rest) > 0 {
+		fmt.Fprintf(stderr, "foxproxy db migrate: unexpected argument %q\n", rest[0])
+		return exitUsage
+	}
+	cfg, err := loadConfig(*cfgPath)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitFailure
+	}
+	if cfg.Database.URL == "" {
+		fmt.Fprintf(stderr, "foxproxy db migrate: %s sets no database.url\n", cfg.File)
+		return exitFailure
+	}
+	db, err := pgstore.Open(cfg.Database.Store(), pgstore.Options{Host: cfg.Proxy().HostnameOrDefault(), Migrate: true})
+	if err != nil {
+		fmt.Fprintf(stderr, "foxproxy db migrate: %v\n", err)
+		return exitFailure
+	}
+	defer db.Close()
+	v, err := db.Migrate(context.Background())
+	if err != nil {
+		fmt.Fprintf(stderr, "foxproxy db migrate: %v\n", err)
+		return exitFailure
+	}
+	fmt.Fprintf(stdout, "%s: schema version %d\n", db, v)
+	return exitOK
+}
