@@ -211,6 +211,8 @@ func TestPaginationMatchesRing(t *testing.T) {
 	for i := range recs {
 		recs[i].Time = now.Add(-time.Duration(i/4) * time.Second) // four records per instant
 	}
+	// A record with nothing optional: no findings, client or recipients.
+	recs[3].Stages, recs[3].Client, recs[3].Rcpts = nil, netip.Addr{}, nil
 	w := NewWriter(pool, Options{})
 	ring := NewRing(100)
 	for _, r := range recs {
@@ -220,6 +222,15 @@ func TestPaginationMatchesRing(t *testing.T) {
 	closeWriter(t, w)
 	if s := w.Stats(); s.Written != 57 {
 		t.Fatalf("stats %+v, want 57 written", s)
+	}
+	// Both stores give a record back the same.
+	db, err := Search(context.Background(), pool, Query{Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rg, _ := ring.Search(Query{Limit: 100})
+	if !reflect.DeepEqual(byMsgID(db.Records), byMsgID(rg.Records)) {
+		t.Fatalf("database and ring records differ:\n%+v\n%+v", byMsgID(db.Records)["msg0003"], byMsgID(rg.Records)["msg0003"])
 	}
 	for _, q := range []Query{{}, {Sender: "SENDER1@example.org"}, {Since: now.Add(-5 * time.Second), Until: now}} {
 		for _, size := range []int{1, 4, 10, 57, 100} {

@@ -124,6 +124,10 @@ func (r *Record) clean() {
 	if len(r.Stages) > maxStages {
 		r.Stages = r.Stages[:maxStages]
 	}
+	if len(r.Stages) == 0 {
+		r.Stages = nil
+		return
+	}
 	stages := make([]Stage, len(r.Stages))
 	for i, s := range r.Stages {
 		for _, p := range []*string{&s.Stage, &s.Status, &s.Detail, &s.Reason, &s.Backend} {
@@ -137,6 +141,9 @@ func (r *Record) clean() {
 }
 
 func cleanStrings(ss []string) []string {
+	if len(ss) == 0 {
+		return nil // as a record read back from the table has it
+	}
 	if len(ss) > maxItems*4 {
 		ss = ss[:maxItems*4]
 	}
