@@ -484,3 +484,56 @@ func TestRingKeepsTheLastRecords(t *testing.T) {
 		t.Fatal("until before since accepted")
 	}
 }
+
+// BenchmarkWriter measures rows per second through Add, COPY and commit.
+func BenchmarkWriter(b *testing.B) {
+	srv := pgtest.StartServer(b)
+	pool, err := pgxpool.New(context.Background(), srv.URL)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pool.Close()
+	if err := EnsureSchema(context.Background(), pool, time.Now()); err != nil {
+		b.Fatal(err)
+	}
+	recs := sample(1000, time.Now())
+	w := NewWriter(pool, Options{QueueSize: b.N + 1})
+	b.ResetTimer()
+	for i := range b.N {
+		w.Add(recs[i%len(recs)])
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	if err := w.Close(ctx); err != nil {
+		b.Fatal(err)
+	}
+	b.StopTimer()
+	if s := w.Stats(); s.Written != uint64(b.N) {
+		b.Fatalf("stats %+v", s)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "rows/s")
+}
+
+// BenchmarkRingAdd is the cost on the mail path without a database.
+func BenchmarkRingAdd(b *testing.B) {
+	g := NewRing(DefaultRingSize)
+	recs := sample(1000, time.Now())
+	b.ReportAllocs()
+	for i := range b.N {
+		g.Add(recs[i%len(recs)])
+	}
+}
+
+// BenchmarkRingSearch searches a full ring by recipient.
+func BenchmarkRingSearch(b *testing.B) {
+	g := NewRing(DefaultRingSize)
+	for _, r := range sample(DefaultRingSize, time.Now()) {
+		g.Add(r)
+	}
+	b.ReportAllocs()
+	for range b.N {
+		if p, _ := g.Search(Query{Recipient: "all@example.test"}); len(p.Records) != DefaultLimit {
+			b.Fatal(len(p.Records))
+		}
+	}
+}

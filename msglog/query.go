@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -132,12 +131,10 @@ func (q Query) matches(r *Record) bool {
 	return true
 }
 
-// sortNewestFirst orders recs as Search does: time, then ID, descending.
-func sortNewestFirst(recs []Record) {
-	slices.SortFunc(recs, func(a, b Record) int {
-		if c := b.Time.Compare(a.Time); c != 0 {
-			return c
-		}
-		return cmp.Compare(b.ID, a.ID)
-	})
+// newestFirst is the order of Search: time, then ID, descending.
+func newestFirst(a, b *Record) int {
+	if c := b.Time.Compare(a.Time); c != 0 {
+		return c
+	}
+	return cmp.Compare(b.ID, a.ID)
 }

@@ -1,6 +1,9 @@
 package msglog
 
-import "sync"
+import (
+	"slices"
+	"sync"
+)
 
 // Ring keeps the last records in memory, for a foxproxy without a
 // database (the console's recent messages) and as the newest rows of one
@@ -48,21 +51,24 @@ func (g *Ring) Search(q Query) (Page, error) {
 		return Page{}, err
 	}
 	g.mu.Lock()
-	var recs []Record
+	defer g.mu.Unlock()
 	n := g.next
 	if g.full {
 		n = len(g.recs)
 	}
+	// Sort the matches' indexes, and copy only the page: a search is
+	// the console's, and must not copy the whole ring each time.
+	var idx []int
 	for i := range n {
-		if r := &g.recs[i]; q.matches(r) {
-			recs = append(recs, *r)
+		if q.matches(&g.recs[i]) {
+			idx = append(idx, i)
 		}
 	}
-	g.mu.Unlock()
-	sortNewestFirst(recs)
+	slices.SortFunc(idx, func(a, b int) int { return newestFirst(&g.recs[a], &g.recs[b]) })
 	limit := q.limit()
-	if len(recs) > limit+1 {
-		recs = recs[:limit+1]
+	recs := make([]Record, 0, min(len(idx), limit+1))
+	for _, i := range idx[:min(len(idx), limit+1)] {
+		recs = append(recs, g.recs[i])
 	}
 	return page(recs, limit), nil
 }
