@@ -282,8 +282,46 @@ func TestAddNeverBlocksWhenQueueFull(t *testing.T) {
 	lock.Rollback(ctx)
 	closeWriter(t, w)
 	s = w.Stats()
-	if s.Written+s.Dropped != 1000 || s.Written < 11 {
+	if s.Written+s.Dropped != 1000 || s.Written < 10 {
 		t.Fatalf("stats %+v: want the queued rows written and written+dropped = 1000", s)
+	}
+}
+
+// TestCloseGivesUpAtItsDeadline: Close with a database that does not
+// answer returns at its deadline (and the write in progress with it),
+// counting what it could not write.
+func TestCloseGivesUpAtItsDeadline(t *testing.T) {
+	_, pool := startDB(t)
+	ctx := context.Background()
+	lock, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Rollback(ctx)
+	if _, err := lock.Exec(ctx, "LOCK TABLE message_log IN ACCESS EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	w := NewWriter(pool, Options{BatchSize: 10, WriteTimeout: time.Minute})
+	for _, r := range sample(100, time.Now()) {
+		w.Add(r)
+	}
+	cctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	start := time.Now()
+	err = w.Close(cctx)
+	// Generous: the bound is the point, not the speed; without it Close
+	// would wait for the minute of WriteTimeout.
+	took := time.Since(start)
+	t.Logf("Close took %v: %v", took, err)
+	if err == nil || took > 20*time.Second {
+		t.Fatalf("Close returned %v after %v, want an error at its deadline", err, took)
+	}
+	if s := w.Stats(); s.Written != 0 || s.Dropped != 100 || s.Queued != 0 {
+		t.Fatalf("stats %+v, want all 100 dropped", s)
+	}
+	w.Add(Record{})
+	if s := w.Stats(); s.Dropped != 101 {
+		t.Fatalf("a record added after Close: stats %+v", s)
 	}
 }
 
@@ -392,8 +430,7 @@ func TestRetentionDropsExpiredPartitions(t *testing.T) {
 	testutil.Eventually(t, "the late row written", 30*time.Second, func() bool { return w.Stats().Written == 21 })
 
 	// Maintenance on a later day creates that day and the next two.
-	w.opt.Now = func() time.Time { return now.AddDate(0, 0, 10) }
-	w.MaintainOnce(ctx)
+	w.MaintainOnce(ctx, now.AddDate(0, 0, 10))
 	days, _ = Partitions(ctx, pool)
 	for _, d := range upcomingDays(now.AddDate(0, 0, 10)) {
 		if !slices.ContainsFunc(days, d.Equal) {

@@ -39,7 +39,7 @@ type Options struct {
 	// MaintainEvery is how often partitions are created ahead and
 	// expired ones dropped (default 1h; the first run is at start).
 	MaintainEvery time.Duration
-	// Now is the clock (default time.Now); tests move it.
+	// Now is the clock of maintenance (default time.Now).
 	Now func() time.Time
 	Log *zap.Logger
 }
@@ -77,15 +77,14 @@ type Writer struct {
 	// closing is set by Close; Add then drops.
 	closing atomic.Bool
 	stop    chan struct{} // closed by Close: flush and end
-	// closeCtx is Close's context, set before stop is closed: it bounds
-	// the final flush.
-	closeCtx context.Context
-	// flushLost counts the rows Close's flush dropped (read after done).
-	flushLost int
-	done      chan struct{} // closed when the batching goroutine ended
-	mdone     chan struct{} // closed when the maintenance goroutine ended
-	mcancel   context.CancelFunc
-	once      sync.Once
+	// writeCtx is the parent of every write; Close cancels it when its
+	// own context is done, so a write in progress then gives up too.
+	writeCtx    context.Context
+	writeCancel context.CancelFunc
+	done        chan struct{} // closed when the batching goroutine ended
+	mdone       chan struct{} // closed when the maintenance goroutine ended
+	mcancel     context.CancelFunc
+	once        sync.Once
 
 	written, dropped, failed atomic.Uint64
 
@@ -111,13 +110,16 @@ func NewWriter(db DB, opt Options) *Writer {
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &Writer{db: db, opt: opt, queue: make(chan Record, opt.QueueSize), stop: make(chan struct{}),
 		done: make(chan struct{}), mdone: make(chan struct{}), mcancel: cancel, days: map[time.Time]bool{}}
+	w.writeCtx, w.writeCancel = context.WithCancel(context.Background())
 	go w.run()
 	go w.maintain(ctx)
 	return w
 }
 
 // Add queues r for writing. It never blocks: a full queue drops r and
-// counts it. It is called on the mail path.
+// counts it, as does a Writer closing or closed. It is called on the mail
+// path. (An Add racing with Close may leave its record queued, neither
+// written nor counted: stop the mail before closing the log.)
 func (w *Writer) Add(r Record) {
 	if w.closing.Load() {
 		w.dropped.Add(1)
@@ -136,20 +138,22 @@ func (w *Writer) Stats() Stats {
 }
 
 // Close writes what is queued, until ctx is done; what is left then is
-// dropped and counted. It returns ctx's error if the flush did not finish.
+// dropped and counted, and Close says how many.
 func (w *Writer) Close(ctx context.Context) error {
+	before := w.dropped.Load()
 	w.once.Do(func() {
 		w.closing.Store(true)
-		w.closeCtx = ctx
 		w.mcancel()
 		close(w.stop)
 	})
-	// The flush gives up when ctx is done (a write in progress then,
-	// within WriteTimeout), and counts what it leaves as dropped.
+	defer context.AfterFunc(ctx, w.writeCancel)()
+	// When ctx is done, the write in progress is cancelled and the
+	// flush gives up, counting what it leaves as dropped.
 	<-w.done
 	<-w.mdone
-	if w.flushLost > 0 {
-		return fmt.Errorf("message log: %d rows dropped at close: cannot write them", w.flushLost)
+	w.writeCancel()
+	if lost := w.dropped.Load() - before; lost > 0 {
+		return fmt.Errorf("message log: %d rows dropped at close: cannot write them", lost)
 	}
 	return nil
 }
@@ -175,7 +179,7 @@ func (w *Writer) run() {
 		if len(batch) == 0 {
 			continue
 		}
-		ok := w.write(context.Background(), batch)
+		ok := w.write(w.writeCtx, batch)
 		batch = batch[:0]
 		if !ok {
 			// Pause; a Close meanwhile still gets its flush.
@@ -206,11 +210,9 @@ func (w *Writer) drain(batch []Record) {
 		if len(batch) == 0 {
 			return
 		}
-		if !w.write(w.closeCtx, batch) {
-			w.flushLost += len(batch)
+		if !w.write(w.writeCtx, batch) {
 			for len(w.queue) > 0 {
 				<-w.queue
-				w.flushLost++
 				w.dropped.Add(1)
 			}
 			return
@@ -306,7 +308,7 @@ func (w *Writer) maintain(ctx context.Context) {
 	t := time.NewTicker(w.opt.MaintainEvery)
 	defer t.Stop()
 	for {
-		w.MaintainOnce(ctx)
+		w.MaintainOnce(ctx, w.opt.Now())
 		select {
 		case <-t.C:
 		case <-ctx.Done():
@@ -315,13 +317,12 @@ func (w *Writer) maintain(ctx context.Context) {
 	}
 }
 
-// MaintainOnce creates today's and the next two days' partitions and,
+// MaintainOnce creates the partitions of now's day and the next two and,
 // unless retention is off, drops the expired ones (on one host at a time).
 // Errors are logged: the next run tries again.
-func (w *Writer) MaintainOnce(ctx context.Context) {
+func (w *Writer) MaintainOnce(ctx context.Context, now time.Time) {
 	ctx, cancel := context.WithTimeout(ctx, 4*w.opt.WriteTimeout)
 	defer cancel()
-	now := w.opt.Now()
 	if err := EnsurePartitions(ctx, w.db, upcomingDays(now)...); err != nil {
 		w.opt.Log.Warn("message log: cannot create partitions ahead", zap.Error(err))
 	}
