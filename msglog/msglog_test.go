@@ -499,6 +499,23 @@ func TestRetentionRunsOnOneHost(t *testing.T) {
 	if days, _ := Partitions(ctx, pool); len(days) != 3 {
 		t.Fatalf("partitions left %v, want the 3 upcoming days", days)
 	}
+
+	// Two hosts creating the same days at once both succeed.
+	future := []time.Time{now.AddDate(0, 0, 5), now.AddDate(0, 0, 6), now.AddDate(0, 0, 7)}
+	start = make(chan struct{})
+	for _, db := range []DB{pool, pool2, pool, pool2} {
+		wg.Go(func() {
+			<-start
+			if err := EnsurePartitions(ctx, db, future...); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	if days, _ := Partitions(ctx, pool); len(days) != 6 {
+		t.Fatalf("partitions %v, want 6", days)
+	}
 }
 
 func reversed(ts []time.Time) []time.Time {

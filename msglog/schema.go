@@ -133,9 +133,9 @@ func EnsurePartitions(ctx context.Context, db DB, days ...time.Time) error {
 	if _, err := tx.Exec(ctx, "SET LOCAL lock_timeout = '"+ddlLockTimeout+"'"); err != nil {
 		return fmt.Errorf("message log partitions: %w", err)
 	}
-	// Without the lock, two hosts creating the same day race in the
-	// catalog ("duplicate key value violates unique constraint
-	// pg_type_typname_nsp_index") despite IF NOT EXISTS.
+	// Without the lock, two hosts creating the same day race past IF
+	// NOT EXISTS: one fails with "relation ... already exists" (42P07),
+	// as TestRetentionRunsOnOneHost saw.
 	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", PartitionLockKey); err != nil {
 		return fmt.Errorf("message log partitions: %w", err)
 	}
