@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -275,6 +276,12 @@ func TestBeforeQueueRefusalObserved(t *testing.T) {
 	ev := obs.events[0]
 	obs.eventLog.mu.Unlock()
 	if ev.Verdict != "reject" || ev.Rule != "ers-spam" || ev.ReplyCode != 550 || ev.ReplyCommand != "RCPT" || ev.Rcpts != 3 || len(ev.Findings) != 1 {
+		t.Fatalf("event %+v", ev)
+	}
+	// The message log keeps the recipients answered, though the
+	// downstream never heard of them.
+	if !slices.Equal(ev.Recipients, []string{"b@example.test", "c@example.test", "d@example.test"}) ||
+		!strings.HasPrefix(ev.ReplyText, "5.7.1 ") || ev.Host != "foxproxy.test" || ev.MessageID != "" {
 		t.Fatalf("event %+v", ev)
 	}
 	obs.mu.Lock()

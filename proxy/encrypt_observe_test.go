@@ -3,6 +3,8 @@ package proxy
 import (
 	"maps"
 	"net"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -86,5 +88,28 @@ func TestEncryptionCopiesObserved(t *testing.T) {
 				t.Errorf("copies %v, want %v", got, c.want)
 			}
 		})
+	}
+}
+
+// The message event carries what the message log keeps: the Message-ID,
+// the client's HELO, every recipient, the reply's text and the host.
+func TestMessageEventCarriesLogFields(t *testing.T) {
+	ds := startDownstream(t)
+	obs := &eventLog{}
+	addr := startObservedProxy(t, ds.addr, obs, withPolicy(fixedPolicy{Action: policy.Deliver, Rule: "ok"}))
+	body := "Subject: hi\r\nMessage-Id:\r\n <folded.1@sender.example>\r\nX-Other: x\r\n\r\nMessage-ID: <not-in-the-body@x>\r\n"
+	if _, err := sendMail(t, addr, "s@example.test", []string{"a@example.test", "B@example.test"}, body); err != nil {
+		t.Fatal(err)
+	}
+	obs.mu.Lock()
+	defer obs.mu.Unlock()
+	if len(obs.events) != 1 {
+		t.Fatalf("%d message events", len(obs.events))
+	}
+	ev := obs.events[0]
+	if ev.MessageID != "<folded.1@sender.example>" || ev.Helo != "client.test" || ev.Host != "foxproxy.test" ||
+		!slices.Equal(ev.Recipients, []string{"a@example.test", "B@example.test"}) ||
+		ev.ReplyCode != 250 || !strings.HasPrefix(ev.ReplyText, "2.0.0 ") {
+		t.Fatalf("event %+v", ev)
 	}
 }

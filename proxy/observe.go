@@ -25,23 +25,40 @@ type Observer interface {
 	Message(MessageEvent)
 }
 
-// MessageEvent is one message's outcome: what the summary log line says.
+// MessageEvent is one message's outcome: what the summary log line says,
+// and what the message log keeps.
 type MessageEvent struct {
-	Time              time.Time
+	Time time.Time
+	// Host is this foxproxy's hostname (hostname in the configuration).
+	Host              string
 	ID                string
 	QueueID           string
 	DownstreamQueueID string
 	QuarantineID      string
-	Client            netip.Addr
-	From              string
-	Rcpts             int
-	Size              int64
-	Verdict           string // deliver, tag, ... or "refused", "error" when no verdict was reached
-	Rule              string
-	Findings          []pipeline.Finding
-	Stages            time.Duration
-	Duration          time.Duration
-	ReplyCode         int
+	// MessageID is the Message-ID field's value as written; "" when the
+	// message has none or was answered before its content.
+	MessageID string
+	Client    netip.Addr
+	// ClientName and Helo are the client's name and HELO as the upstream
+	// forwarded them (XFORWARD, else its Received field) or, without an
+	// upstream, as the client gave them; "" when unknown.
+	ClientName string
+	Helo       string
+	From       string
+	Rcpts      int
+	// Recipients are the envelope recipients of the message: those the
+	// downstream accepted, or those answered at RCPT (ReplyCommand).
+	Recipients []string
+	Size       int64
+	Verdict    string // deliver, tag, ... or "refused", "error" when no verdict was reached
+	Rule       string
+	Findings   []pipeline.Finding
+	Stages     time.Duration
+	Duration   time.Duration
+	ReplyCode  int
+	// ReplyText is the reply's enhanced status code and text, e.g.
+	// "2.0.0 Ok: queued as 4ABC"; "" when no reply was made.
+	ReplyText string
 	// ReplyCommand is the command ReplyCode answered: "" for the end of
 	// DATA, "RCPT" for a message answered before DATA (each of its RCPTs
 	// was also reported to Refused).

@@ -86,7 +86,8 @@ type earlyAnswer struct {
 	findings []pipeline.Finding
 	stages   time.Duration
 	queueID  string
-	refused  int // RCPTs answered with reply
+	refused  int      // RCPTs answered with reply
+	rcpts    []string // those RCPTs' addresses, for the message log
 }
 
 var _ smtp.Session = (*session)(nil)
@@ -256,6 +257,7 @@ func (ss *session) rcpt(to string, opts *smtp.RcptOptions) error {
 		// Not forwarded: the downstream never hears of the recipient,
 		// and the client never sends the body.
 		tx.early.refused++
+		tx.early.rcpts = append(tx.early.rcpts, to)
 		ss.s.obs.Refused("RCPT", tx.early.reply.Code)
 		return tx.early.reply
 	}
@@ -341,7 +343,8 @@ func (ss *session) endTransaction() {
 	}
 	e := tx.early
 	ss.logSummary(&summary{tx: tx, queueID: e.queueID, verdict: string(e.verdict.Action), rule: e.verdict.Rule,
-		findings: e.findings, stages: e.stages, reply: e.reply, answeredAtRcpt: true, rcpts: e.refused})
+		findings: e.findings, stages: e.stages, reply: e.reply, answeredAtRcpt: true, rcpts: e.refused,
+		rcptList: e.rcpts})
 }
 
 // hasControlChar reports a control character: C0 and DEL, which RFC 5321
@@ -466,6 +469,7 @@ func (ss *session) data(r io.Reader) (result error) {
 		return err
 	}
 	ss.s.obs.Spooled(msg.Size())
+	sum.messageID = messageID(msg.Open(), int64(ss.rt.Config.Limits.MaxHeaderBytes))
 	received := msg
 	defer func() {
 		received.Close()
@@ -614,6 +618,7 @@ func (ss *session) pipelineTransaction(tx *transaction, msg *spool.Message, sum 
 		}
 	}
 	sum.queueID = ptx.QueueID
+	sum.clientName, sum.helo = ptx.ClientName, ptx.Helo
 	return ptx
 }
 
@@ -696,6 +701,12 @@ type summary struct {
 	// rcpts recipients (see refuseBeforeData).
 	answeredAtRcpt bool
 	rcpts          int
+	rcptList       []string // answeredAtRcpt: the recipients answered
+	// For the message log (MessageEvent): set once the content is
+	// received and checked; else logSummary takes what the envelope
+	// says.
+	messageID        string
+	clientName, helo string
 }
 
 func (ss *session) logSummary(s *summary) {
@@ -733,19 +744,46 @@ func (ss *session) logSummary(s *summary) {
 	now := ss.s.now()
 	fields = append(fields, zap.Duration("duration", now.Sub(s.tx.start)))
 	ss.log.Info("message", fields...)
+	rcptList := s.tx.rcpts
+	if s.answeredAtRcpt {
+		rcptList = s.rcptList
+	}
 	ev := MessageEvent{
-		Time: now, ID: s.tx.id, QueueID: s.queueID, DownstreamQueueID: s.downstreamID, QuarantineID: s.quarantineID,
-		Client: s.tx.client, From: s.tx.from, Rcpts: rcpts, Size: s.size,
+		Time: now, Host: ss.rt.Config.HostnameOrDefault(), ID: s.tx.id, QueueID: s.queueID,
+		DownstreamQueueID: s.downstreamID, QuarantineID: s.quarantineID, MessageID: s.messageID,
+		Client: s.tx.client, ClientName: s.clientName, Helo: s.helo, From: s.tx.from, Rcpts: rcpts,
+		Recipients: rcptList, Size: s.size,
 		Verdict: s.verdict, Rule: s.rule, Findings: s.findings, Stages: s.stages, Duration: now.Sub(s.tx.start),
 		EncryptionCopies: s.encCopies,
 	}
+	if ev.ClientName == "" && ev.Helo == "" {
+		// Not checked (answered at RCPT, or before its checks ran): what
+		// the envelope says, as pipelineTransaction would have taken it.
+		ev.ClientName, ev.Helo = s.tx.xfwd.Name, s.tx.xfwd.Helo
+		if ev.Helo == "" {
+			ev.Helo = ss.conn.Hostname()
+		}
+	}
+	if delivery.Unavailable(ev.ClientName) {
+		ev.ClientName = ""
+	}
 	if s.reply != nil {
 		ev.ReplyCode = s.reply.Code
+		ev.ReplyText = replyText(s.reply)
 		if s.answeredAtRcpt {
 			ev.ReplyCommand = "RCPT"
 		}
 	}
 	ss.s.obs.Message(ev)
+}
+
+// replyText is a reply's enhanced status code (RFC 3463), if it has one,
+// and text.
+func replyText(r *smtp.SMTPError) string {
+	if c := r.EnhancedCode; c != smtp.NoEnhancedCode && c != (smtp.EnhancedCode{}) {
+		return fmt.Sprintf("%d.%d.%d %s", c[0], c[1], c[2], r.Message)
+	}
+	return r.Message
 }
 
 type findingsLog []pipeline.Finding

@@ -35,6 +35,9 @@ type ops struct {
 	stopRescan func()
 	// click is the click service's listener (click.go).
 	click *clickServer
+	// messages keeps every message's record (msglog.go), for the
+	// console's and the API's searches.
+	messages *messageLog
 }
 
 func startOps(cfg *config.Config, rt *wired, srv *proxy.Server, log *zap.Logger) *ops {
@@ -51,7 +54,8 @@ func startOps(cfg *config.Config, rt *wired, srv *proxy.Server, log *zap.Logger)
 	})
 	m.Registry.MustRegister(listsCollector{o.current.Load}) // lists.go
 	recent := admin.NewRecent()
-	srv.SetObserver(observers{m, recent})
+	o.messages = newMessageLog()
+	srv.SetObserver(observers{m, recent, o.messages})
 	o.click = startClick(cfg, o.current.Load, m.Registry, log.Named("click"))
 
 	ctx, cancel := context.WithCancel(context.Background())

@@ -38,7 +38,8 @@ var layers = map[string]int{
 	// 2: the seam between the SMTP side and the checks; list bundles.
 	"pipeline": 2,
 	"update":   2,
-	// 3: the stages, and the services around delivery.
+	// 3: the stages, and the services around delivery; the message log.
+	"msglog":          3,
 	"reputation":      3,
 	"scan":            3,
 	"lists/liststage": 3,
