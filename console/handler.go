@@ -215,8 +215,12 @@ func Challenge(w http.ResponseWriter, msg string) {
 
 func (s *Server) routes() {
 	m := http.NewServeMux()
-	static, _ := fs.Sub(assets, "static")
-	m.Handle("GET /console/static/", http.StripPrefix("/console/static/", http.FileServerFS(static)))
+	m.HandleFunc("GET /console/static/style.css", func(w http.ResponseWriter, r *http.Request) {
+		css, _ := fs.ReadFile(assets, "static/style.css")
+		w.Header().Set("Content-Type", "text/css; charset=utf-8")
+		w.Header().Set("Cache-Control", "max-age=3600")
+		w.Write(css)
+	})
 	m.HandleFunc("GET /console/login", s.loginPage)
 	m.Handle("POST /console/login", s.cop.Handler(http.HandlerFunc(s.login)))
 	m.Handle("POST /console/logout", s.cop.Handler(http.HandlerFunc(s.logout)))

@@ -153,7 +153,7 @@ func viewMessage(r io.Reader) messageView {
 		if message.IsUnknownCharset(err) {
 			p.Note += "; unknown charset " + params["charset"] + ", shown as it came"
 		}
-		p.Text = printableText(toValidUTF8(b))
+		p.Text = printableText(strings.ReplaceAll(toValidUTF8(b), "\r\n", "\n"))
 		v.Parts = append(v.Parts, p)
 		return nil
 	})
