@@ -25,7 +25,7 @@ const (
 )
 
 var (
-	hashesOnce           sync.Once
+	hashesOnce          sync.Once
 	adminHash, viewHash string
 )
 

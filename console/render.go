@@ -9,8 +9,8 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	_ "github.com/emersion/go-message/charset" // decode the charsets mail uses, not only UTF-8
 	"github.com/emersion/go-message"
+	_ "github.com/emersion/go-message/charset" // decode the charsets mail uses, not only UTF-8
 )
 
 // Bounds on what an entry's page reads of a stored message: the page is
