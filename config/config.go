@@ -18,6 +18,8 @@ import (
 	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/foxproxy/foxproxy/console"
 )
 
 //go:embed default.yaml
@@ -66,6 +68,12 @@ type Config struct {
 	AdminProbeInterval Duration `yaml:"admin_probe_interval"`
 	// AdminPprof adds /debug/pprof to the admin listener.
 	AdminPprof bool `yaml:"admin_pprof"`
+	// AdminTLS serves admin_listen over HTTPS.
+	AdminTLS AdminTLS `yaml:"admin_tls"`
+	// AdminMetricsAuth puts /metrics behind a console login.
+	AdminMetricsAuth bool `yaml:"admin_metrics_auth"`
+	// Console is the web console's accounts and sessions.
+	Console console.Config `yaml:"console"`
 
 	Limits     Limits     `yaml:"limits"`
 	Timeouts   Timeouts   `yaml:"timeouts"`
@@ -325,6 +333,7 @@ func (c *Config) validate() []problem {
 		add("log.format", "%q is not one of json, console", c.Log.Format)
 	}
 	c.validateSections(add)
+	c.validateAdmin(add)
 	sortProblems(ps)
 	return ps
 }
