@@ -224,8 +224,8 @@ func TestMailDataFollowsConsoleLogin(t *testing.T) {
 	h := testHandler(t, "127.0.0.1:1")
 	h.AdminListen = "0.0.0.0:10080"
 	h.Recent.Message(proxy.MessageEvent{Time: time.Now(), ID: "msgid-7f3a", From: "alice@sender.example", Verdict: "deliver"})
-	h.Login = func(r *http.Request) bool { return r.Header.Get("Authorization") == "Basic good" }
-	h.MetricsAuth = true
+	h.Accounts = fakeAccounts{}
+	h.MetricsAuth = func() bool { return true }
 	h.Console = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("console " + r.URL.Path)) })
 
 	status := func(local, remote string, login bool) Status {
@@ -260,3 +260,8 @@ func TestMailDataFollowsConsoleLogin(t *testing.T) {
 		}
 	}
 }
+
+type fakeAccounts struct{}
+
+func (fakeAccounts) HasUsers() bool                { return true }
+func (fakeAccounts) LoggedIn(r *http.Request) bool { return r.Header.Get("Authorization") == "Basic good" }

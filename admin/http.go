@@ -39,12 +39,22 @@ type Handler struct {
 	// Console, when set, serves the web console under /console/ and its
 	// API under /api/ (package console).
 	Console http.Handler
-	// Login, when set, reports whether a request carries a console login
-	// (console.users is set): then mail data goes only to logged-in
-	// requests, wherever they come from, instead of to loopback.
-	Login func(*http.Request) bool
-	// MetricsAuth puts /metrics behind Login (admin_metrics_auth).
-	MetricsAuth bool
+	// Accounts, when set and it has users (console.users), decides who
+	// gets mail data: logged-in requests, wherever they come from,
+	// instead of requests over loopback.
+	Accounts Accounts
+	// MetricsAuth, when set and true, puts /metrics behind a login
+	// (admin_metrics_auth); it is asked per request, so a reload applies.
+	MetricsAuth func() bool
+}
+
+// Accounts are the console's accounts (package console's Server).
+type Accounts interface {
+	// HasUsers reports whether any account is configured.
+	HasUsers() bool
+	// LoggedIn reports whether r carries a valid login (a session cookie
+	// or HTTP Basic credentials).
+	LoggedIn(r *http.Request) bool
 }
 
 // ServeMux returns the admin endpoints:
@@ -60,11 +70,11 @@ type Handler struct {
 // Without console accounts the admin endpoint has no login: mail data
 // (the last verdicts: senders, clients, message IDs) goes only to requests
 // that came over loopback (see FromLoopback); any other request gets the
-// status without it. With accounts (Login set), mail data goes to a
+// status without it. With accounts (Accounts has users), mail data goes to a
 // logged-in request only, loopback or not. pprof is for loopback either
 // way. Health and metrics hold no mail data and are served to anyone who
 // reaches admin_listen (an orchestrator probes them from outside the
-// container), metrics behind Login with MetricsAuth.
+// container); metrics behind a login while MetricsAuth says so.
 func (h *Handler) ServeMux() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -72,11 +82,7 @@ func (h *Handler) ServeMux() *http.ServeMux {
 		w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("/readyz", h.readyz)
-	metrics := promhttp.HandlerFor(h.Registry, promhttp.HandlerOpts{})
-	if h.MetricsAuth && h.Login != nil {
-		metrics = h.loginOnly(metrics)
-	}
-	mux.Handle("/metrics", metrics)
+	mux.Handle("/metrics", h.metricsAuth(promhttp.HandlerFor(h.Registry, promhttp.HandlerOpts{})))
 	if h.Console != nil {
 		mux.Handle("/console/", h.Console)
 		mux.Handle("/api/", h.Console)
@@ -134,16 +140,19 @@ func FromLoopback(r *http.Request) bool {
 // mailData reports whether r may see mail data: with console accounts,
 // when it carries a login; without, when it came over loopback.
 func (h *Handler) mailData(r *http.Request) bool {
-	if h.Login != nil {
-		return h.Login(r)
+	if h.withAccounts() {
+		return h.Accounts.LoggedIn(r)
 	}
 	return FromLoopback(r)
 }
 
-// loginOnly answers 401 to a request without a console login.
-func (h *Handler) loginOnly(next http.Handler) http.Handler {
+func (h *Handler) withAccounts() bool { return h.Accounts != nil && h.Accounts.HasUsers() }
+
+// metricsAuth answers 401 to a request without a console login while
+// admin_metrics_auth is on.
+func (h *Handler) metricsAuth(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !h.Login(r) {
+		if h.MetricsAuth != nil && h.MetricsAuth() && !(h.withAccounts() && h.Accounts.LoggedIn(r)) {
 			w.Header().Set("WWW-Authenticate", `Basic realm="foxproxy", charset="UTF-8"`)
 			http.Error(w, "login needed (admin_metrics_auth: true): HTTP Basic with a console.users account", http.StatusUnauthorized)
 			return
@@ -155,7 +164,7 @@ func (h *Handler) loginOnly(next http.Handler) http.Handler {
 // withheldReason says why a request gets no mail data; the status JSON,
 // the status page and `foxproxy status` show it.
 func (h *Handler) withheldReason() string {
-	if h.Login != nil {
+	if h.withAccounts() {
 		return "mail data (the last messages: senders, clients, message IDs) is shown only after a login (console.users): " +
 			"log in at /console/login, or send HTTP Basic credentials"
 	}
