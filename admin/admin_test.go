@@ -263,5 +263,7 @@ func TestMailDataFollowsConsoleLogin(t *testing.T) {
 
 type fakeAccounts struct{}
 
-func (fakeAccounts) HasUsers() bool                { return true }
-func (fakeAccounts) LoggedIn(r *http.Request) bool { return r.Header.Get("Authorization") == "Basic good" }
+func (fakeAccounts) HasUsers() bool { return true }
+func (fakeAccounts) LoggedIn(r *http.Request) bool {
+	return r.Header.Get("Authorization") == "Basic good"
+}
