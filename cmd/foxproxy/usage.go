@@ -25,6 +25,7 @@ var commands = []command{
 	{"policy", "test ... MESSAGE.eml", "dry-run the checks and rules on a message"},
 	{"update", "[-config FILE]", "fetch the list bundle now"},
 	{"bundle", "keygen|sign ...", "make a key pair, sign a list bundle"},
+	{"passwd", "< FILE", "hash a web console password (console.users)"},
 	{"version", "", "print the version"},
 	{"help", "", "print this list of commands"},
 }
