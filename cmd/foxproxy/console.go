@@ -220,13 +220,15 @@ func (a fileArea) History(_ context.Context, id string) ([]console.Event, error)
 	if a.held {
 		what = "held"
 	}
-	evs := []console.Event{{Time: e.Time, Action: what, Result: "rule " + e.Rule}}
+	// The file store is one host's: everything in it happened here.
+	host := a.cfg().HostnameOrDefault()
+	evs := []console.Event{{Time: e.Time, Action: what, Host: host, Result: "rule " + e.Rule}}
 	for _, r := range e.Released {
-		evs = append(evs, console.Event{Time: r.Time, Action: "partial release",
+		evs = append(evs, console.Event{Time: r.Time, Action: "partial release", Host: host,
 			Result: "delivered to " + strings.Join(r.Rcpts, ", ") + ", queued as " + r.QueuedAs})
 	}
 	if ce, ok := st.Claimed(id); ok {
-		evs = append(evs, console.Event{Time: a.now(), Action: "claimed", Result: strings.TrimPrefix(ce.Error(), "quarantine: ")})
+		evs = append(evs, console.Event{Time: a.now(), Action: "claimed", Host: host, Result: strings.TrimPrefix(ce.Error(), "quarantine: ")})
 	}
 	return evs, nil
 }
