@@ -73,7 +73,9 @@ func writeCert(t *testing.T, certFile, keyFile string, serial int64) {
 	}
 }
 
-func b64word(s string) string { return "=?UTF-8?B?" + base64.StdEncoding.EncodeToString([]byte(s)) + "?=" }
+func b64word(s string) string {
+	return "=?UTF-8?B?" + base64.StdEncoding.EncodeToString([]byte(s)) + "?="
+}
 
 // Hostile messages: markup and script in every place a message can carry
 // it, plain and RFC 2047 encoded. Each payload calls pwned(...) (a binding
