@@ -2,13 +2,17 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/foxproxy/foxproxy/config"
 	"github.com/foxproxy/foxproxy/console"
 	"github.com/foxproxy/foxproxy/proxy"
+	"github.com/foxproxy/foxproxy/quarantine"
 )
 
 // The in-memory message log keeps the last recentLogSize messages and
@@ -47,5 +51,65 @@ func TestRecentLogSearch(t *testing.T) {
 	}
 	if l.Searchable() {
 		t.Fatal("memory says it is the whole log")
+	}
+}
+
+// The file store's adapter: listing filters and keeps the newest, a
+// delete is refused while a release holds the entry, and the history
+// shows the arrival and the claim.
+func TestFileAreaOverTheFileStore(t *testing.T) {
+	dir := t.TempDir()
+	st, err := quarantine.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for i, from := range []string{"a@one.test", "b@two.test", "c@one.test"} {
+		id, err := st.Put(quarantine.Entry{From: from, Rcpts: []string{"r@example.test"}, Rule: "virus",
+			Time: time.Date(2026, 12, 7, 10, i, 0, 0, time.UTC)}, strings.NewReader("Subject: x\r\n\r\nbody\r\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	cfg := config.Default()
+	cfg.Quarantine.Dir = dir
+	cfg.Hostname = "mx1.test"
+	a := fileArea{cfg: func() *config.Config { return cfg }, now: time.Now}
+	ctx := context.Background()
+	es, err := a.List(ctx, console.Filter{Text: "ONE.test", Limit: 1})
+	if err != nil || len(es) != 1 || es[0].ID != ids[2] {
+		t.Fatalf("List: %v %v", es, err)
+	}
+	claim, err := st.Claim(ids[0], false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Delete(ctx, ids[0], "alice"); err == nil || !strings.Contains(err.Error(), "a release is running") {
+		t.Fatalf("delete of a claimed entry: %v", err)
+	}
+	hist, err := a.History(ctx, ids[0])
+	if err != nil || len(hist) != 2 || hist[0].Action != "quarantined" || hist[0].Host != "mx1.test" || hist[1].Action != "claimed" {
+		t.Fatalf("history %+v %v", hist, err)
+	}
+	claim.Drop()
+	if err := a.Delete(ctx, ids[0], "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Get(ctx, ids[0]); !errors.Is(err, console.ErrNotFound) {
+		t.Fatalf("Get after delete: %v", err)
+	}
+	held := fileArea{held: true, cfg: func() *config.Config { return cfg }, now: time.Now}
+	if es, err := held.List(ctx, console.Filter{}); err != nil || len(es) != 0 {
+		t.Fatalf("empty held area: %v %v", es, err)
+	}
+	cfg2 := *cfg
+	cfg2.Quarantine.Dir = dir + "/missing"
+	missing := fileArea{cfg: func() *config.Config { return &cfg2 }, now: time.Now}
+	if es, err := missing.List(ctx, console.Filter{}); err != nil || len(es) != 0 {
+		t.Fatalf("a quarantine not created yet: %v %v", es, err)
+	}
+	if _, err := missing.Get(ctx, ids[1]); !errors.Is(err, console.ErrNotFound) {
+		t.Fatalf("Get in a missing quarantine: %v", err)
 	}
 }
