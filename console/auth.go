@@ -243,6 +243,13 @@ func (s *sessions) setTimeouts(idle, abs time.Duration) {
 	s.idle, s.abs = idle, abs
 }
 
+// maxAge is the absolute timeout, for the cookie's Max-Age.
+func (s *sessions) maxAge() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.abs
+}
+
 func (s *sessions) len() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()

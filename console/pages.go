@@ -130,7 +130,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	}
 	ss := s.sessions.create(u.Name, u.Role)
 	http.SetCookie(w, &http.Cookie{Name: sessionCookieName, Value: ss.token, Path: "/", HttpOnly: true,
-		Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode, MaxAge: int(s.o.Config.SessionMax.D().Seconds())})
+		Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode, MaxAge: int(s.sessions.maxAge().Seconds())})
 	s.o.Log.Info("console login", zap.String("user", u.Name), zap.String("role", string(u.Role)), zap.String("client", clientAddr(r)))
 	http.Redirect(w, r, next, http.StatusSeeOther)
 }
