@@ -215,3 +215,55 @@ func TestStatusShowsMailDataOnlyOverLoopback(t *testing.T) {
 		}
 	}
 }
+
+// With console accounts, mail data follows the login, not the address:
+// a logged-in request from another host gets it, a request on loopback
+// without a login does not. With admin_metrics_auth, /metrics wants the
+// login too; health stays open; the console is mounted.
+func TestMailDataFollowsConsoleLogin(t *testing.T) {
+	h := testHandler(t, "127.0.0.1:1")
+	h.AdminListen = "0.0.0.0:10080"
+	h.Recent.Message(proxy.MessageEvent{Time: time.Now(), ID: "msgid-7f3a", From: "alice@sender.example", Verdict: "deliver"})
+	h.Accounts = fakeAccounts{}
+	h.MetricsAuth = func() bool { return true }
+	h.Console = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("console " + r.URL.Path)) })
+
+	status := func(local, remote string, login bool) Status {
+		t.Helper()
+		req := httptest.NewRequest(http.MethodGet, "/status", nil)
+		req.RemoteAddr = remote
+		req = req.WithContext(context.WithValue(req.Context(), http.LocalAddrContextKey, net.TCPAddrFromAddrPort(netip.MustParseAddrPort(local))))
+		if login {
+			req.Header.Set("Authorization", "Basic good")
+		}
+		rec := httptest.NewRecorder()
+		h.ServeMux().ServeHTTP(rec, req)
+		var st Status
+		if err := json.Unmarshal(rec.Body.Bytes(), &st); err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	if st := status("198.18.0.2:10080", "198.18.0.1:40000", true); len(st.Recent) != 1 || st.MailDataWithheld != "" {
+		t.Errorf("logged in from another host: %+v", st)
+	}
+	if st := status("127.0.0.1:10080", "127.0.0.1:40000", false); len(st.Recent) != 0 || !strings.Contains(st.MailDataWithheld, "console.users") {
+		t.Errorf("loopback without a login: %+v", st)
+	}
+	if rec := serveFrom(h, "198.18.0.2:10080", "198.18.0.1:40000", "/metrics", ""); rec.Code != http.StatusUnauthorized || rec.Header().Get("WWW-Authenticate") == "" {
+		t.Errorf("/metrics without a login: %d", rec.Code)
+	}
+	for _, p := range []string{"/healthz", "/console/messages", "/api/quarantine"} {
+		rec := serveFrom(h, "198.18.0.2:10080", "198.18.0.1:40000", p, "")
+		if rec.Code != http.StatusOK || p != "/healthz" && rec.Body.String() != "console "+p {
+			t.Errorf("%s: %d %s", p, rec.Code, rec.Body)
+		}
+	}
+}
+
+type fakeAccounts struct{}
+
+func (fakeAccounts) HasUsers() bool { return true }
+func (fakeAccounts) LoggedIn(r *http.Request) bool {
+	return r.Header.Get("Authorization") == "Basic good"
+}

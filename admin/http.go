@@ -36,6 +36,25 @@ type Handler struct {
 	// AdminListen is the configured admin_listen, named when mail data is
 	// withheld from a request that did not come over loopback.
 	AdminListen string
+	// Console, when set, serves the web console under /console/ and its
+	// API under /api/ (package console).
+	Console http.Handler
+	// Accounts, when set and it has users (console.users), decides who
+	// gets mail data: logged-in requests, wherever they come from,
+	// instead of requests over loopback.
+	Accounts Accounts
+	// MetricsAuth, when set and true, puts /metrics behind a login
+	// (admin_metrics_auth); it is asked per request, so a reload applies.
+	MetricsAuth func() bool
+}
+
+// Accounts are the console's accounts (package console's Server).
+type Accounts interface {
+	// HasUsers reports whether any account is configured.
+	HasUsers() bool
+	// LoggedIn reports whether r carries a valid login (a session cookie
+	// or HTTP Basic credentials).
+	LoggedIn(r *http.Request) bool
 }
 
 // ServeMux returns the admin endpoints:
@@ -46,12 +65,16 @@ type Handler struct {
 //	/status        JSON, or the status page for a browser (Accept: text/html)
 //	/debug/pprof/  only with admin_pprof: true
 //
-// The admin endpoint has no login. Mail data (the last verdicts: senders,
-// clients, message IDs) and pprof go only to requests that came over
-// loopback (see fromLoopback); any other request gets the status without
-// them, and 403 from pprof. Health and metrics hold no mail data and are
-// served to anyone who reaches admin_listen: an orchestrator probes them
-// from outside the container.
+//	/console/, /api/  the web console and its API, when Console is set
+//
+// Without console accounts the admin endpoint has no login: mail data
+// (the last verdicts: senders, clients, message IDs) goes only to requests
+// that came over loopback (see FromLoopback); any other request gets the
+// status without it. With accounts (Accounts has users), mail data goes to a
+// logged-in request only, loopback or not. pprof is for loopback either
+// way. Health and metrics hold no mail data and are served to anyone who
+// reaches admin_listen (an orchestrator probes them from outside the
+// container); metrics behind a login while MetricsAuth says so.
 func (h *Handler) ServeMux() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -59,7 +82,11 @@ func (h *Handler) ServeMux() *http.ServeMux {
 		w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("/readyz", h.readyz)
-	mux.Handle("/metrics", promhttp.HandlerFor(h.Registry, promhttp.HandlerOpts{}))
+	mux.Handle("/metrics", h.metricsAuth(promhttp.HandlerFor(h.Registry, promhttp.HandlerOpts{})))
+	if h.Console != nil {
+		mux.Handle("/console/", h.Console)
+		mux.Handle("/api/", h.Console)
+	}
 	mux.HandleFunc("/status", h.status)
 	mux.HandleFunc("/{$}", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/status", http.StatusFound)
@@ -88,13 +115,13 @@ func (h *Handler) readyz(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// fromLoopback reports whether r came over loopback: both ends of its
+// FromLoopback reports whether r came over loopback: both ends of its
 // connection are loopback addresses, so the client runs in foxproxy's own
 // network namespace (the host, or the container / pod), as on a loopback
 // admin_listen. The kernel does not route 127.0.0.0/8 or ::1 in from
 // another interface (RFC 1122 §3.2.1.3, RFC 4291 §2.5.3), so a host
 // elsewhere cannot pass for such a client.
-func fromLoopback(r *http.Request) bool {
+func FromLoopback(r *http.Request) bool {
 	local, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
 	if !ok {
 		return false
@@ -110,17 +137,45 @@ func fromLoopback(r *http.Request) bool {
 	return la.Addr().Unmap().IsLoopback() && ra.Addr().Unmap().IsLoopback()
 }
 
-// withheldReason says why a request that did not come over loopback gets
-// no mail data; the status JSON, the status page and `foxproxy status`
-// show it.
+// mailData reports whether r may see mail data: with console accounts,
+// when it carries a login; without, when it came over loopback.
+func (h *Handler) mailData(r *http.Request) bool {
+	if h.withAccounts() {
+		return h.Accounts.LoggedIn(r)
+	}
+	return FromLoopback(r)
+}
+
+func (h *Handler) withAccounts() bool { return h.Accounts != nil && h.Accounts.HasUsers() }
+
+// metricsAuth answers 401 to a request without a console login while
+// admin_metrics_auth is on.
+func (h *Handler) metricsAuth(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if h.MetricsAuth != nil && h.MetricsAuth() && !(h.withAccounts() && h.Accounts.LoggedIn(r)) {
+			w.Header().Set("WWW-Authenticate", `Basic realm="foxproxy", charset="UTF-8"`)
+			http.Error(w, "login needed (admin_metrics_auth: true): HTTP Basic with a console.users account", http.StatusUnauthorized)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// withheldReason says why a request gets no mail data; the status JSON,
+// the status page and `foxproxy status` show it.
 func (h *Handler) withheldReason() string {
+	if h.withAccounts() {
+		return "mail data (the last messages: senders, clients, message IDs) is shown only after a login (console.users): " +
+			"log in at /console/login, or send HTTP Basic credentials"
+	}
 	port := "PORT"
 	if _, p, err := net.SplitHostPort(h.AdminListen); err == nil {
 		port = p
 	}
 	return fmt.Sprintf("mail data (the last messages: senders, clients, message IDs) is shown only to clients on loopback: "+
 		"admin_listen %s accepts other hosts and the admin endpoint has no login; "+
-		"ask from inside foxproxy's network namespace, e.g. foxproxy status -admin http://127.0.0.1:%s", h.AdminListen, port)
+		"ask from inside foxproxy's network namespace, e.g. foxproxy status -admin http://127.0.0.1:%s, "+
+		"or set console.users to log in from other hosts", h.AdminListen, port)
 }
 
 // withoutMailData is the status as a client off loopback gets it: no
@@ -144,8 +199,8 @@ func (h *Handler) withoutMailData(st Status) Status {
 // loopbackOnly answers 403 to a request that did not come over loopback.
 func (h *Handler) loopbackOnly(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if !fromLoopback(r) {
-			http.Error(w, fmt.Sprintf("forbidden: served only to clients on loopback: admin_listen %s accepts other hosts and the admin endpoint has no login", h.AdminListen), http.StatusForbidden)
+		if !FromLoopback(r) {
+			http.Error(w, fmt.Sprintf("forbidden: served only to clients on loopback: admin_listen %s accepts other hosts", h.AdminListen), http.StatusForbidden)
 			return
 		}
 		next(w, r)
@@ -185,7 +240,7 @@ func (h *Handler) status(w http.ResponseWriter, r *http.Request) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	st := h.Snapshot()
-	if !fromLoopback(r) {
+	if !h.mailData(r) {
 		st = h.withoutMailData(st)
 	}
 	enc.Encode(st)

@@ -23,6 +23,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/foxproxy/foxproxy/console"
 	"github.com/foxproxy/foxproxy/encryption"
 	"github.com/foxproxy/foxproxy/policy"
 	"github.com/foxproxy/foxproxy/proxy"
@@ -55,6 +56,12 @@ type Config struct {
 	AdminProbeInterval Duration `yaml:"admin_probe_interval"`
 	// AdminPprof adds /debug/pprof to the admin listener.
 	AdminPprof bool `yaml:"admin_pprof"`
+	// AdminTLS serves admin_listen over HTTPS.
+	AdminTLS AdminTLS `yaml:"admin_tls"`
+	// AdminMetricsAuth puts /metrics behind a console login.
+	AdminMetricsAuth bool `yaml:"admin_metrics_auth"`
+	// Console is the web console's accounts and sessions.
+	Console console.Config `yaml:"console"`
 
 	Limits     proxy.Limits      `yaml:"limits"`
 	Timeouts   proxy.Timeouts    `yaml:"timeouts"`
@@ -220,6 +227,7 @@ func (c *Config) validate() []problem {
 		add("log.format", "%q is not one of json, console", c.Log.Format)
 	}
 	c.validateSections(add)
+	c.validateAdmin(add)
 	sortProblems(ps)
 	return ps
 }

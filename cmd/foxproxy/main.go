@@ -14,6 +14,7 @@
 //	foxproxy update [-config FILE]        fetch the list bundle now, print what changed (update.go)
 //	foxproxy bundle keygen|sign ...       make a key pair, sign a list bundle (bundle.go)
 //	foxproxy db migrate [-config FILE]    apply the custody database's schema migrations (database.go)
+//	foxproxy passwd < FILE                hash a console password (passwd.go)
 //
 // Exit status: 0 success, 1 failure, 2 usage error (for run: a refused
 // configuration).
@@ -71,6 +72,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 // signals, caught since main began.
 func runWith(args []string, stdout, stderr io.Writer, sigs *daemonSignals) int {
 	cmd, args := splitCommand(args)
+	var stdin io.Reader = os.Stdin
 	// Commands with flags and arguments of their own.
 	switch cmd {
 	case "help":
@@ -90,6 +92,8 @@ func runWith(args []string, stdout, stderr io.Writer, sigs *daemonSignals) int {
 		return bundleCmd(args, stdout, stderr)
 	case "db":
 		return dbCmd(args, stdout, stderr)
+	case "passwd":
+		return passwdCmd(args, stdin, stdout, stderr)
 	}
 	fs := flag.NewFlagSet("foxproxy "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)

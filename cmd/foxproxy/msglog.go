@@ -1,8 +1,14 @@
 package main
 
 import (
+	"context"
+	"fmt"
+	"net/netip"
+
+	"github.com/foxproxy/foxproxy/console"
 	"github.com/foxproxy/foxproxy/msglog"
 	"github.com/foxproxy/foxproxy/proxy"
+	"github.com/foxproxy/foxproxy/quarantine"
 )
 
 // messageLog is the Observer that keeps every message's record: in the
@@ -11,8 +17,10 @@ import (
 type messageLog struct {
 	nopObserver // only Message matters
 	ring        *msglog.Ring
-	// writer is nil without a database (database.url).
+	// writer is nil without a database (database.url); db is what Search
+	// asks then, nil without.
 	writer *msglog.Writer
+	db     msglog.DB
 }
 
 func newMessageLog() *messageLog {
@@ -61,3 +69,69 @@ func (nopObserver) SessionClosed()             {}
 func (nopObserver) Refused(string, int)        {}
 func (nopObserver) Spooled(int64)              {}
 func (nopObserver) Message(proxy.MessageEvent) {}
+
+var _ console.Messages = (*messageLog)(nil)
+
+// Searchable reports whether Search sees the whole log: only with the
+// database's message log, else the ring's last messages.
+func (l *messageLog) Searchable() bool { return l.db != nil }
+
+// Search is the console's and the API's search of the message log: the
+// database's when there is one, else the ring's.
+func (l *messageLog) Search(ctx context.Context, q console.MessageQuery) (console.MessagePage, error) {
+	mq := msglog.Query{Sender: q.Sender, Recipient: q.Rcpt, QueueID: q.QueueID, MessageID: q.MessageID,
+		Verdict: q.Verdict, Rule: q.Rule, Since: q.Since, Until: q.Until, Limit: q.Limit}
+	if q.Client != "" {
+		a, err := netip.ParseAddr(q.Client)
+		if err != nil {
+			return console.MessagePage{}, fmt.Errorf("client %q is not an IP address", q.Client)
+		}
+		mq.Client = a
+	}
+	if q.Cursor != "" {
+		c, err := msglog.ParseCursor(q.Cursor)
+		if err != nil {
+			return console.MessagePage{}, err
+		}
+		mq.After = &c
+	}
+	var page msglog.Page
+	var err error
+	if l.db != nil {
+		page, err = msglog.Search(ctx, l.db, mq)
+	} else {
+		page, err = l.ring.Search(mq)
+	}
+	if err != nil {
+		return console.MessagePage{}, err
+	}
+	out := console.MessagePage{Messages: make([]console.Message, 0, len(page.Records))}
+	for _, r := range page.Records {
+		out.Messages = append(out.Messages, consoleMessage(r))
+	}
+	if page.Next != nil {
+		out.Next = page.Next.String()
+	}
+	return out, nil
+}
+
+// consoleMessage is a log record as the console shows it.
+func consoleMessage(r msglog.Record) console.Message {
+	m := console.Message{Time: r.Time, Host: r.Host, ID: r.MsgID, QueueID: r.QueueID, DownstreamQueueID: r.DownstreamQueueID,
+		MessageID: r.MessageID, ClientName: r.ClientName, Helo: r.Helo, Sender: r.Sender, Rcpts: r.Rcpts, Size: r.Size,
+		Verdict: r.Verdict, Rule: r.Rule, Reply: r.ReplyCode, QuarantineID: r.QuarantineID}
+	if r.Client.IsValid() {
+		m.Client = r.Client.String()
+	}
+	for _, st := range r.Stages {
+		m.Findings = append(m.Findings, quarantine.Finding{Stage: st.Stage, Status: st.Status, Categories: st.Categories,
+			Detail: st.Detail, Backend: st.Backend})
+	}
+	if m.QuarantineID != "" {
+		m.Area = "quarantine"
+		if r.Verdict == "hold" {
+			m.Area = "held"
+		}
+	}
+	return m
+}

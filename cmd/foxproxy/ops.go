@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/foxproxy/foxproxy/admin"
 	"github.com/foxproxy/foxproxy/config"
+	"github.com/foxproxy/foxproxy/console"
 	"github.com/foxproxy/foxproxy/delivery"
 	"github.com/foxproxy/foxproxy/metrics"
 	"github.com/foxproxy/foxproxy/proxy"
@@ -38,6 +40,10 @@ type ops struct {
 	// messages keeps every message's record (msglog.go), for the
 	// console's and the API's searches.
 	messages *messageLog
+	// console is the web console on the admin listener (console.go), and
+	// cert the listener's certificate under admin_tls; both nil without.
+	console *console.Server
+	cert    *adminCert
 }
 
 func startOps(cfg *config.Config, rt *wired, srv *proxy.Server, log *zap.Logger) *ops {
@@ -65,8 +71,18 @@ func startOps(cfg *config.Config, rt *wired, srv *proxy.Server, log *zap.Logger)
 	if cfg.AdminListen == "" {
 		return o
 	}
+	o.console = console.New(console.Options{
+		Config:     cfg.Console,
+		Quarantine: storeArea{current: o.current.Load, now: time.Now},
+		Held:       storeArea{held: true, current: o.current.Load, now: time.Now},
+		Messages:   o.messages,
+		Log:        log.Named("console"),
+		Local:      admin.FromLoopback,
+		Host:       cfg.Proxy().HostnameOrDefault(),
+	})
 	h := &admin.Handler{
 		Monitor: o.monitor, Recent: recent, Registry: m.Registry, Pprof: cfg.AdminPprof, AdminListen: cfg.AdminListen,
+		Console: o.console, Accounts: o.console, MetricsAuth: func() bool { return o.current.Load().Config.AdminMetricsAuth },
 		Info: admin.Info{
 			Version: delivery.Version, Started: time.Now(), Sessions: srv.Sessions,
 			Listen: func() string {
@@ -83,8 +99,19 @@ func startOps(cfg *config.Config, rt *wired, srv *proxy.Server, log *zap.Logger)
 		log.Error("cannot listen for admin; running without /metrics and /status", zap.String("admin_listen", cfg.AdminListen), zap.Error(err))
 		return o
 	}
-	if a, err := netip.ParseAddrPort(ln.Addr().String()); err != nil || !a.Addr().Unmap().IsLoopback() {
-		log.Info("admin_listen is not loopback: /healthz, /readyz, /metrics and /status without the last messages for anyone who reaches it; mail data and pprof only to clients on loopback",
+	if cfg.AdminTLS.Enabled() {
+		o.cert = &adminCert{}
+		if err := o.cert.load(cfg.AdminTLS.CertFile, cfg.AdminTLS.KeyFile); err != nil {
+			// Never fall back to plain HTTP: logins would cross in clear.
+			ln.Close()
+			log.Error("cannot load admin_tls; running without the admin listener", zap.Error(err))
+			return o
+		}
+		ln = tls.NewListener(ln, o.cert.tlsConfig())
+	}
+	if a, err := netip.ParseAddrPort(ln.Addr().String()); (err != nil || !a.Addr().Unmap().IsLoopback()) && len(cfg.Console.Users) == 0 {
+		log.Info("admin_listen is not loopback: /healthz, /readyz, /metrics and /status without the last messages for anyone who reaches it; "+
+			"mail data, the console and pprof only to clients on loopback; set console.users to log in from other hosts",
 			zap.String("admin_listen", cfg.AdminListen))
 	}
 	o.http = &http.Server{Handler: h.ServeMux(), ReadHeaderTimeout: 10 * time.Second, WriteTimeout: 60 * time.Second}
@@ -101,6 +128,18 @@ func (o *ops) use(w *wired) {
 	o.monitor.SetDownstream(w.Config.Downstream)
 	if err := o.click.use(w.Config); err != nil {
 		o.log.Error("SIGHUP: click service keeps its running keys and settings", zap.Error(err))
+	}
+	if o.console != nil {
+		o.console.SetConfig(w.Config.Console)
+	}
+	if t := w.Config.AdminTLS; o.cert != nil && t.Enabled() {
+		if err := o.cert.load(t.CertFile, t.KeyFile); err != nil {
+			o.log.Error("SIGHUP: admin_tls keeps its running certificate", zap.Error(err))
+		} else {
+			o.log.Info("SIGHUP: admin_tls certificate re-read", zap.String("cert_file", t.CertFile))
+		}
+	} else if (o.cert != nil) != t.Enabled() && o.http != nil {
+		o.log.Warn("SIGHUP: turning admin_tls on or off takes effect only after a restart")
 	}
 }
 

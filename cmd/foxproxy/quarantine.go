@@ -390,11 +390,10 @@ func (q *quarantineCLI) purge(age time.Duration) int {
 // once the downstream has said 250. See README, "Quarantine", for what
 // happens when the downstream refuses some recipients.
 func (q *quarantineCLI) release(ctx context.Context, id string, force bool) bool {
-	e, err := q.store.Get(ctx, id)
-	if err != nil {
-		return q.fail(id, err)
+	if q.held {
+		fmt.Fprintf(q.stderr, "foxproxy quarantine: %s: releasing a held message: it is delivered unscanned\n", id)
 	}
-	claim, err := q.store.Claim(ctx, id, force)
+	e, res, err := q.releaseByHand(ctx, id, force, releasedBy())
 	var ce *quarantine.ClaimedError
 	if errors.As(err, &ce) {
 		q.fail(id, err)
@@ -405,53 +404,6 @@ func (q *quarantineCLI) release(ctx context.Context, id string, force bool) bool
 		}
 		return false
 	}
-	if err != nil {
-		return q.fail(id, err)
-	}
-	msg, err := q.store.Open(ctx, id)
-	if err != nil {
-		claim.Drop()
-		return q.fail(id, err)
-	}
-	defer msg.Close()
-
-	cfg := q.cfg
-	var content io.Reader = msg
-	if cfg.RemoveIncomingTrace {
-		// Only this foxproxy's X-Foxproxy-Released goes on top; fields
-		// that came with the message were not written here.
-		content, _ = delivery.RemoveIncomingTrace(msg, int64(cfg.Limits.MaxHeaderBytes))
-	}
-	size := e.Size
-	if len(e.Encrypt) > 0 {
-		enc, err := q.encryptForRelease(ctx, e, content)
-		if err != nil {
-			claim.Drop()
-			return q.fail(id, err)
-		}
-		if enc != nil {
-			defer enc.Close()
-			content, size = enc.Open(), enc.Size()
-		}
-	}
-	header := releasedHeader(cfg.Proxy().HostnameOrDefault(), e, releasedBy(), q.now())
-	if q.held {
-		fmt.Fprintf(q.stderr, "foxproxy quarantine: %s: releasing a held message: it is delivered unscanned\n", id)
-	}
-	res, err := release.Release(ctx, release.Request{
-		Store: q.store, Claim: claim, Entry: e, Now: q.now,
-		Options: delivery.ReinjectOptions{
-			Addr:           cfg.Downstream,
-			Hostname:       cfg.Proxy().HostnameOrDefault(),
-			ConnectTimeout: cfg.Timeouts.DownstreamConnect.D(),
-			CommandTimeout: cfg.Timeouts.DownstreamCommand.D(),
-			DataTimeout:    cfg.Timeouts.DownstreamData.D(),
-		},
-		Size: size + int64(len(header)),
-		Send: func(ctx context.Context, o delivery.ReinjectOptions, env delivery.Envelope) (*delivery.Reinjected, error) {
-			return delivery.Reinject(ctx, o, env, io.MultiReader(strings.NewReader(header), content))
-		},
-	})
 	var recErr *release.RecordError
 	switch {
 	case errors.Is(err, delivery.ErrReinjectUncertain):

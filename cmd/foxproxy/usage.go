@@ -26,6 +26,7 @@ var commands = []command{
 	{"update", "[-config FILE]", "fetch the list bundle now"},
 	{"bundle", "keygen|sign ...", "make a key pair, sign a list bundle"},
 	{"db", "migrate [-config FILE]", "apply the custody database's schema migrations"},
+	{"passwd", "< FILE", "hash a web console password (console.users)"},
 	{"version", "", "print the version"},
 	{"help", "", "print this list of commands"},
 }

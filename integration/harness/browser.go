@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/chromedp/chromedp"
 )
 
 // chromiumArgs are what a headless Chromium needs on these machines: no
@@ -49,4 +51,26 @@ func BrowserScreenshot(t testing.TB, url string, budget time.Duration) string {
 		t.Fatalf("harness: chromium --screenshot %s: %v\n%s", url, err, out)
 	}
 	return path
+}
+
+// Chromium starts headless Chromium (Debian's chromium package) driven over
+// the DevTools protocol (chromedp), for tests that log in, click and read
+// what the page did. It trusts any certificate (the tests' own, made on
+// the fly) and stops with the test: the browser it started, by its
+// process, and nothing else.
+func Chromium(t testing.TB) context.Context {
+	t.Helper()
+	bin := requireBin(t, "chromium")
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(bin), chromedp.NoSandbox, chromedp.DisableGPU, chromedp.IgnoreCertErrors,
+		chromedp.UserDataDir(tempDir(t, "chromium")), chromedp.WindowSize(1280, 900),
+		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-component-update", true),
+	)
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(allocCtx)
+	t.Cleanup(func() {
+		cancel()
+		cancelAlloc()
+	})
+	return ctx
 }

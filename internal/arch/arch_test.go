@@ -52,8 +52,10 @@ var layers = map[string]int{
 	"delivery": 5,
 	"release":  6,
 	"rescan":   7,
-	// 8: the SMTP server.
-	"proxy": 8,
+	// 8: the SMTP server; the web console (pages and API over custody
+	// and the message log).
+	"proxy":   8,
+	"console": 8,
 	// 9-10: operations.
 	"admin":   9,
 	"metrics": 10,
