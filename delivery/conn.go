@@ -30,8 +30,13 @@ type Conn struct {
 	conn      *dsConn
 	bw        *bufio.Writer // content writer, reused across messages
 	xfwdAttrs map[string]bool
-	txActive  bool // a MAIL was accepted and not yet finished or reset
-	broken    bool // a network error or 421 happened: don't reuse
+	opts      DialOptions // what it was dialled with: a Pool reuses it only for the same
+	txActive  bool        // a MAIL was accepted and not yet finished or reset
+	broken    bool        // a network error or 421 happened: don't reuse
+	// clean: the last transaction ended with a positive reply (250 to the
+	// final dot or to RSET), or none was started. Only a clean connection
+	// goes back to a Pool.
+	clean bool
 }
 
 // DialOptions say where Dial connects and how long each step may take.
@@ -63,7 +68,7 @@ func Dial(ctx context.Context, o DialOptions) (*Conn, error) {
 		return nil, err
 	}
 	c.CommandTimeout = o.CommandTimeout
-	ds := &Conn{client: c, conn: conn, xfwdAttrs: map[string]bool{}}
+	ds := &Conn{client: c, conn: conn, xfwdAttrs: map[string]bool{}, opts: o, clean: true}
 	if ok, attrs := c.Extension("XFORWARD"); ok {
 		for _, a := range strings.Fields(strings.ToUpper(attrs)) {
 			ds.xfwdAttrs[a] = true
@@ -85,6 +90,7 @@ func (d *Conn) InTransaction() bool { return d.txActive }
 // Mail starts a transaction: XFORWARD (when the downstream supports it),
 // then MAIL with the upstream's parameters unchanged.
 func (d *Conn) Mail(from string, opts *smtp.MailOptions, x Xforward) error {
+	d.clean = false
 	d.conn.prepare(XforwardCommands(x, d.xfwdAttrs), opts.Body)
 	err := d.client.Mail(from, opts)
 	d.conn.clearPrelude()
@@ -136,6 +142,7 @@ func (d *Conn) Data(header []byte, msg io.Reader, deadline time.Time) (string, e
 	if err != nil {
 		return "", d.note(err)
 	}
+	d.clean = true
 	return resp.StatusText, nil
 }
 
@@ -145,9 +152,45 @@ func (d *Conn) Reset() {
 		return
 	}
 	d.txActive = false
-	if err := d.client.Reset(); err != nil {
+	if err := d.rset(d.opts.CommandTimeout); err != nil {
 		d.broken = true
+		return
 	}
+	d.clean = true
+}
+
+// rset sends RSET and wants 250 within timeout. It is sent on the
+// connection under go-smtp's client, not with the client's Reset, which
+// makes the client say EHLO again before the next MAIL: a round trip per
+// transaction for nothing, since RSET leaves the EHLO state alone
+// (RFC 5321 §4.1.1.5).
+func (d *Conn) rset(timeout time.Duration) error {
+	code, text, err := d.conn.command("RSET", timeout)
+	if err != nil {
+		return err
+	}
+	if code != 250 {
+		return &smtp.SMTPError{Code: code, Message: text}
+	}
+	return nil
+}
+
+// Reusable reports whether the connection may carry another transaction
+// for someone else: not broken, no transaction open, and the last one
+// ended cleanly.
+func (d *Conn) Reusable() bool { return !d.broken && !d.txActive && d.clean }
+
+// Abort closes the connection's socket at once, from any goroutine, even
+// while another one uses the connection: the downstream drops a message it
+// has not received completely, and every later use of the connection
+// fails (and marks it broken).
+func (d *Conn) Abort() { d.conn.Conn.Close() }
+
+// discard closes the connection without QUIT: it is dead or in an unknown
+// state.
+func (d *Conn) discard() {
+	d.broken = true
+	d.client.Close()
 }
 
 // Close ends the connection politely (QUIT) when it is still usable.
@@ -277,6 +320,18 @@ func (c *dsConn) Read(p []byte) (int, error) {
 	}
 	c.mu.Unlock()
 	return c.br.Read(p)
+}
+
+// command sends one command line and reads its reply within timeout.
+func (c *dsConn) command(line string, timeout time.Duration) (int, string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.Conn.SetDeadline(time.Now().Add(timeout))
+	defer c.Conn.SetDeadline(time.Time{})
+	if _, err := c.Conn.Write([]byte(line + "\r\n")); err != nil {
+		return 0, "", fmt.Errorf("downstream: sending %s: %w", line, err)
+	}
+	return c.readReply()
 }
 
 // readReply reads one complete (possibly multi-line) reply.
