@@ -32,6 +32,11 @@ type Config struct {
 	Listen string `yaml:"listen"`
 	// Downstream is the smtpd foxproxy re-injects accepted mail into.
 	Downstream string `yaml:"downstream"`
+	// DownstreamIdle is how long a connection to the downstream is kept
+	// idle for the next transaction; DownstreamMaxIdle how many are kept
+	// (0: none, every transaction connects). See delivery.Pool.
+	DownstreamIdle    Duration `yaml:"downstream_idle"`
+	DownstreamMaxIdle int      `yaml:"downstream_max_idle"`
 	// Deployment says how Postfix calls foxproxy: after_queue (a
 	// content_filter: a 5xx makes Postfix bounce) or before_queue
 	// (smtpd_proxy_filter: a 5xx goes to the sending client). Defaults
@@ -267,6 +272,12 @@ func (c *Config) validate() []problem {
 	}
 	checkAddr("listen", c.Listen, true)
 	checkAddr("downstream", c.Downstream, true)
+	if c.DownstreamIdle.D() < 0 {
+		add("downstream_idle", "must not be negative")
+	}
+	if c.DownstreamMaxIdle < 0 {
+		add("downstream_max_idle", "must not be negative")
+	}
 	if c.Deployment != "after_queue" && c.Deployment != "before_queue" {
 		add("deployment", "%q is not one of after_queue, before_queue", c.Deployment)
 	}
