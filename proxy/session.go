@@ -12,6 +12,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 
@@ -28,7 +29,9 @@ import (
 
 // session is one upstream SMTP connection. go-smtp calls its methods from
 // the connection's goroutine (Data, for BDAT, from one more goroutine while
-// the connection goroutine waits), so it needs no locking of its own.
+// the connection goroutine waits), so it needs no locking of its own, with
+// one exception: Server.Close makes go-smtp call Logout from Close's
+// goroutine, possibly while Data runs (see Logout).
 type session struct {
 	s    *Server
 	rt   *Runtime
@@ -41,6 +44,11 @@ type session struct {
 	tx   *transaction
 
 	released bool // Logout gave rt back
+
+	// inData is held while Data runs; closing is set by Logout. A Logout
+	// that finds Data running leaves the logout to Data's end.
+	inData  sync.Mutex
+	closing atomic.Bool
 }
 
 // transaction is one MAIL ... end-of-data exchange.
@@ -151,19 +159,22 @@ func (ss *session) forwardAttrs(tx *transaction) Xforward {
 	return Xforward{Name: "[UNAVAILABLE]", Addr: ss.peer.String(), Port: ss.port, Proto: proto, Helo: ss.conn.Hostname()}
 }
 
-// withDownstream runs fn on the session's downstream connection, dialling
-// one if needed. A reused connection that turns out dead (the downstream
-// timed it out between messages) is replaced once, transparently.
+// withDownstream runs fn on the session's downstream connection, taking
+// one from the server's pool (an idle connection that answered RSET, or a
+// new one) if the session holds none. A reused connection that turns out
+// dead at fn (the downstream closed it after the RSET) is replaced by a
+// fresh dial and fn runs once more: nothing of the transaction was
+// accepted yet, so the message costs one retry, never a 4xx.
 func (ss *session) withDownstream(fn func(*downstream) error) error {
-	fresh := false
+	reused := true // the session's own connection from an earlier command
 	if ss.ds == nil || ss.ds.broken {
-		if err := ss.dial(); err != nil {
+		var err error
+		if reused, err = ss.takeDownstream(); err != nil {
 			return err
 		}
-		fresh = true
 	}
 	err := fn(ss.ds)
-	if err != nil && ss.ds.broken && !fresh {
+	if err != nil && ss.ds.broken && reused {
 		ss.log.Debug("reused downstream connection failed; reconnecting", zap.Error(err))
 		if err := ss.dial(); err != nil {
 			return err
@@ -173,26 +184,59 @@ func (ss *session) withDownstream(fn func(*downstream) error) error {
 	return err
 }
 
-func (ss *session) dial() error {
-	if ss.ds != nil {
-		ss.ds.close()
-		ss.ds = nil
-	}
-	cfg := ss.rt.Config
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeouts.DownstreamConnect.D())
+// takeDownstream gets the session a connection from the pool.
+func (ss *session) takeDownstream() (reused bool, err error) {
+	ss.dropDownstream()
+	ctx, cancel := context.WithTimeout(context.Background(), ss.rt.Config.Timeouts.DownstreamConnect.D())
 	defer cancel()
-	c, err := delivery.Dial(ctx, delivery.DialOptions{
-		Addr:           cfg.Downstream,
-		Hostname:       cfg.HostnameOrDefault(),
-		ConnectTimeout: cfg.Timeouts.DownstreamConnect.D(),
-		CommandTimeout: cfg.Timeouts.DownstreamCommand.D(),
-		DataTimeout:    cfg.Timeouts.DownstreamData.D(),
-	})
+	c, reused, err := ss.s.pool.Get(ctx, ss.dialOptions())
+	if err != nil {
+		return false, &dialError{err}
+	}
+	ss.ds = newDownstream(c)
+	return reused, nil
+}
+
+// dial gets the session a new connection, past the pool's idle ones.
+func (ss *session) dial() error {
+	ss.dropDownstream()
+	ctx, cancel := context.WithTimeout(context.Background(), ss.rt.Config.Timeouts.DownstreamConnect.D())
+	defer cancel()
+	c, err := ss.s.pool.Dial(ctx, ss.dialOptions())
 	if err != nil {
 		return &dialError{err}
 	}
 	ss.ds = newDownstream(c)
 	return nil
+}
+
+func (ss *session) dialOptions() delivery.DialOptions {
+	cfg := ss.rt.Config
+	return delivery.DialOptions{
+		Addr:           cfg.Downstream,
+		Hostname:       cfg.HostnameOrDefault(),
+		ConnectTimeout: cfg.Timeouts.DownstreamConnect.D(),
+		CommandTimeout: cfg.Timeouts.DownstreamCommand.D(),
+		DataTimeout:    cfg.Timeouts.DownstreamData.D(),
+	}
+}
+
+// releaseDownstream ends the session's use of its connection at the end of
+// a transaction: the pool keeps it if the transaction ended cleanly.
+func (ss *session) releaseDownstream() {
+	if ss.ds != nil {
+		ss.s.pool.Put(ss.ds.c)
+		ss.ds = nil
+	}
+}
+
+// dropDownstream closes the session's connection, if any, without giving
+// it back: it is broken or about to be replaced.
+func (ss *session) dropDownstream() {
+	if ss.ds != nil {
+		ss.ds.close()
+		ss.ds = nil
+	}
 }
 
 type dialError struct{ err error }
@@ -339,22 +383,37 @@ func hasControlChar(s string) bool {
 	return strings.IndexFunc(s, unicode.IsControl) >= 0
 }
 
-// Reset abandons the transaction, here and downstream.
+// Reset ends the transaction, here and downstream (go-smtp calls it for
+// RSET and after every DATA), and gives the downstream connection back to
+// the pool: between transactions a session holds none.
 func (ss *session) Reset() {
 	ss.endTransaction()
 	ss.tx = nil
 	if ss.ds != nil {
 		ss.ds.reset()
+		ss.releaseDownstream()
 	}
 }
 
-// Logout ends the session.
+// Logout ends the session. Called by Server.Close while Data runs (on the
+// connection's goroutine), it must not touch the transaction, nor write to
+// a downstream connection that Data may be streaming a message into: it
+// cuts that connection instead, so the downstream drops the unfinished
+// message, and Data, which then fails, finishes the logout.
 func (ss *session) Logout() error {
+	ss.closing.Store(true)
+	if !ss.inData.TryLock() {
+		if ds := ss.ds; ds != nil {
+			ds.c.Abort()
+		}
+		return nil
+	}
+	defer ss.inData.Unlock()
 	ss.endTransaction()
 	ss.tx = nil
 	if ss.ds != nil {
-		ss.ds.close()
-		ss.ds = nil
+		ss.ds.reset()
+		ss.releaseDownstream()
 	}
 	if !ss.released {
 		ss.released = true
@@ -366,6 +425,13 @@ func (ss *session) Logout() error {
 // Data receives the content, checks it and carries out the verdict. Every
 // return value is an *smtp.SMTPError made in reply.go (see there why).
 func (ss *session) Data(r io.Reader) (result error) {
+	ss.inData.Lock()
+	defer func() {
+		ss.inData.Unlock()
+		if ss.closing.Load() {
+			ss.Logout() // it came while Data ran (Server.Close)
+		}
+	}()
 	if c := ss.g.Content(); c != nil {
 		r = c // DATA: the guard delivers the content (see content.go)
 	}
