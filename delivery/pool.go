@@ -140,7 +140,8 @@ func (p *Pool) Put(c *Conn) {
 	closeAll(drop)
 }
 
-// Close closes every idle connection and every one given back later.
+// Close closes every idle connection, with QUIT, before it returns (the
+// process may be about to exit), and every one given back later.
 func (p *Pool) Close() {
 	p.mu.Lock()
 	p.closed = true
@@ -151,7 +152,15 @@ func (p *Pool) Close() {
 		p.timer = nil
 	}
 	p.mu.Unlock()
-	closeAll(drop)
+	var wg sync.WaitGroup
+	for _, ic := range drop {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ic.c.Close() // bounded: Close gives QUIT 5s
+		}()
+	}
+	wg.Wait()
 }
 
 // take removes and returns the newest idle connection dialled with o.
