@@ -37,6 +37,9 @@ type Conn struct {
 	// final dot or to RSET), or none was started. Only a clean connection
 	// goes back to a Pool.
 	clean bool
+	// needRset: a Pool handed the connection out again; the next Mail
+	// sends RSET first and wants 250 for it.
+	needRset bool
 }
 
 // DialOptions say where Dial connects and how long each step may take.
@@ -57,7 +60,7 @@ func Dial(ctx context.Context, o DialOptions) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	conn := &dsConn{Conn: nc, br: bufio.NewReader(nc)}
+	conn := &dsConn{Conn: nc, br: bufio.NewReader(nc), commandTimeout: o.CommandTimeout}
 	c := smtp.NewClient(conn)
 	// The greeting and the EHLO reply are part of connecting
 	// (timeouts.downstream_connect); go-smtp waits CommandTimeout for them.
@@ -87,11 +90,14 @@ func (d *Conn) Broken() bool { return d.broken }
 // is neither finished nor reset.
 func (d *Conn) InTransaction() bool { return d.txActive }
 
-// Mail starts a transaction: XFORWARD (when the downstream supports it),
-// then MAIL with the upstream's parameters unchanged.
+// Mail starts a transaction: RSET when a Pool handed the connection out
+// again, XFORWARD (when the downstream supports it), then MAIL with the
+// upstream's parameters unchanged. A reply to RSET other than 250 fails it
+// with an error that is no *smtp.SMTPError, and the connection is broken.
 func (d *Conn) Mail(from string, opts *smtp.MailOptions, x Xforward) error {
 	d.clean = false
-	d.conn.prepare(XforwardCommands(x, d.xfwdAttrs), opts.Body)
+	d.conn.prepare(d.needRset, XforwardCommands(x, d.xfwdAttrs), opts.Body)
+	d.needRset = false
 	err := d.client.Mail(from, opts)
 	d.conn.clearPrelude()
 	if err == nil {
@@ -164,6 +170,9 @@ func (d *Conn) Reset() {
 // makes the client say EHLO again before the next MAIL: a round trip per
 // transaction for nothing, since RSET leaves the EHLO state alone
 // (RFC 5321 §4.1.1.5).
+//
+// A connection that answered nothing yet but its downstream closed (or
+// that has a reply nobody asked for waiting, such as a 421) is not alive.
 func (d *Conn) rset(timeout time.Duration) error {
 	code, text, err := d.conn.command("RSET", timeout)
 	if err != nil {
@@ -173,6 +182,17 @@ func (d *Conn) rset(timeout time.Duration) error {
 		return &smtp.SMTPError{Code: code, Message: text}
 	}
 	return nil
+}
+
+// closedByPeer reports whether the downstream has closed the idle
+// connection or said something unasked (the 421 of Postfix's smtpd at
+// smtpd_timeout): either is waiting to be read. It looks without reading
+// and without sending anything.
+func (d *Conn) closedByPeer() bool {
+	if d.conn.br.Buffered() > 0 {
+		return true
+	}
+	return peerClosed(d.conn.Conn)
 }
 
 // Reusable reports whether the connection may carry another transaction
@@ -225,10 +245,17 @@ type dsConn struct {
 	eightBit   bool
 
 	mu      sync.Mutex
-	prelude []string        // commands to send before the next MAIL
+	armed   bool            // prepare was called for the next MAIL
+	rset    bool            // send RSET before that MAIL (a reused connection)
+	prelude []string        // XFORWARD commands to send before that MAIL
 	body    smtp.BodyType   // the upstream's BODY value for that MAIL
-	swallow int             // replies to consume before the client's own
+	swallow int             // XFORWARD replies to consume before the client's own
 	replies []XforwardReply // what the downstream said to the prelude
+	// rsetPending: the reply to a pipelined RSET is still to be read, by
+	// rsetDeadline; then the read deadline goes back to readDeadline.
+	rsetPending                bool
+	rsetDeadline, readDeadline time.Time
+	commandTimeout             time.Duration
 }
 
 // XforwardReply is the downstream's reply to one XFORWARD command.
@@ -238,16 +265,16 @@ type XforwardReply struct {
 	Reply   string
 }
 
-func (c *dsConn) prepare(prelude []string, body smtp.BodyType) {
+func (c *dsConn) prepare(rset bool, prelude []string, body smtp.BodyType) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.prelude, c.body, c.replies = prelude, body, nil
+	c.armed, c.rset, c.prelude, c.body, c.replies = true, rset, prelude, body, nil
 }
 
 func (c *dsConn) clearPrelude() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.prelude = nil
+	c.armed, c.rset, c.prelude = false, false, nil
 }
 
 // XforwardProblems returns the replies to the last MAIL's XFORWARD
@@ -271,14 +298,24 @@ var mailPrefix = []byte("MAIL FROM:")
 func (c *dsConn) Write(b []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.prelude == nil || !bytes.HasPrefix(b, mailPrefix) {
+	if !c.armed || !bytes.HasPrefix(b, mailPrefix) {
 		return c.Conn.Write(b)
 	}
 	line := rewriteBody(b, c.body, c.eightBit)
-	prelude := c.prelude
-	c.prelude = nil
+	rset, prelude := c.rset, c.prelude
+	c.armed, c.rset, c.prelude = false, false, nil
 	if c.pipelining {
+		// RFC 2920 §3.1 lets RSET and XFORWARD go in one group with
+		// MAIL: a reused connection costs no extra round trip. Read
+		// checks the RSET reply before the client sees MAIL's.
 		var out bytes.Buffer
+		if rset {
+			out.WriteString("RSET\r\n")
+			now := time.Now()
+			c.rsetPending = true
+			c.rsetDeadline = now.Add(min(rsetTimeout, c.commandTimeout))
+			c.readDeadline = now.Add(c.commandTimeout) // what go-smtp's client set
+		}
 		for _, p := range prelude {
 			out.WriteString(p + "\r\n")
 			c.replies = append(c.replies, XforwardReply{Command: p})
@@ -289,6 +326,11 @@ func (c *dsConn) Write(b []byte) (int, error) {
 			return 0, err
 		}
 		return len(b), nil
+	}
+	if rset {
+		if err := c.rsetNow(); err != nil {
+			return 0, err
+		}
 	}
 	for _, p := range prelude {
 		if _, err := c.Conn.Write([]byte(p + "\r\n")); err != nil {
@@ -306,8 +348,44 @@ func (c *dsConn) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
+// rsetNow sends RSET and wants 250, for a downstream without PIPELINING.
+func (c *dsConn) rsetNow() error {
+	c.Conn.SetReadDeadline(time.Now().Add(min(rsetTimeout, c.commandTimeout)))
+	defer c.Conn.SetReadDeadline(time.Now().Add(c.commandTimeout))
+	if _, err := c.Conn.Write([]byte("RSET\r\n")); err != nil {
+		return err
+	}
+	return c.rsetReply()
+}
+
+// rsetReply reads the reply to RSET: anything but 250 is an error that is
+// no SMTP reply of the transaction, so the connection counts as broken and
+// the caller dials afresh (the MAIL sent behind a pipelined RSET is
+// abandoned with the connection; nothing of the message was sent).
+func (c *dsConn) rsetReply() error {
+	code, text, err := c.readReply()
+	if err != nil {
+		return fmt.Errorf("downstream: RSET before reusing the connection: %w", err)
+	}
+	if code != 250 {
+		return fmt.Errorf("downstream: RSET before reusing the connection: %d %s", code, truncate(text, 200))
+	}
+	return nil
+}
+
 func (c *dsConn) Read(p []byte) (int, error) {
 	c.mu.Lock()
+	if c.rsetPending {
+		c.rsetPending = false
+		c.Conn.SetReadDeadline(c.rsetDeadline)
+		err := c.rsetReply()
+		c.Conn.SetReadDeadline(c.readDeadline)
+		if err != nil {
+			c.swallow = 0
+			c.mu.Unlock()
+			return 0, err
+		}
+	}
 	for c.swallow > 0 {
 		code, text, err := c.readReply()
 		if err != nil {

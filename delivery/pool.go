@@ -13,14 +13,17 @@ import (
 // connection instead of once per message.
 //
 // A connection goes back only after a clean transaction (Conn.Reusable).
-// Before it carries another one it must answer RSET with 250 within
-// rsetTimeout: another reply (the 421 Postfix's smtpd sends when its
-// smtpd_timeout ends a connection), a timeout or a closed connection
-// discards it and the next idle one, or a fresh dial, is used. Nothing of
-// a transaction has been sent at that point, so the message never sees a
-// dead cached connection. The XFORWARD attributes go with every MAIL
-// (Conn.Mail), so what the downstream records per message is the same on
-// a reused connection as on a fresh one.
+// Handed out again, it is first checked without a word on the wire: a
+// connection whose downstream closed it (idle timeout, restart) has its
+// end of file, or the 421 Postfix's smtpd sends at smtpd_timeout, waiting
+// to be read, and is discarded before anything of a message is sent. The
+// next transaction on it then starts with RSET, pipelined with XFORWARD
+// and MAIL where the downstream offers PIPELINING (no extra round trip),
+// and any reply but 250 to it, or none within rsetTimeout, breaks the
+// connection before MAIL's reply counts: the caller dials afresh and sends
+// the message there (Conn.Mail). The XFORWARD attributes go with every
+// MAIL, so what the downstream records per message is the same on a
+// reused connection as on a fresh one.
 //
 // Idle connections are closed after the idle bound (below Postfix's
 // smtpd_timeout, so foxproxy normally hangs up first) and at most maxIdle
@@ -45,9 +48,10 @@ type idleConn struct {
 	since time.Time // when it went idle
 }
 
-// rsetTimeout bounds the RSET that checks an idle connection before reuse,
-// like Postfix's smtp_rset_timeout (20s): the downstream_command bound of
-// minutes is for a busy downstream, not for one that forgot a connection.
+// rsetTimeout bounds the reply to the RSET before a reused connection's
+// transaction, like Postfix's smtp_rset_timeout (20s): the
+// downstream_command bound of minutes is for a busy downstream, not for
+// one that forgot a connection.
 const rsetTimeout = 20 * time.Second
 
 // NewPool returns a pool that keeps at most maxIdle connections, each for
@@ -70,8 +74,8 @@ func (p *Pool) SetLimits(maxIdle int, idleFor time.Duration) {
 // PoolStats counts what a Pool did since it was made.
 type PoolStats struct {
 	Dials    int64 // connections dialled
-	Reuses   int64 // idle connections that passed RSET and were handed out
-	Discards int64 // idle connections found dead or refusing RSET
+	Reuses   int64 // idle connections handed out again
+	Discards int64 // idle connections found closed by the downstream
 }
 
 // Stats returns the counts so far.
@@ -86,23 +90,24 @@ func (p *Pool) Idle() int {
 	return len(p.idle)
 }
 
-// Get returns a connection ready for a transaction with the downstream o
-// names: an idle one that answered RSET, else a new one. reused says which;
-// a reused connection can still fail at MAIL (the downstream closed it
-// after the RSET), and the caller then dials once more with Dial.
+// Get returns a connection for a transaction with the downstream o names:
+// an idle one that the downstream has not closed, else a new one. reused
+// says which; a reused connection can still fail at Mail (its RSET was
+// refused, or the downstream closed it meanwhile), and the caller then
+// dials once more with Dial.
 func (p *Pool) Get(ctx context.Context, o DialOptions) (c *Conn, reused bool, err error) {
 	for {
 		ic, ok := p.take(o)
 		if !ok {
 			break
 		}
-		if err := ic.c.rset(min(rsetTimeout, o.CommandTimeout)); err == nil {
+		if !ic.c.closedByPeer() {
+			ic.c.needRset = true
 			p.reuses.Add(1)
 			return ic.c, true, nil
 		}
-		// The downstream closed it (idle timeout, restart). Whatever went
-		// idle before it has most likely gone the same way: a restart
-		// kills them all, and one RSET each would only delay the message.
+		// Whatever went idle before it has most likely gone the same
+		// way: a restart ends them all.
 		p.discards.Add(1)
 		ic.c.discard()
 		p.dropOlder(ic.since)

@@ -3,6 +3,8 @@ package delivery
 import (
 	"bufio"
 	"context"
+	"errors"
+	"io"
 	"net"
 	"strings"
 	"sync"
@@ -15,7 +17,7 @@ import (
 // scriptedDownstream is an in-process smtpd for the connection cache's
 // protocol edges: it answers like Postfix's re-injection smtpd (PIPELINING,
 // XFORWARD) and records every command line per connection; rset decides
-// the reply to RSET ("" for no reply at all).
+// the reply to RSET ("" for none: the server hangs, reading nothing more).
 type scriptedDownstream struct {
 	t    *testing.T
 	addr string
@@ -113,9 +115,11 @@ func (d *scriptedDownstream) serve(c *scriptedConn) {
 			d.mu.Lock()
 			r := d.rset
 			d.mu.Unlock()
-			if r != "" {
-				w(r)
+			if r == "" {
+				io.Copy(io.Discard, br) // hang, reading on, until the client goes
+				return
 			}
+			w(r)
 		case "DATA":
 			w("354 go ahead")
 			for {
@@ -212,7 +216,7 @@ func TestPoolReusesAfterCleanTransactionWithRSETAndOwnXforward(t *testing.T) {
 
 // A cached connection that the downstream closed while it was idle (here
 // the way Postfix's smtpd does at smtpd_timeout: 421, then close) is found
-// out at RSET and never carries a MAIL; the message goes over a new one.
+// out before anything is sent on it, and Get hands out a new one.
 func TestPoolNeverUsesConnectionTheDownstreamClosed(t *testing.T) {
 	d := startScripted(t)
 	p := NewPool(4, time.Minute)
@@ -242,21 +246,19 @@ func TestPoolNeverUsesConnectionTheDownstreamClosed(t *testing.T) {
 		t.Fatalf("the message failed on the replacement connection: %v", err)
 	}
 	p.Put(c)
-	conns := d.connections()
-	if len(conns) != 2 {
-		t.Fatalf("the downstream saw %d connections, want 2", len(conns))
-	}
-	if n := strings.Count(verbs(first.commands()), "MAIL"); n != 1 {
-		t.Fatalf("the closed connection carried %d MAILs, want only the first message's: %q", n, first.commands())
+	if n := len(d.connections()); n != 2 {
+		t.Fatalf("the downstream saw %d connections, want 2", n)
 	}
 	if s := p.Stats(); s.Dials != 2 || s.Reuses != 0 || s.Discards != 1 {
 		t.Fatalf("stats %+v, want 2 dials, 0 reuses, 1 discard", s)
 	}
 }
 
-// A reply to RSET other than 250, or none within the bound, discards the
-// connection before the message uses it.
-func TestPoolDiscardsConnectionOnWrongOrLateRSETReply(t *testing.T) {
+// A reply to RSET other than 250, or none within the bound, fails the
+// reused connection's MAIL with an error that is no SMTP reply (so the
+// caller dials afresh) and breaks it: its transaction never reaches DATA,
+// and the message goes over a new connection.
+func TestPoolRSETRefusedOrUnansweredBreaksTheConnection(t *testing.T) {
 	for _, tc := range []struct{ name, reply string }{
 		{"wrong kind", "452 4.3.1 Insufficient system storage"},
 		{"no reply", ""},
@@ -266,7 +268,7 @@ func TestPoolDiscardsConnectionOnWrongOrLateRSETReply(t *testing.T) {
 			p := NewPool(4, time.Minute)
 			defer p.Close()
 			o := d.dialOptions()
-			o.CommandTimeout = 300 * time.Millisecond // bounds the RSET too
+			o.CommandTimeout = 300 * time.Millisecond // bounds the RSET reply too
 			c, _, err := p.Get(context.Background(), o)
 			if err != nil {
 				t.Fatal(err)
@@ -277,24 +279,36 @@ func TestPoolDiscardsConnectionOnWrongOrLateRSETReply(t *testing.T) {
 			p.Put(c)
 			d.set(func(d *scriptedDownstream) { d.rset = tc.reply })
 			c, reused, err := p.Get(context.Background(), o)
-			if err != nil {
-				t.Fatal(err)
+			if err != nil || !reused {
+				t.Fatalf("Get: reused %v, %v; want the idle connection", reused, err)
 			}
-			defer c.Close()
-			if reused {
-				t.Fatal("a connection that failed RSET was handed out")
+			err = transaction(t, c, Xforward{Addr: "192.0.2.2"})
+			var se *smtp.SMTPError
+			if err == nil || errors.As(err, &se) || !c.Broken() {
+				t.Fatalf("transaction after a failed RSET: %v (broken %v); want a connection error", err, c.Broken())
 			}
-			if n := len(d.connections()); n != 2 {
-				t.Fatalf("%d connections, want 2", n)
+			p.Put(c)
+			if n := p.Idle(); n != 0 {
+				t.Fatalf("%d idle connections kept after the failed RSET", n)
 			}
 			first := d.connections()[0]
 			select {
 			case <-first.done:
 			case <-time.After(10 * time.Second):
-				t.Fatal("the discarded connection was not closed")
+				t.Fatal("the broken connection was not closed")
 			}
-			if n := strings.Count(verbs(first.commands()), "MAIL"); n != 1 {
-				t.Fatalf("the discarded connection carried %d MAILs: %q", n, first.commands())
+			if n := strings.Count(verbs(first.commands()), "DATA"); n != 1 {
+				t.Fatalf("the connection carried %d DATAs, want only the first message's: %q", n, first.commands())
+			}
+
+			d.set(func(d *scriptedDownstream) { d.rset = "250 2.0.0 Ok" })
+			c, err = p.Dial(context.Background(), o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if err := transaction(t, c, Xforward{Addr: "192.0.2.2"}); err != nil {
+				t.Fatalf("the message failed on the new connection: %v", err)
 			}
 		})
 	}
