@@ -136,9 +136,9 @@ type row struct {
 	warm  []run
 	runs  []run
 	fox   bool
-	cpu   float64 // foxproxy CPU seconds over the measured runs (per-run /proc deltas)
-	msgs  int     // messages in the measured runs
-	hwm   int64   // foxproxy's VmHWM, bytes
+	cpu   float64  // foxproxy CPU seconds over the measured runs (per-run /proc deltas)
+	msgs  int      // messages in the measured runs
+	hwm   int64    // foxproxy's VmHWM, bytes
 	kept  *samples // latency samples; on kept-session rows only
 	sess  *samples
 	notes []string
