@@ -60,7 +60,7 @@ func Dial(ctx context.Context, o DialOptions) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	conn := &dsConn{Conn: nc, br: bufio.NewReader(nc), commandTimeout: o.CommandTimeout}
+	conn := &dsConn{Conn: nc, br: bufio.NewReader(nc), commandTimeout: o.CommandTimeout, peek: newPeeker(nc)}
 	c := smtp.NewClient(conn)
 	// The greeting and the EHLO reply are part of connecting
 	// (timeouts.downstream_connect); go-smtp waits CommandTimeout for them.
@@ -192,7 +192,7 @@ func (d *Conn) closedByPeer() bool {
 	if d.conn.br.Buffered() > 0 {
 		return true
 	}
-	return peerClosed(d.conn.Conn)
+	return d.conn.peek.closed()
 }
 
 // Reusable reports whether the connection may carry another transaction
@@ -256,6 +256,7 @@ type dsConn struct {
 	rsetPending                bool
 	rsetDeadline, readDeadline time.Time
 	commandTimeout             time.Duration
+	peek                       *peeker // for closedByPeer
 }
 
 // XforwardReply is the downstream's reply to one XFORWARD command.

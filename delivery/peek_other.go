@@ -4,5 +4,9 @@ package delivery
 
 import "net"
 
-// peerClosed cannot look into a socket here: the RSET before reuse decides.
-func peerClosed(net.Conn) bool { return false }
+// peeker cannot look into a socket here: the RSET before reuse decides.
+type peeker struct{}
+
+func newPeeker(net.Conn) *peeker { return &peeker{} }
+
+func (*peeker) closed() bool { return false }

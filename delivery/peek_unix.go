@@ -8,28 +8,38 @@ import (
 	"syscall"
 )
 
-// peerClosed reports whether c has anything to read now, end of file
+// peeker looks into a socket for peerClosed; made once per connection,
+// so that a check allocates nothing.
+type peeker struct {
+	rc  syscall.RawConn // nil: not a socket (tests), the RSET decides
+	err error
+	b   [1]byte
+	fn  func(fd uintptr) bool
+}
+
+func newPeeker(c net.Conn) *peeker {
+	p := &peeker{}
+	if sc, ok := c.(syscall.Conn); ok {
+		p.rc, p.err = sc.SyscallConn()
+	}
+	p.fn = func(fd uintptr) bool {
+		_, _, p.err = syscall.Recvfrom(int(fd), p.b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		return true // never wait for readiness
+	}
+	return p
+}
+
+// closed reports whether the socket has anything to read now, end of file
 // included: on an idle SMTP connection that means the server closed it or
-// is about to (421), since it has no reply owed. It peeks (MSG_PEEK) without
+// is about to (421), since it owes no reply. It peeks (MSG_PEEK) without
 // waiting (MSG_DONTWAIT), so it consumes nothing and never blocks. A
 // connection it cannot look into counts as closed.
-func peerClosed(c net.Conn) bool {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return false // not a socket (tests): the RSET decides
+func (p *peeker) closed() bool {
+	if p.rc == nil {
+		return p.err != nil
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
+	if err := p.rc.Read(p.fn); err != nil {
 		return true
 	}
-	var b [1]byte
-	var rerr error
-	err = rc.Read(func(fd uintptr) bool {
-		_, _, rerr = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		return true // never wait for readiness
-	})
-	if err != nil {
-		return true
-	}
-	return !errors.Is(rerr, syscall.EAGAIN) && !errors.Is(rerr, syscall.EWOULDBLOCK)
+	return !errors.Is(p.err, syscall.EAGAIN) && !errors.Is(p.err, syscall.EWOULDBLOCK)
 }

@@ -140,7 +140,12 @@ func (p *Pool) Put(c *Conn) {
 	}
 	p.idle = append(p.idle, idleConn{c: c, since: p.now()})
 	drop := p.trimLocked()
-	p.scheduleLocked()
+	if p.timer == nil {
+		// An armed timer fires for the oldest connection at the latest;
+		// expire then arms it for the next. One timer per Put was an
+		// allocation per message.
+		p.scheduleLocked()
+	}
 	p.mu.Unlock()
 	closeAll(drop)
 }

@@ -184,12 +184,13 @@ func (ss *session) withDownstream(fn func(*downstream) error) error {
 	return err
 }
 
-// takeDownstream gets the session a connection from the pool.
+// takeDownstream gets the session a connection from the pool. A dial is
+// bounded by timeouts.downstream_connect through DialOptions (connecting,
+// the greeting and EHLO), so no context deadline is made for every
+// transaction that finds an idle connection.
 func (ss *session) takeDownstream() (reused bool, err error) {
 	ss.dropDownstream()
-	ctx, cancel := context.WithTimeout(context.Background(), ss.rt.Config.Timeouts.DownstreamConnect.D())
-	defer cancel()
-	c, reused, err := ss.s.pool.Get(ctx, ss.dialOptions())
+	c, reused, err := ss.s.pool.Get(context.Background(), ss.dialOptions())
 	if err != nil {
 		return false, &dialError{err}
 	}
