@@ -126,22 +126,26 @@ func TestBench(t *testing.T) {
 	fmt.Printf("bench: results written to %s (%v)\n", abs, time.Since(began).Round(time.Second))
 }
 
-// row is one line of the throughput table: one scenario at one size and
-// concurrency.
+// row is one line of the throughput table: one scenario with one session
+// pattern at one size and concurrency.
 type row struct {
 	sc    *scenario
+	pt    pattern
 	msg   *message
 	conc  int
 	warm  []run
 	runs  []run
 	fox   bool
-	cpu   float64 // foxproxy CPU seconds over the measured runs (per-run /proc deltas)
-	msgs  int     // messages in the measured runs
-	hwm   int64   // foxproxy's VmHWM, bytes
-	kept  *samples
+	cpu   float64  // foxproxy CPU seconds over the measured runs (per-run /proc deltas)
+	msgs  int      // messages in the measured runs
+	hwm   int64    // foxproxy's VmHWM, bytes
+	kept  *samples // latency samples; on kept-session rows only
 	sess  *samples
 	notes []string
 }
+
+// name is the row's scenario and session pattern, as in the tables.
+func (r *row) name() string { return r.sc.name + ", " + r.pt.name }
 
 // group is every scenario at one size and concurrency, measured together.
 type group struct {
@@ -150,9 +154,12 @@ type group struct {
 	rows []*row
 }
 
-func (g *group) baseline() *row {
+// baseline is the baseline row of pt, the pattern every row's ratio is
+// measured against: smtp-source straight to smtp-sink with the same
+// sessions.
+func (g *group) baseline(pt pattern) *row {
 	for _, r := range g.rows {
-		if r.sc.baseline() {
+		if r.sc.baseline() && r.pt == pt {
 			return r
 		}
 	}
@@ -174,39 +181,43 @@ func (ep *endpoint) foxPID() int {
 	return ep.fox.pid()
 }
 
-// measureGroup measures every scenario at one message size and
-// concurrency. One foxproxy per scenario is started fresh (so its peak RSS
-// is this row's), each endpoint is warmed up and calibrated, and then the
-// measured runs go round robin: baseline, pass-through, ..., baseline,
-// pass-through, ..., so that a noisy moment of a shared machine slows all
-// rows of a round rather than one row's every run.
+// measureGroup measures every scenario, each with kept sessions and with a
+// new session per message, at one message size and concurrency. One
+// foxproxy per row is started fresh (so its peak RSS is this row's), each
+// endpoint is warmed up and calibrated, and then the measured runs go round
+// robin: baseline kept, baseline new, pass-through kept, pass-through new,
+// ..., then again, so that a noisy moment of a shared machine slows all
+// rows of a round rather than one row's every run, and the two patterns
+// of a scenario are always measured moments apart.
 func measureGroup(t *testing.T, e *env, m *message, conc int) *group {
 	g := &group{msg: m, conc: conc}
 	var eps []*endpoint
 	for _, sc := range scenarios {
-		id := fmt.Sprintf("%s/c%d/%s", m.key, conc, sc.key)
-		if e.opts.only != nil && !sc.baseline() && !e.opts.only.MatchString(id) {
-			continue
+		for _, pt := range patterns {
+			id := fmt.Sprintf("%s/c%d/%s/%s", m.key, conc, sc.key, pt.key)
+			if e.opts.only != nil && !sc.baseline() && !e.opts.only.MatchString(id) {
+				continue
+			}
+			ep := &endpoint{row: &row{sc: sc, pt: pt, msg: m, conc: conc, fox: !sc.baseline()}, addr: e.sink.addr}
+			if !sc.baseline() {
+				ep.fox = startFoxproxy(t, e, fmt.Sprintf("%s-c%d-%s-%s", m.key, conc, sc.key, pt.key), sc.config(e)...)
+				ep.addr = ep.fox.addr
+			}
+			eps = append(eps, ep)
+			g.rows = append(g.rows, ep.row)
 		}
-		ep := &endpoint{row: &row{sc: sc, msg: m, conc: conc, fox: !sc.baseline()}, addr: e.sink.addr}
-		if !sc.baseline() {
-			ep.fox = startFoxproxy(t, e, fmt.Sprintf("%s-c%d-%s", m.key, conc, sc.key), sc.config(e)...)
-			ep.addr = ep.fox.addr
-		}
-		eps = append(eps, ep)
-		g.rows = append(g.rows, ep.row)
 	}
 	for _, ep := range eps {
-		ep.n, ep.row.warm = calibrate(t, e.sink, ep.addr, m, conc, e.opts, ep.foxPID())
+		ep.n, ep.row.warm = calibrate(t, e.sink, ep.addr, m, ep.row.pt, conc, e.opts, ep.foxPID())
 		last := ep.row.warm[len(ep.row.warm)-1]
-		t.Logf("%-32s warm-up: %d runs, last %d msgs in %v (%s); measuring %d msgs per run",
-			ep.row.sc.name, len(ep.row.warm), last.sent, last.elapsed.Round(time.Millisecond), validText(last), ep.n)
+		t.Logf("%-56s warm-up: %d runs, last %d msgs in %v (%s); measuring %d msgs per run",
+			ep.row.name(), len(ep.row.warm), last.sent, last.elapsed.Round(time.Millisecond), validText(last), ep.n)
 	}
 	for round := range e.opts.runs {
 		for _, ep := range eps {
-			r := source(t, e.sink, ep.addr, m, conc, ep.n, e.opts.runTimeout, ep.foxPID())
+			r := source(t, e.sink, ep.addr, m, ep.row.pt, conc, ep.n, e.opts.runTimeout, ep.foxPID())
 			ep.row.runs = append(ep.row.runs, r)
-			t.Logf("round %d %-32s %6d msgs %8.1f msg/s, CPU %.2f s (machine %.2f s) in %v, %s", round+1, ep.row.sc.name,
+			t.Logf("round %d %-56s %6d msgs %8.1f msg/s, CPU %.2f s (machine %.2f s) in %v, %s", round+1, ep.row.name(),
 				r.sent, r.rate(), r.ours(), r.busy, r.elapsed.Round(time.Millisecond), validText(r))
 		}
 	}
@@ -224,18 +235,24 @@ func measureGroup(t *testing.T, e *env, m *message, conc int) *group {
 		}
 	}
 	if conc == 1 {
-		addrs := make([]string, len(eps))
-		for i, ep := range eps {
-			addrs[i] = ep.addr
+		// Latency is measured by the benchmark's own client, kept and
+		// session per message alike, on the kept-session rows' endpoints.
+		var leps []*endpoint
+		var addrs []string
+		for _, ep := range eps {
+			if ep.row.pt.keep {
+				leps = append(leps, ep)
+				addrs = append(addrs, ep.addr)
+			}
 		}
 		before := e.sink.messages()
 		kept, sess := measureLatency(addrs, m.wire, e.opts.latencyWarm, e.opts.latencyRounds, e.opts.sessionRounds)
-		want := len(eps) * (e.opts.latencyWarm + e.opts.latencyRounds + e.opts.sessionRounds)
+		want := len(leps) * (e.opts.latencyWarm + e.opts.latencyRounds + e.opts.sessionRounds)
 		if got := e.sink.waitMessages(before+want, 3*time.Second) - before; got != want {
 			t.Errorf("latency: the sink counted %d of %d messages", got, want)
 			g.rows[0].notes = append(g.rows[0].notes, fmt.Sprintf("latency runs: the sink counted %d of %d messages", got, want))
 		}
-		for i, ep := range eps {
+		for i, ep := range leps {
 			ep.row.kept, ep.row.sess = kept[i], sess[i]
 			if n := kept[i].errors + sess[i].errors; n > 0 {
 				ep.row.notes = append(ep.row.notes, fmt.Sprintf("latency: %d messages failed (%s)", n, firstOf(kept[i].first, sess[i].first)))

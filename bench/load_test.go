@@ -125,21 +125,43 @@ func (r run) ours() float64 {
 
 func (r run) rate() float64 { return float64(r.sent) / r.elapsed.Seconds() }
 
+// pattern is how smtp-source uses its sessions: both are Postfix's own
+// behaviour, and a filter's cost differs between them by what a session
+// costs (accepting, greeting, EHLO; for foxproxy also its side towards the
+// downstream).
+type pattern struct {
+	key  string // in FOXBENCH_ONLY's ids: 10k/c20/pass/new
+	name string // in the tables
+	keep bool   // smtp-source -d
+}
+
+var patterns = []pattern{
+	// Message after message on each session, as Postfix's smtp client
+	// does with a cached connection under load.
+	{key: "kept", name: "kept sessions", keep: true},
+	// A whole session for every message, as Postfix's smtp client does
+	// when its connection cache has nothing to reuse.
+	{key: "new", name: "new session per message", keep: false},
+}
+
 // source runs smtp-source against addr: n messages of msg over conc
-// parallel sessions, each session sending message after message (-d, as
-// Postfix's connection cache does under load). The sink must count exactly
-// n more messages, or the run is invalid. foxPID is the foxproxy in the
-// path (0 for none), for the run's CPU accounting.
-func source(t testing.TB, sk *sink, addr string, msg *message, conc, n int, timeout time.Duration, foxPID int) run {
+// parallel sessions, each session sending message after message (-d) when
+// pt.keep, else one session per message. The sink must count exactly n
+// more messages, or the run is invalid. foxPID is the foxproxy in the path
+// (0 for none), for the run's CPU accounting.
+func source(t testing.TB, sk *sink, addr string, msg *message, pt pattern, conc, n int, timeout time.Duration, foxPID int) run {
 	t.Helper()
 	before := sk.messages()
 	procs := descendants()
 	busy0 := machineBusy()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, postfixBin(t, "smtp-source"),
-		"-d", "-s", strconv.Itoa(conc), "-m", strconv.Itoa(n), "-F", msg.path,
-		"-f", sender, "-t", recipient, "-M", heloName, addr)
+	args := []string{"-s", strconv.Itoa(conc), "-m", strconv.Itoa(n), "-F", msg.path,
+		"-f", sender, "-t", recipient, "-M", heloName, addr}
+	if pt.keep {
+		args = append([]string{"-d"}, args...)
+	}
+	cmd := exec.CommandContext(ctx, postfixBin(t, "smtp-source"), args...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	// A killed benchmark takes its smtp-source with it.
@@ -180,12 +202,12 @@ func lastLines(s string, n int) string {
 // calibrate sends warm-up runs, growing the count until one lasts at least
 // minWarm, and returns the count that should take about target, with the
 // warm-up runs (an invalid warm-up is reported with the row).
-func calibrate(t testing.TB, sk *sink, addr string, msg *message, conc int, o options, foxPID int) (int, []run) {
+func calibrate(t testing.TB, sk *sink, addr string, msg *message, pt pattern, conc int, o options, foxPID int) (int, []run) {
 	t.Helper()
 	n := max(2*conc, 20)
 	var warm []run
 	for {
-		r := source(t, sk, addr, msg, conc, n, o.runTimeout, foxPID)
+		r := source(t, sk, addr, msg, pt, conc, n, o.runTimeout, foxPID)
 		warm = append(warm, r)
 		if !r.valid() {
 			return n, warm

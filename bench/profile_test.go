@@ -29,9 +29,11 @@ type profile struct {
 }
 
 // takeProfiles profiles foxproxy through its admin endpoint (admin_pprof)
-// in the scenarios that matter most: pass-through and ERS+WRS at
-// concurrency 20, and clamd, all with 10 KB messages. The profiles and
-// "go tool pprof -top" of each are written to FOXBENCH_PROFILE.
+// in the scenarios that matter most: pass-through (kept sessions and a new
+// session per message, whose difference is what a session costs) and
+// ERS+WRS at concurrency 20, and clamd, all with 10 KB messages. The
+// profiles and "go tool pprof -top" of each are written to
+// FOXBENCH_PROFILE.
 func takeProfiles(t *testing.T, e *env) []*profile {
 	seconds := 10
 	if e.opts.quick {
@@ -39,11 +41,14 @@ func takeProfiles(t *testing.T, e *env) []*profile {
 	}
 	m := e.messages[0]
 	var out []*profile
-	for _, key := range []string{"pass", "erswarm", "clamd"} {
-		sc := scenarioByKey(key)
-		p := &profile{name: sc.name + ", " + m.label + ", c=20", dir: filepath.Join(e.opts.profileDir, key+"-"+m.key+"-c20")}
+	for _, c := range []struct {
+		key string
+		pt  pattern
+	}{{"pass", patterns[0]}, {"pass", patterns[1]}, {"erswarm", patterns[0]}, {"clamd", patterns[0]}} {
+		sc := scenarioByKey(c.key)
+		p := &profile{name: sc.name + ", " + c.pt.name + ", " + m.label + ", c=20", dir: filepath.Join(e.opts.profileDir, c.key+"-"+c.pt.key+"-"+m.key+"-c20")}
 		out = append(out, p)
-		if err := profileOne(t, e, sc, m, 20, seconds, p); err != nil {
+		if err := profileOne(t, e, sc, m, c.pt, 20, seconds, p); err != nil {
 			p.err = err.Error()
 			t.Errorf("profile %s: %v", p.name, err)
 		}
@@ -51,13 +56,13 @@ func takeProfiles(t *testing.T, e *env) []*profile {
 	return out
 }
 
-func profileOne(t *testing.T, e *env, sc *scenario, m *message, conc, seconds int, p *profile) error {
+func profileOne(t *testing.T, e *env, sc *scenario, m *message, pt pattern, conc, seconds int, p *profile) error {
 	if err := os.MkdirAll(p.dir, 0o755); err != nil {
 		return err
 	}
-	fox := startFoxproxy(t, e, "profile-"+sc.key, sc.config(e)...)
+	fox := startFoxproxy(t, e, "profile-"+sc.key+"-"+pt.key, sc.config(e)...)
 	defer fox.proc.Stop()
-	n, warm := calibrate(t, e.sink, fox.addr, m, conc, e.opts, fox.pid())
+	n, warm := calibrate(t, e.sink, fox.addr, m, pt, conc, e.opts, fox.pid())
 	if r := warm[len(warm)-1]; !r.valid() {
 		return fmt.Errorf("warm-up: %s", r.err)
 	}
@@ -74,7 +79,7 @@ func profileOne(t *testing.T, e *env, sc *scenario, m *message, conc, seconds in
 	var perr error
 load:
 	for {
-		r := source(t, e.sink, fox.addr, m, conc, n, e.opts.runTimeout, fox.pid())
+		r := source(t, e.sink, fox.addr, m, pt, conc, n, e.opts.runTimeout, fox.pid())
 		p.msgs += r.sent
 		if !r.valid() {
 			return fmt.Errorf("load: %s", r.err)

@@ -42,6 +42,8 @@ type Config struct {
 	// returns them, with scan.hold_after).
 	Listen              string   `yaml:"listen"`
 	Downstream          string   `yaml:"downstream"`
+	DownstreamIdle      Duration `yaml:"downstream_idle"`
+	DownstreamMaxIdle   int      `yaml:"downstream_max_idle"`
 	Deployment          string   `yaml:"deployment"`
 	Hostname            string   `yaml:"hostname"`
 	AllowedClients      Prefixes `yaml:"allowed_clients"`
@@ -245,6 +247,8 @@ func (c *Config) Proxy() *proxy.Config {
 	return &proxy.Config{
 		Listen:              c.Listen,
 		Downstream:          c.Downstream,
+		DownstreamIdle:      c.DownstreamIdle,
+		DownstreamMaxIdle:   c.DownstreamMaxIdle,
 		Deployment:          c.Deployment,
 		Hostname:            c.Hostname,
 		AllowedClients:      c.AllowedClients,

@@ -30,8 +30,16 @@ type Conn struct {
 	conn      *dsConn
 	bw        *bufio.Writer // content writer, reused across messages
 	xfwdAttrs map[string]bool
-	txActive  bool // a MAIL was accepted and not yet finished or reset
-	broken    bool // a network error or 421 happened: don't reuse
+	opts      DialOptions // what it was dialled with: a Pool reuses it only for the same
+	txActive  bool        // a MAIL was accepted and not yet finished or reset
+	broken    bool        // a network error or 421 happened: don't reuse
+	// clean: the last transaction ended with a positive reply (250 to the
+	// final dot or to RSET), or none was started. Only a clean connection
+	// goes back to a Pool.
+	clean bool
+	// needRset: a Pool handed the connection out again; the next Mail
+	// sends RSET first and wants 250 for it.
+	needRset bool
 }
 
 // DialOptions say where Dial connects and how long each step may take.
@@ -52,7 +60,7 @@ func Dial(ctx context.Context, o DialOptions) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	conn := &dsConn{Conn: nc, br: bufio.NewReader(nc)}
+	conn := &dsConn{Conn: nc, br: bufio.NewReader(nc), commandTimeout: o.CommandTimeout, peek: newPeeker(nc)}
 	c := smtp.NewClient(conn)
 	// The greeting and the EHLO reply are part of connecting
 	// (timeouts.downstream_connect); go-smtp waits CommandTimeout for them.
@@ -63,7 +71,7 @@ func Dial(ctx context.Context, o DialOptions) (*Conn, error) {
 		return nil, err
 	}
 	c.CommandTimeout = o.CommandTimeout
-	ds := &Conn{client: c, conn: conn, xfwdAttrs: map[string]bool{}}
+	ds := &Conn{client: c, conn: conn, xfwdAttrs: map[string]bool{}, opts: o, clean: true}
 	if ok, attrs := c.Extension("XFORWARD"); ok {
 		for _, a := range strings.Fields(strings.ToUpper(attrs)) {
 			ds.xfwdAttrs[a] = true
@@ -82,10 +90,14 @@ func (d *Conn) Broken() bool { return d.broken }
 // is neither finished nor reset.
 func (d *Conn) InTransaction() bool { return d.txActive }
 
-// Mail starts a transaction: XFORWARD (when the downstream supports it),
-// then MAIL with the upstream's parameters unchanged.
+// Mail starts a transaction: RSET when a Pool handed the connection out
+// again, XFORWARD (when the downstream supports it), then MAIL with the
+// upstream's parameters unchanged. A reply to RSET other than 250 fails it
+// with an error that is no *smtp.SMTPError, and the connection is broken.
 func (d *Conn) Mail(from string, opts *smtp.MailOptions, x Xforward) error {
-	d.conn.prepare(XforwardCommands(x, d.xfwdAttrs), opts.Body)
+	d.clean = false
+	d.conn.prepare(d.needRset, XforwardCommands(x, d.xfwdAttrs), opts.Body)
+	d.needRset = false
 	err := d.client.Mail(from, opts)
 	d.conn.clearPrelude()
 	if err == nil {
@@ -136,6 +148,7 @@ func (d *Conn) Data(header []byte, msg io.Reader, deadline time.Time) (string, e
 	if err != nil {
 		return "", d.note(err)
 	}
+	d.clean = true
 	return resp.StatusText, nil
 }
 
@@ -145,9 +158,59 @@ func (d *Conn) Reset() {
 		return
 	}
 	d.txActive = false
-	if err := d.client.Reset(); err != nil {
+	if err := d.rset(d.opts.CommandTimeout); err != nil {
 		d.broken = true
+		return
 	}
+	d.clean = true
+}
+
+// rset sends RSET and wants 250 within timeout. It is sent on the
+// connection under go-smtp's client, not with the client's Reset, which
+// makes the client say EHLO again before the next MAIL: a round trip per
+// transaction for nothing, since RSET leaves the EHLO state alone
+// (RFC 5321 §4.1.1.5).
+//
+// A connection that answered nothing yet but its downstream closed (or
+// that has a reply nobody asked for waiting, such as a 421) is not alive.
+func (d *Conn) rset(timeout time.Duration) error {
+	code, text, err := d.conn.command("RSET", timeout)
+	if err != nil {
+		return err
+	}
+	if code != 250 {
+		return &smtp.SMTPError{Code: code, Message: text}
+	}
+	return nil
+}
+
+// closedByPeer reports whether the downstream has closed the idle
+// connection or said something unasked (the 421 of Postfix's smtpd at
+// smtpd_timeout): either is waiting to be read. It looks without reading
+// and without sending anything.
+func (d *Conn) closedByPeer() bool {
+	if d.conn.br.Buffered() > 0 {
+		return true
+	}
+	return d.conn.peek.closed()
+}
+
+// Reusable reports whether the connection may carry another transaction
+// for someone else: not broken, no transaction open, and the last one
+// ended cleanly.
+func (d *Conn) Reusable() bool { return !d.broken && !d.txActive && d.clean }
+
+// Abort closes the connection's socket at once, from any goroutine, even
+// while another one uses the connection: the downstream drops a message it
+// has not received completely, and every later use of the connection
+// fails (and marks it broken).
+func (d *Conn) Abort() { d.conn.Conn.Close() }
+
+// discard closes the connection without QUIT: it is dead or in an unknown
+// state.
+func (d *Conn) discard() {
+	d.broken = true
+	d.client.Close()
 }
 
 // Close ends the connection politely (QUIT) when it is still usable.
@@ -158,11 +221,6 @@ func (d *Conn) Close() {
 	}
 	d.client.Close()
 }
-
-// Abort closes the network connection at once, without QUIT. Unlike the
-// other methods it may be called from another goroutine while one of them
-// runs: that one then fails with a network error.
-func (d *Conn) Abort() { d.conn.Conn.Close() }
 
 // note marks the connection unusable after an error that leaves its state
 // unknown: anything but an ordinary 4xx/5xx reply, and 421 (the server is
@@ -187,10 +245,18 @@ type dsConn struct {
 	eightBit   bool
 
 	mu      sync.Mutex
-	prelude []string        // commands to send before the next MAIL
+	armed   bool            // prepare was called for the next MAIL
+	rset    bool            // send RSET before that MAIL (a reused connection)
+	prelude []string        // XFORWARD commands to send before that MAIL
 	body    smtp.BodyType   // the upstream's BODY value for that MAIL
-	swallow int             // replies to consume before the client's own
+	swallow int             // XFORWARD replies to consume before the client's own
 	replies []XforwardReply // what the downstream said to the prelude
+	// rsetPending: the reply to a pipelined RSET is still to be read, by
+	// rsetDeadline; then the read deadline goes back to readDeadline.
+	rsetPending                bool
+	rsetDeadline, readDeadline time.Time
+	commandTimeout             time.Duration
+	peek                       *peeker // for closedByPeer
 }
 
 // XforwardReply is the downstream's reply to one XFORWARD command.
@@ -200,16 +266,16 @@ type XforwardReply struct {
 	Reply   string
 }
 
-func (c *dsConn) prepare(prelude []string, body smtp.BodyType) {
+func (c *dsConn) prepare(rset bool, prelude []string, body smtp.BodyType) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.prelude, c.body, c.replies = prelude, body, nil
+	c.armed, c.rset, c.prelude, c.body, c.replies = true, rset, prelude, body, nil
 }
 
 func (c *dsConn) clearPrelude() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.prelude = nil
+	c.armed, c.rset, c.prelude = false, false, nil
 }
 
 // XforwardProblems returns the replies to the last MAIL's XFORWARD
@@ -233,14 +299,24 @@ var mailPrefix = []byte("MAIL FROM:")
 func (c *dsConn) Write(b []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.prelude == nil || !bytes.HasPrefix(b, mailPrefix) {
+	if !c.armed || !bytes.HasPrefix(b, mailPrefix) {
 		return c.Conn.Write(b)
 	}
 	line := rewriteBody(b, c.body, c.eightBit)
-	prelude := c.prelude
-	c.prelude = nil
+	rset, prelude := c.rset, c.prelude
+	c.armed, c.rset, c.prelude = false, false, nil
 	if c.pipelining {
+		// RFC 2920 §3.1 lets RSET and XFORWARD go in one group with
+		// MAIL: a reused connection costs no extra round trip. Read
+		// checks the RSET reply before the client sees MAIL's.
 		var out bytes.Buffer
+		if rset {
+			out.WriteString("RSET\r\n")
+			now := time.Now()
+			c.rsetPending = true
+			c.rsetDeadline = now.Add(min(rsetTimeout, c.commandTimeout))
+			c.readDeadline = now.Add(c.commandTimeout) // what go-smtp's client set
+		}
 		for _, p := range prelude {
 			out.WriteString(p + "\r\n")
 			c.replies = append(c.replies, XforwardReply{Command: p})
@@ -251,6 +327,11 @@ func (c *dsConn) Write(b []byte) (int, error) {
 			return 0, err
 		}
 		return len(b), nil
+	}
+	if rset {
+		if err := c.rsetNow(); err != nil {
+			return 0, err
+		}
 	}
 	for _, p := range prelude {
 		if _, err := c.Conn.Write([]byte(p + "\r\n")); err != nil {
@@ -268,8 +349,44 @@ func (c *dsConn) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
+// rsetNow sends RSET and wants 250, for a downstream without PIPELINING.
+func (c *dsConn) rsetNow() error {
+	c.Conn.SetReadDeadline(time.Now().Add(min(rsetTimeout, c.commandTimeout)))
+	defer c.Conn.SetReadDeadline(time.Now().Add(c.commandTimeout))
+	if _, err := c.Conn.Write([]byte("RSET\r\n")); err != nil {
+		return err
+	}
+	return c.rsetReply()
+}
+
+// rsetReply reads the reply to RSET: anything but 250 is an error that is
+// no SMTP reply of the transaction, so the connection counts as broken and
+// the caller dials afresh (the MAIL sent behind a pipelined RSET is
+// abandoned with the connection; nothing of the message was sent).
+func (c *dsConn) rsetReply() error {
+	code, text, err := c.readReply()
+	if err != nil {
+		return fmt.Errorf("downstream: RSET before reusing the connection: %w", err)
+	}
+	if code != 250 {
+		return fmt.Errorf("downstream: RSET before reusing the connection: %d %s", code, truncate(text, 200))
+	}
+	return nil
+}
+
 func (c *dsConn) Read(p []byte) (int, error) {
 	c.mu.Lock()
+	if c.rsetPending {
+		c.rsetPending = false
+		c.Conn.SetReadDeadline(c.rsetDeadline)
+		err := c.rsetReply()
+		c.Conn.SetReadDeadline(c.readDeadline)
+		if err != nil {
+			c.swallow = 0
+			c.mu.Unlock()
+			return 0, err
+		}
+	}
 	for c.swallow > 0 {
 		code, text, err := c.readReply()
 		if err != nil {
@@ -282,6 +399,18 @@ func (c *dsConn) Read(p []byte) (int, error) {
 	}
 	c.mu.Unlock()
 	return c.br.Read(p)
+}
+
+// command sends one command line and reads its reply within timeout.
+func (c *dsConn) command(line string, timeout time.Duration) (int, string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.Conn.SetDeadline(time.Now().Add(timeout))
+	defer c.Conn.SetDeadline(time.Time{})
+	if _, err := c.Conn.Write([]byte(line + "\r\n")); err != nil {
+		return 0, "", fmt.Errorf("downstream: sending %s: %w", line, err)
+	}
+	return c.readReply()
 }
 
 // readReply reads one complete (possibly multi-line) reply.

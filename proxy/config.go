@@ -14,6 +14,11 @@ type Config struct {
 	Listen string
 	// Downstream is the smtpd foxproxy re-injects accepted mail into.
 	Downstream string
+	// DownstreamIdle is how long a connection to the downstream is kept
+	// idle for the next transaction; DownstreamMaxIdle how many are kept
+	// (0: none, every transaction connects). See delivery.Pool.
+	DownstreamIdle    settings.Duration
+	DownstreamMaxIdle int
 	// Deployment says how Postfix calls foxproxy: after_queue (a
 	// content_filter: a 5xx makes Postfix bounce) or before_queue
 	// (smtpd_proxy_filter: a 5xx goes to the sending client). Defaults
@@ -92,6 +97,12 @@ type Spool struct {
 func (c *Config) Validate(report settings.Report) {
 	settings.CheckHostPort(report, "listen", c.Listen, true)
 	settings.CheckHostPort(report, "downstream", c.Downstream, true)
+	if c.DownstreamIdle < 0 {
+		report("downstream_idle", "must not be negative")
+	}
+	if c.DownstreamMaxIdle < 0 {
+		report("downstream_max_idle", "must not be negative")
+	}
 	if c.Deployment != "after_queue" && c.Deployment != "before_queue" {
 		report("deployment", "%q is not one of after_queue, before_queue", c.Deployment)
 	}

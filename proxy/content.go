@@ -3,6 +3,7 @@ package proxy
 import (
 	"errors"
 	"io"
+	"net"
 )
 
 // DATA content is read by the guard, not by go-smtp.
@@ -53,7 +54,14 @@ func (g *guardConn) Content() io.Reader {
 
 type contentReader struct{ g *guardConn }
 
-func (r contentReader) Read(p []byte) (int, error) { return r.g.readContent(p) }
+func (r contentReader) Read(p []byte) (int, error) {
+	r.g.rmu.Lock()
+	defer r.g.rmu.Unlock()
+	if r.g.br == nil {
+		return 0, net.ErrClosed
+	}
+	return r.g.readContent(p)
+}
 
 // errContentDone is returned by readContent after the end of data.
 var errContentDone = io.EOF

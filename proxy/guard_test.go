@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"net"
 	"strings"
@@ -145,5 +146,49 @@ func TestDataTimeoutBoundsTrickle(t *testing.T) {
 				return
 			}
 		}
+	}
+}
+
+// The guard's read buffer goes back for the next connection when the
+// connection is closed, even by another goroutine while a read waits (as
+// Server.Close does): the waiting read ends, and no later read, of
+// commands or of content, touches the buffer again.
+func TestGuardClosedFromAnotherGoroutineLetsGoOfItsBuffer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	server, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := newGuardConn(server, guardConfig{maxLine: 4096, maxCommands: 10, maxXforward: 255,
+		commandTimeout: time.Minute, dataTimeout: time.Minute})
+	read := make(chan error, 1)
+	go func() {
+		_, err := g.Read(make([]byte, 512))
+		read <- err
+	}()
+	time.Sleep(50 * time.Millisecond) // let the read wait; not a timing claim: either order must hold
+	g.Close()
+	select {
+	case err := <-read:
+		if err == nil {
+			t.Fatal("the waiting read returned no error after Close")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the waiting read did not end after Close")
+	}
+	if _, err := g.Read(make([]byte, 512)); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("read after Close: %v, want net.ErrClosed", err)
+	}
+	if _, err := (contentReader{g}).Read(make([]byte, 512)); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("content read after Close: %v, want net.ErrClosed", err)
 	}
 }

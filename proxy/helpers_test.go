@@ -194,6 +194,8 @@ func testConfig(downstream string) *Config {
 	return &Config{
 		Listen:              "127.0.0.1:0",
 		Downstream:          downstream,
+		DownstreamIdle:      settings.Duration(5 * time.Second),
+		DownstreamMaxIdle:   100,
 		Deployment:          "after_queue",
 		Hostname:            "foxproxy.test",
 		AllowedClients:      settings.Prefixes{loopback("127.0.0.0/8"), loopback("::1/128")},

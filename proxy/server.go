@@ -85,6 +85,9 @@ type Server struct {
 	smtp *smtp.Server
 	now  func() time.Time
 	obs  Observer
+	// pool keeps idle connections to the downstream for every session's
+	// next transaction (downstream_idle, downstream_max_idle).
+	pool *delivery.Pool
 	// maxMessageBytes is max_message_bytes as of the start: go-smtp
 	// advertises it and cannot change it, so the SIZE check and the spool
 	// use this one value, not a reloaded configuration's.
@@ -103,6 +106,7 @@ type Server struct {
 func NewServer(rt *Runtime, log *zap.Logger) *Server {
 	s := &Server{log: log, guards: map[*guardConn]struct{}{}, rtUsers: map[*Runtime]int{}, now: time.Now, obs: nopObserver{}}
 	s.idle = sync.NewCond(&s.mu)
+	s.pool = delivery.NewPool(rt.Config.DownstreamMaxIdle, rt.Config.DownstreamIdle.D())
 	if rt.Policy == nil {
 		rt.Policy = policy.DeliverAll{}
 	}
@@ -152,6 +156,7 @@ func (s *Server) Reload(rt *Runtime) (needRestart []string) {
 	if c.HostnameOrDefault() != old.HostnameOrDefault() {
 		needRestart = append(needRestart, "hostname")
 	}
+	s.pool.SetLimits(c.DownstreamMaxIdle, c.DownstreamIdle.D())
 	s.rt.Store(rt)
 	return needRestart
 }
@@ -235,6 +240,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if err != nil {
 		s.smtp.Close()
 	}
+	s.pool.Close()
 	if errors.Is(err, smtp.ErrServerClosed) {
 		return nil
 	}
@@ -242,7 +248,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 // Close stops at once.
-func (s *Server) Close() error { return s.smtp.Close() }
+func (s *Server) Close() error {
+	err := s.smtp.Close()
+	s.pool.Close()
+	return err
+}
+
+// DownstreamStats returns what the downstream connection cache did so far.
+func (s *Server) DownstreamStats() delivery.PoolStats { return s.pool.Stats() }
 
 // guardListener admits connections: only allowed clients, only up to the
 // session limit, none while draining. Each admitted connection is wrapped

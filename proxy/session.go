@@ -163,19 +163,22 @@ func (ss *session) forwardAttrs(tx *transaction) Xforward {
 	return Xforward{Name: "[UNAVAILABLE]", Addr: ss.peer.String(), Port: ss.port, Proto: proto, Helo: ss.conn.Hostname()}
 }
 
-// withDownstream runs fn on the session's downstream connection, dialling
-// one if needed. A reused connection that turns out dead (the downstream
-// timed it out between messages) is replaced once, transparently.
+// withDownstream runs fn on the session's downstream connection, taking
+// one from the server's pool (an idle connection that answered RSET, or a
+// new one) if the session holds none. A reused connection that turns out
+// dead at fn (the downstream closed it after the RSET) is replaced by a
+// fresh dial and fn runs once more: nothing of the transaction was
+// accepted yet, so the message costs one retry, never a 4xx.
 func (ss *session) withDownstream(fn func(*downstream) error) error {
-	fresh := false
+	reused := true // the session's own connection from an earlier command
 	if ss.ds == nil || ss.ds.broken {
-		if err := ss.dial(); err != nil {
+		var err error
+		if reused, err = ss.takeDownstream(); err != nil {
 			return err
 		}
-		fresh = true
 	}
 	err := fn(ss.ds)
-	if err != nil && ss.ds.broken && !fresh {
+	if err != nil && ss.ds.broken && reused {
 		ss.log.Debug("reused downstream connection failed; reconnecting", zap.Error(err))
 		if err := ss.dial(); err != nil {
 			return err
@@ -185,28 +188,67 @@ func (ss *session) withDownstream(fn func(*downstream) error) error {
 	return err
 }
 
-func (ss *session) dial() error {
-	if ss.ds != nil {
-		ss.ds.close()
-		ss.ds = nil
-		ss.dsAbort.Store(nil)
+// takeDownstream gets the session a connection from the pool. A dial is
+// bounded by timeouts.downstream_connect through DialOptions (connecting,
+// the greeting and EHLO), so no context deadline is made for every
+// transaction that finds an idle connection.
+func (ss *session) takeDownstream() (reused bool, err error) {
+	ss.dropDownstream()
+	c, reused, err := ss.s.pool.Get(context.Background(), ss.dialOptions())
+	if err != nil {
+		return false, &dialError{err}
 	}
-	cfg := ss.rt.Config
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeouts.DownstreamConnect.D())
+	ss.setDownstream(c)
+	return reused, nil
+}
+
+// dial gets the session a new connection, past the pool's idle ones.
+func (ss *session) dial() error {
+	ss.dropDownstream()
+	ctx, cancel := context.WithTimeout(context.Background(), ss.rt.Config.Timeouts.DownstreamConnect.D())
 	defer cancel()
-	c, err := delivery.Dial(ctx, delivery.DialOptions{
+	c, err := ss.s.pool.Dial(ctx, ss.dialOptions())
+	if err != nil {
+		return &dialError{err}
+	}
+	ss.setDownstream(c)
+	return nil
+}
+
+func (ss *session) dialOptions() delivery.DialOptions {
+	cfg := ss.rt.Config
+	return delivery.DialOptions{
 		Addr:           cfg.Downstream,
 		Hostname:       cfg.HostnameOrDefault(),
 		ConnectTimeout: cfg.Timeouts.DownstreamConnect.D(),
 		CommandTimeout: cfg.Timeouts.DownstreamCommand.D(),
 		DataTimeout:    cfg.Timeouts.DownstreamData.D(),
-	})
-	if err != nil {
-		return &dialError{err}
 	}
+}
+
+func (ss *session) setDownstream(c *delivery.Conn) {
 	ss.ds = newDownstream(c)
 	ss.dsAbort.Store(c)
-	return nil
+}
+
+// releaseDownstream ends the session's use of its connection at the end of
+// a transaction: the pool keeps it if the transaction ended cleanly.
+func (ss *session) releaseDownstream() {
+	if ss.ds != nil {
+		ss.dsAbort.Store(nil)
+		ss.s.pool.Put(ss.ds.c)
+		ss.ds = nil
+	}
+}
+
+// dropDownstream closes the session's connection, if any, without giving
+// it back: it is broken or about to be replaced.
+func (ss *session) dropDownstream() {
+	if ss.ds != nil {
+		ss.dsAbort.Store(nil)
+		ss.ds.close()
+		ss.ds = nil
+	}
 }
 
 type dialError struct{ err error }
@@ -355,12 +397,15 @@ func hasControlChar(s string) bool {
 	return strings.IndexFunc(s, unicode.IsControl) >= 0
 }
 
-// Reset abandons the transaction, here and downstream.
+// reset ends the transaction, here and downstream (go-smtp calls Reset for
+// RSET and after every DATA), and gives the downstream connection back to
+// the pool: between transactions a session holds none.
 func (ss *session) reset() {
 	ss.endTransaction()
 	ss.tx = nil
 	if ss.ds != nil {
 		ss.ds.reset()
+		ss.releaseDownstream()
 	}
 }
 
@@ -420,15 +465,14 @@ func (ss *session) Logout() error {
 	return nil
 }
 
-// logout ends the session: the transaction's log line, the downstream,
-// the runtime. Only under busy.
+// logout ends the session: the transaction's log line, the downstream
+// connection back to the pool, the runtime. Only under busy.
 func (ss *session) logout() {
 	ss.endTransaction()
 	ss.tx = nil
 	if ss.ds != nil {
-		ss.ds.close()
-		ss.ds = nil
-		ss.dsAbort.Store(nil)
+		ss.ds.reset()
+		ss.releaseDownstream()
 	}
 	if !ss.released {
 		ss.released = true
