@@ -270,8 +270,16 @@ func (w *walker) message(r io.Reader) {
 	w.readMessage(in, "", 0)
 }
 
+// headerReaders recycles readMessage's 4 KiB readers, one per message.
+var headerReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
+
 func (w *walker) readMessage(r io.Reader, path string, depth int) {
-	br := bufio.NewReaderSize(r, 4096)
+	br := headerReaders.Get().(*bufio.Reader)
+	br.Reset(r)
+	defer func() {
+		br.Reset(nil)
+		headerReaders.Put(br)
+	}()
 	f, skipped, err := readHeader(br)
 	where := "message"
 	if path != "" {
@@ -390,6 +398,11 @@ func (w *walker) decode(f fields, cs string, body io.Reader, label string) (io.R
 	cte := strings.ToLower(strings.TrimSpace(f.encoding))
 	if i := strings.IndexAny(cte, " \t;("); i >= 0 {
 		cte = cte[:i]
+	}
+	if (cte == "" || cte == "7bit" || cte == "8bit" || cte == "binary") && (cs == "" || cs == "utf-8" || cs == "us-ascii") {
+		// Nothing to decode, as go-message would find after parsing the
+		// header it is given below: most text parts.
+		return body, nil
 	}
 	var b64 *b64Clean
 	switch cte {
