@@ -535,6 +535,12 @@ func unescapeAttr(b []byte) ([]byte, bool) {
 	if a < 0 {
 		return b, true
 	}
+	// What the attribute rules decode, the text rules decode too: a value
+	// text decoding leaves alone (a query string's "&b=2") is decoded.
+	all := html.UnescapeString(string(b))
+	if len(all) == len(b) && all == string(b) {
+		return b, true
+	}
 	for rest := b[a:]; len(rest) > 0; {
 		k := bytes.IndexByte(rest, '&')
 		if k < 0 {
@@ -565,7 +571,7 @@ func unescapeAttr(b []byte) ([]byte, bool) {
 		}
 		rest = rest[n:]
 	}
-	return []byte(html.UnescapeString(string(b))), true
+	return []byte(all), true
 }
 
 func isAlnum(c byte) bool {
