@@ -393,19 +393,24 @@ func (w *walker) schemelessURL(m []byte) {
 }
 
 func (w *walker) textURLFrom(m []byte, orig int) {
-	if w.handled(m) {
+	if _, ok := w.raw[string(m)]; ok {
 		return
 	}
+	// One string serves as the key of w.raw, the input of parseURL and
+	// URL.Original: cutCJK only ever shortens m.
+	s := string(m)
+	w.handledString(s)
 	m = cutCJK(m)
 	if len(m) <= orig {
 		return
 	}
-	p, err := parseURL(string(m), w.lim.MaxURLLength)
+	s = s[:len(m)]
+	p, err := parseURL(s, w.lim.MaxURLLength)
 	if err != nil {
 		w.dropped(m[orig:], err)
 		return
 	}
-	p.Original = cutString(string(m[orig:]), w.lim.MaxURLLength)
+	p.Original = cutString(s[orig:], w.lim.MaxURLLength)
 	w.add(&p, w.source, "", 0)
 }
 
@@ -603,6 +608,14 @@ func (w *walker) handled(raw []byte) bool {
 		w.raw[string(raw)] = struct{}{}
 	}
 	return false
+}
+
+// handledString is handled for a link text not handled before, which is
+// already a string.
+func (w *walker) handledString(raw string) {
+	if len(w.raw) < maxRaw && len(raw) <= w.lim.MaxURLLength {
+		w.raw[raw] = struct{}{}
+	}
 }
 
 // add keeps a normalised URL unless it is a duplicate, its host already
