@@ -50,17 +50,50 @@ type walker struct {
 	scratch    []byte
 }
 
-func newWalker(x *Extractor) *walker {
-	w := &walker{
-		x:       x,
-		lim:     x.lim,
-		seen:    make(map[string]struct{}),
-		perHost: make(map[string]int),
-		raw:     make(map[string]struct{}),
-		budget:  x.lim.MaxBytes,
-	}
+// walkers recycles walkers, whose maps, buffers and bound methods were a
+// third of the allocations of extracting a typical message.
+var walkers = sync.Pool{New: func() any {
+	w := new(walker)
 	w.textFn, w.slFn = w.textURL, w.schemelessURL
 	return w
+}}
+
+// Beyond these sizes a recycled walker's maps and buffers are dropped
+// rather than kept for the next message.
+const (
+	maxKeptEntries = 64
+	maxKeptBuf     = 64 << 10
+)
+
+func newWalker(x *Extractor) *walker {
+	w := walkers.Get().(*walker)
+	w.x, w.lim, w.budget = x, x.lim, x.lim.MaxBytes
+	if w.seen == nil {
+		w.seen = make(map[string]struct{})
+		w.perHost = make(map[string]int)
+		w.raw = make(map[string]struct{})
+	}
+	return w
+}
+
+// release returns w, whose result has been taken, to walkers.
+func (w *walker) release() {
+	seen, perHost, raw := w.seen, w.perHost, w.raw
+	if len(seen) > maxKeptEntries || len(perHost) > maxKeptEntries || len(raw) > maxKeptEntries {
+		seen, perHost, raw = nil, nil, nil
+	}
+	clear(seen)
+	clear(perHost)
+	clear(raw)
+	pend, scratch := w.pend[:0], w.scratch[:0]
+	if cap(pend) > maxKeptBuf {
+		pend = nil
+	}
+	if cap(scratch) > maxKeptBuf {
+		scratch = nil
+	}
+	*w = walker{seen: seen, perHost: perHost, raw: raw, pend: pend, scratch: scratch, textFn: w.textFn, slFn: w.slFn}
+	walkers.Put(w)
 }
 
 func (w *walker) finish() *Result {

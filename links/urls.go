@@ -131,7 +131,10 @@ func (x *Extractor) Same(y *Extractor) bool {
 func (x *Extractor) Extract(r io.Reader) *Result {
 	w := newWalker(x)
 	w.message(r)
-	return w.finish()
+	res := new(Result)
+	*res = *w.finish()
+	w.release()
+	return res
 }
 
 // URL is one distinct web URL found in a message.
