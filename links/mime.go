@@ -48,6 +48,7 @@ type walker struct {
 	schemeless bool   // whether text may yield scheme-less URLs here
 	pend       []byte // incomplete token carried between feeds
 	scratch    []byte
+	urlBuf     []URL // recycled backing array of res.URLs
 }
 
 // walkers recycles walkers, whose maps, buffers and bound methods were a
@@ -68,6 +69,7 @@ const (
 func newWalker(x *Extractor) *walker {
 	w := walkers.Get().(*walker)
 	w.x, w.lim, w.budget = x, x.lim, x.lim.MaxBytes
+	w.res.URLs = w.urlBuf[:0]
 	if w.seen == nil {
 		w.seen = make(map[string]struct{})
 		w.perHost = make(map[string]int)
@@ -76,7 +78,7 @@ func newWalker(x *Extractor) *walker {
 	return w
 }
 
-// release returns w, whose result has been taken, to walkers.
+// release returns w, whose result has been copied, to walkers.
 func (w *walker) release() {
 	seen, perHost, raw := w.seen, w.perHost, w.raw
 	if len(seen) > maxKeptEntries || len(perHost) > maxKeptEntries || len(raw) > maxKeptEntries {
@@ -92,7 +94,12 @@ func (w *walker) release() {
 	if cap(scratch) > maxKeptBuf {
 		scratch = nil
 	}
-	*w = walker{seen: seen, perHost: perHost, raw: raw, pend: pend, scratch: scratch, textFn: w.textFn, slFn: w.slFn}
+	urls := w.res.URLs[:cap(w.res.URLs)]
+	clear(urls) // drop the strings of the last message
+	if len(urls) > maxKeptEntries {
+		urls = nil
+	}
+	*w = walker{seen: seen, perHost: perHost, raw: raw, pend: pend, scratch: scratch, urlBuf: urls[:0], textFn: w.textFn, slFn: w.slFn}
 	walkers.Put(w)
 }
 

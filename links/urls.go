@@ -133,6 +133,12 @@ func (x *Extractor) Extract(r io.Reader) *Result {
 	w.message(r)
 	res := new(Result)
 	*res = *w.finish()
+	// The URLs are copied out of the walker's recycled array, at their
+	// final size.
+	res.URLs = nil
+	if len(w.res.URLs) > 0 {
+		res.URLs = slices.Clone(w.res.URLs)
+	}
 	w.release()
 	return res
 }
