@@ -109,7 +109,7 @@ func (w *walker) scanHTML(b []byte, nest int) (int, bool) {
 		case 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z':
 			n, bail = w.startTag(b[i:], nest)
 		case c == '/':
-			n, bail = w.endTag(b[i:])
+			n, bail = w.endTag(b[i:], nest)
 		case c == '!':
 			n, bail = markupEnd(b[i:])
 		case c == '?':
@@ -398,8 +398,8 @@ func rawTokenTag(name []byte) string {
 // startTag reads a start tag and, for <style> and <title>, the content up
 // to its end tag, and hands them to the walker as html's token loop does.
 func (w *walker) startTag(b []byte, nest int) (int, bool) {
-	var t parsedTag
-	ok, bail := parseTag(b, 1, &t)
+	t := &w.tags[nest]
+	ok, bail := parseTag(b, 1, t)
 	if !ok {
 		return 0, bail
 	}
@@ -425,7 +425,7 @@ func (w *walker) startTag(b []byte, nest int) (int, bool) {
 	}
 	// Every value is decoded before any is handled, so that a value only
 	// the tokenizer decodes right hands it the whole tag.
-	var vals [maxTagAttrs][]byte
+	vals := &w.attrVals[nest]
 	for j, a := range t.attrs[:t.n] {
 		v, ok := unescapeAttr(convertNewlines(b[a.vs:a.ve]))
 		if !ok {
@@ -458,7 +458,7 @@ func (w *walker) startTag(b []byte, nest int) (int, bool) {
 }
 
 // endTag reads an end tag, "</>" (nothing) or a bogus comment.
-func (w *walker) endTag(b []byte) (int, bool) {
+func (w *walker) endTag(b []byte, nest int) (int, bool) {
 	if len(b) < 3 {
 		return 0, false
 	}
@@ -470,8 +470,8 @@ func (w *walker) endTag(b []byte) (int, bool) {
 	default:
 		return closeAngle(b, 2), false
 	}
-	var t parsedTag
-	ok, bail := parseTag(b, 2, &t)
+	t := &w.tags[nest]
+	ok, bail := parseTag(b, 2, t)
 	if !ok {
 		return 0, bail
 	}

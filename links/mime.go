@@ -49,6 +49,12 @@ type walker struct {
 	pend       []byte // incomplete token carried between feeds
 	scratch    []byte
 	urlBuf     []URL // recycled backing array of res.URLs
+
+	// The tag html is reading and its decoded attribute values, per
+	// level of HTML nested in HTML: kept here rather than zeroed on the
+	// stack for every tag.
+	tags     [maxHTMLNest + 1]parsedTag
+	attrVals [maxHTMLNest + 1][maxTagAttrs][]byte
 }
 
 // walkers recycles walkers, whose maps, buffers and bound methods were a
