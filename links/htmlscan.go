@@ -31,34 +31,26 @@ const htmlRead = 4096
 // html scans an HTML body (see above and htmlTokens for what it looks at).
 func (w *walker) html(r io.Reader, nest int) error {
 	bp := readBufs.Get().(*[]byte)
+	defer readBufs.Put(bp)
 	buf := (*bp)[:0]
-	defer func() {
-		if cap(buf) == cap(*bp) {
-			*bp = buf[:cap(buf)]
-		}
-		readBufs.Put(bp)
-	}()
 	// A construct that continues after what has been read is scanned
 	// again only once it has at least doubled, so that a long one read in
-	// small pieces costs linear time, as in the tokenizer.
+	// small pieces costs linear time, as in the tokenizer. One that does
+	// not fit in buf (a long style sheet, a tag that never ends) goes to
+	// the tokenizer, so that html adds no memory to the tokenizer's own.
 	pending := 0
 	for {
 		if w.done {
 			w.flushText()
 			return errStopped
 		}
-		if cap(buf)-len(buf) < htmlRead {
-			// A construct longer than the buffer (a long tag or
-			// style sheet) is kept whole, as the tokenizer keeps it.
-			buf = append(buf[:len(buf):len(buf)], make([]byte, htmlRead)...)[:len(buf)]
-		}
 		n, err := r.Read(buf[len(buf) : len(buf)+htmlRead])
 		buf = buf[:len(buf)+n]
-		if err == nil && len(buf) < 2*pending {
+		if err == nil && len(buf) < 2*pending && cap(buf)-len(buf) >= htmlRead {
 			continue
 		}
 		k, bail := w.scanHTML(buf, nest)
-		if bail || err != nil && k < len(buf) {
+		if bail || err != nil && k < len(buf) || len(buf)-k > cap(buf)-htmlRead {
 			rest := r
 			if err != nil {
 				rest = errReader{err}

@@ -77,6 +77,11 @@ func TestHTMLScanMatchesTokenizer(t *testing.T) {
 		}
 		checkHTMLScan(t, x, string(data))
 	}
+	// Constructs longer than html's buffer go to the tokenizer.
+	long := strings.Repeat("a{color:red} ", 4<<10)
+	checkHTMLScan(t, x, "<p>http://before.example/</p><style>"+long+"b{background:url(http://css.example/x.png)}</style><a href=http://after.example/>x</a>")
+	checkHTMLScan(t, x, `<a title="`+long+`" href="http://long-tag.example/">x</a> http://after.example/`)
+	checkHTMLScan(t, x, "<!-- "+long+" --> http://after-comment.example/ "+long+" http://in-text.example/")
 	checkHTMLScan(t, x, string(newsletter(100<<10, "8bit")))
 	checkHTMLScan(t, x, string(alternative10K()))
 }
