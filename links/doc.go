@@ -20,10 +20,13 @@
 // (stray bytes are skipped rather than ending the part), and so is the
 // part's charset; an unknown charset is read as-is (URLs are ASCII in every
 // ASCII-compatible charset) and noted. text/html (and an attachment named
-// *.html) is tokenized with golang.org/x/net/html; an HTML part without a
-// MIME charset uses its <meta charset>. Other text/* parts are plain text.
-// Headers are not scanned: their URLs (List-Unsubscribe, DKIM) belong to the
-// sender's infrastructure, not to what the reader is asked to click.
+// *.html) is tokenized as golang.org/x/net/html tokenizes it: the common
+// markup (text, tags, comments, <style>, <title>) by a byte scanner of this
+// package, anything else by that tokenizer, which takes over for the rest of
+// the part; an HTML part without a MIME charset uses its <meta charset>.
+// Other text/* parts are plain text. Headers are not scanned: their URLs
+// (List-Unsubscribe, DKIM) belong to the sender's infrastructure, not to
+// what the reader is asked to click.
 //
 // In HTML the URL attributes are taken (href, src, action, formaction,
 // background, cite, data, poster, srcset, ping and a few legacy ones), any

@@ -12,12 +12,12 @@ import (
 // srcdoc attribute, which the tokenizer hands over as text.
 const maxHTMLNest = 2
 
-// html scans an HTML body with the x/net/html tokenizer, which also decodes
+// htmlTokens scans an HTML body with the x/net/html tokenizer, which also decodes
 // character references (&amp;) in text and attribute values. It looks at
 // the attributes that hold URLs, at other attributes that contain "://", at
 // CSS, and at the visible text. Text is joined across inline tags, as it is
 // displayed: "http://ev<b></b>il.example" reads as one URL.
-func (w *walker) html(r io.Reader, nest int) error {
+func (w *walker) htmlTokens(r io.Reader, nest int) error {
 	z := html.NewTokenizer(r)
 	var raw string // raw-text element whose content is the next text token
 	for !w.done {

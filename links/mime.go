@@ -48,19 +48,65 @@ type walker struct {
 	schemeless bool   // whether text may yield scheme-less URLs here
 	pend       []byte // incomplete token carried between feeds
 	scratch    []byte
+	urlBuf     []URL // recycled backing array of res.URLs
+
+	// The tag html is reading and its decoded attribute values, per
+	// level of HTML nested in HTML: kept here rather than zeroed on the
+	// stack for every tag.
+	tags     [maxHTMLNest + 1]parsedTag
+	attrVals [maxHTMLNest + 1][maxTagAttrs][]byte
 }
 
-func newWalker(x *Extractor) *walker {
-	w := &walker{
-		x:       x,
-		lim:     x.lim,
-		seen:    make(map[string]struct{}),
-		perHost: make(map[string]int),
-		raw:     make(map[string]struct{}),
-		budget:  x.lim.MaxBytes,
-	}
+// walkers recycles walkers, whose maps, buffers and bound methods were a
+// third of the allocations of extracting a typical message.
+var walkers = sync.Pool{New: func() any {
+	w := new(walker)
 	w.textFn, w.slFn = w.textURL, w.schemelessURL
 	return w
+}}
+
+// Beyond these sizes a recycled walker's maps and buffers are dropped
+// rather than kept for the next message.
+const (
+	maxKeptEntries = 64
+	maxKeptBuf     = 64 << 10
+)
+
+func newWalker(x *Extractor) *walker {
+	w := walkers.Get().(*walker)
+	w.x, w.lim, w.budget = x, x.lim, x.lim.MaxBytes
+	w.res.URLs = w.urlBuf[:0]
+	if w.seen == nil {
+		w.seen = make(map[string]struct{})
+		w.perHost = make(map[string]int)
+		w.raw = make(map[string]struct{})
+	}
+	return w
+}
+
+// release returns w, whose result has been copied, to walkers.
+func (w *walker) release() {
+	seen, perHost, raw := w.seen, w.perHost, w.raw
+	if len(seen) > maxKeptEntries || len(perHost) > maxKeptEntries || len(raw) > maxKeptEntries {
+		seen, perHost, raw = nil, nil, nil
+	}
+	clear(seen)
+	clear(perHost)
+	clear(raw)
+	pend, scratch := w.pend[:0], w.scratch[:0]
+	if cap(pend) > maxKeptBuf {
+		pend = nil
+	}
+	if cap(scratch) > maxKeptBuf {
+		scratch = nil
+	}
+	urls := w.res.URLs[:cap(w.res.URLs)]
+	clear(urls) // drop the strings of the last message
+	if len(urls) > maxKeptEntries {
+		urls = nil
+	}
+	*w = walker{seen: seen, perHost: perHost, raw: raw, pend: pend, scratch: scratch, urlBuf: urls[:0], textFn: w.textFn, slFn: w.slFn}
+	walkers.Put(w)
 }
 
 func (w *walker) finish() *Result {
@@ -270,8 +316,16 @@ func (w *walker) message(r io.Reader) {
 	w.readMessage(in, "", 0)
 }
 
+// headerReaders recycles readMessage's 4 KiB readers, one per message.
+var headerReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
+
 func (w *walker) readMessage(r io.Reader, path string, depth int) {
-	br := bufio.NewReaderSize(r, 4096)
+	br := headerReaders.Get().(*bufio.Reader)
+	br.Reset(r)
+	defer func() {
+		br.Reset(nil)
+		headerReaders.Put(br)
+	}()
 	f, skipped, err := readHeader(br)
 	where := "message"
 	if path != "" {
@@ -390,6 +444,11 @@ func (w *walker) decode(f fields, cs string, body io.Reader, label string) (io.R
 	cte := strings.ToLower(strings.TrimSpace(f.encoding))
 	if i := strings.IndexAny(cte, " \t;("); i >= 0 {
 		cte = cte[:i]
+	}
+	if (cte == "" || cte == "7bit" || cte == "8bit" || cte == "binary") && (cs == "" || cs == "utf-8" || cs == "us-ascii") {
+		// Nothing to decode, as go-message would find after parsing the
+		// header it is given below: most text parts.
+		return body, nil
 	}
 	var b64 *b64Clean
 	switch cte {

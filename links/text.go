@@ -110,19 +110,100 @@ func (w *walker) capPending() {
 	w.pend = append(w.pend[:0], w.pend[keep:]...)
 }
 
-// scanTokens scans every whitespace-separated token in b.
+// scanTokens scans the whitespace-separated tokens in b that can hold a
+// URL. Most text is words that cannot, and cutting every word out of it cost
+// more than everything else the extraction does, so the text is passed over
+// with IndexByte to the next byte a URL needs (see urlTokens), and only the
+// token around that byte is cut out and scanned.
 func (w *walker) scanTokens(b []byte) {
-	for len(b) > 0 && !w.done {
-		i, size := indexSpace(b)
-		if i < 0 {
-			w.scanToken(b, len(b))
+	ts := urlTokens{b: b, schemeless: w.schemeless, slash: -1, dot: -1, sep: -1}
+	for !w.done {
+		tok, ok := ts.next()
+		if !ok {
 			return
 		}
-		if i > 0 {
-			w.scanToken(b[:i], i)
-		}
-		b = b[i+size:]
+		w.scanToken(tok, len(tok))
 	}
+}
+
+// urlTokens yields, in order, the whitespace-separated tokens of b (as
+// indexSpace separates them) for which scanToken can find something: those
+// holding "://" and, when scheme-less hosts are taken, those holding a '.'
+// ("www." or a host followed by a path needs both a '.' and, for the path, a
+// '/'). Every other token is skipped without being cut out. The positions
+// of the next '/', '.' and "://" are remembered, so each is searched for
+// once per text, whatever the number of tokens.
+type urlTokens struct {
+	b          []byte
+	i          int // where the next token starts (b[:i] is done)
+	schemeless bool
+	slash, dot int // next '/' or '.' at or after i, -1 before the first search
+	sep        int // next "://" at or after i, -1 before the first search
+}
+
+func (t *urlTokens) next() ([]byte, bool) {
+	b := t.b
+	for t.i < len(b) {
+		var p int
+		if t.schemeless {
+			// A token with "://" has a '/', one with "www." a '.'; one
+			// with neither cannot hold a URL.
+			if t.slash < t.i && t.slash != len(b) {
+				t.slash = indexFrom(b, t.i, "/")
+			}
+			if t.dot < t.i && t.dot != len(b) {
+				t.dot = indexFrom(b, t.i, ".")
+			}
+			p = min(t.slash, t.dot)
+		} else {
+			if t.sep < t.i && t.sep != len(b) {
+				t.sep = indexFrom(b, t.i, "://")
+			}
+			p = t.sep
+		}
+		if p == len(b) {
+			t.i = len(b)
+			return nil, false
+		}
+		// The token around p: p is an ASCII byte, so it is never inside
+		// a multi-byte space, and t.i is where a token starts.
+		start := t.i
+		if k, size := lastIndexSpace(b[t.i:p]); k >= 0 {
+			start = t.i + k + size
+		}
+		end, next := len(b), len(b)
+		if k, size := indexSpace(b[p:]); k >= 0 {
+			end, next = p+k, p+k+size
+		}
+		t.i = next
+		tok := b[start:end]
+		if t.schemeless && !mayHoldURL(tok) {
+			continue
+		}
+		return tok, true
+	}
+	return nil, false
+}
+
+// indexFrom returns the index of sep in b at or after i, or len(b).
+func indexFrom(b []byte, i int, sep string) int {
+	var k int
+	if len(sep) == 1 {
+		k = bytes.IndexByte(b[i:], sep[0])
+	} else {
+		k = bytes.Index(b[i:], []byte(sep))
+	}
+	if k < 0 {
+		return len(b)
+	}
+	return i + k
+}
+
+// mayHoldURL is scanToken's test, in scheme-less mode, of whether a token
+// can hold a URL.
+func mayHoldURL(tok []byte) bool {
+	return bytes.Contains(tok, []byte("://")) || containsFold(tok, "www.") ||
+		(bytes.IndexByte(tok, '.') >= 0 && bytes.IndexByte(tok, '/') >= 0)
 }
 
 // scanToken finds the URLs in one token, reporting those that start before
@@ -312,19 +393,24 @@ func (w *walker) schemelessURL(m []byte) {
 }
 
 func (w *walker) textURLFrom(m []byte, orig int) {
-	if w.handled(m) {
+	if _, ok := w.raw[string(m)]; ok {
 		return
 	}
+	// One string serves as the key of w.raw, the input of parseURL and
+	// URL.Original: cutCJK only ever shortens m.
+	s := string(m)
+	w.handledString(s)
 	m = cutCJK(m)
 	if len(m) <= orig {
 		return
 	}
-	p, err := parseURL(string(m), w.lim.MaxURLLength)
+	s = s[:len(m)]
+	p, err := parseURL(s, w.lim.MaxURLLength)
 	if err != nil {
 		w.dropped(m[orig:], err)
 		return
 	}
-	p.Original = cutString(string(m[orig:]), w.lim.MaxURLLength)
+	p.Original = cutString(s[orig:], w.lim.MaxURLLength)
 	w.add(&p, w.source, "", 0)
 }
 
@@ -522,6 +608,14 @@ func (w *walker) handled(raw []byte) bool {
 		w.raw[string(raw)] = struct{}{}
 	}
 	return false
+}
+
+// handledString is handled for a link text not handled before, which is
+// already a string.
+func (w *walker) handledString(raw string) {
+	if len(w.raw) < maxRaw && len(raw) <= w.lim.MaxURLLength {
+		w.raw[raw] = struct{}{}
+	}
 }
 
 // add keeps a normalised URL unless it is a duplicate, its host already

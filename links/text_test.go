@@ -1,6 +1,7 @@
 package links
 
 import (
+	"bytes"
 	"slices"
 	"strings"
 	"testing"
@@ -140,4 +141,71 @@ func TestSpaces(t *testing.T) {
 	if i, _ := lastIndexSpace([]byte(strings.Repeat("\xe3", 5))); i != -1 {
 		t.Errorf("lastIndexSpace on broken UTF-8 = %d", i)
 	}
+}
+
+// everyToken is how text was scanned before urlTokens: every token cut out
+// with indexSpace, then tested as scanToken tests it. It is the reference
+// urlTokens is checked against.
+func everyToken(b []byte, schemeless bool) []string {
+	var out []string
+	for len(b) > 0 {
+		i, size := indexSpace(b)
+		tok := b
+		if i >= 0 {
+			tok = b[:i]
+		}
+		if bytes.Contains(tok, []byte("://")) || schemeless && mayHoldURL(tok) {
+			out = append(out, string(tok))
+		}
+		if i < 0 {
+			break
+		}
+		b = b[i+size:]
+	}
+	return out
+}
+
+func urlTokenStrings(b []byte, schemeless bool) []string {
+	var out []string
+	ts := urlTokens{b: b, schemeless: schemeless, slash: -1, dot: -1, sep: -1}
+	for {
+		tok, ok := ts.next()
+		if !ok {
+			return out
+		}
+		out = append(out, string(tok))
+	}
+}
+
+var tokenSeeds = []string{
+	"", " ", "a", ".", "/", "://", "a b c", "see http://a.example/x. and www.b.example, c.example/d",
+	"no links here at all\r\n", "www.x.example\u00a0y.example/z\u3000http://q.example/",
+	"trailing.", "/leading", "a.b\tc/d\ne://f", "x\u2003www.y.example", "\xe3\x80http://broken.example/",
+	"word. word/ word.word/word http:/ http//x ftp://y.example", "\u00a0\u00a0", "a\u0085b.c/d",
+}
+
+// TestURLTokensMatchEveryToken: skipping to the bytes a URL needs yields
+// the same tokens, in the same order, as testing every token.
+func TestURLTokensMatchEveryToken(t *testing.T) {
+	for _, s := range append(tokenSeeds, strictSeeds...) {
+		for _, sl := range []bool{false, true} {
+			got, want := urlTokenStrings([]byte(s), sl), everyToken([]byte(s), sl)
+			if !slices.Equal(got, want) {
+				t.Errorf("%q schemeless=%v:\n got %q\nwant %q", s, sl, got, want)
+			}
+		}
+	}
+}
+
+// FuzzURLTokens is TestURLTokensMatchEveryToken on random text.
+func FuzzURLTokens(f *testing.F) {
+	for _, s := range tokenSeeds {
+		f.Add(s, true)
+	}
+	f.Fuzz(func(t *testing.T, s string, schemeless bool) {
+		got, want := urlTokenStrings([]byte(s), schemeless), everyToken([]byte(s), schemeless)
+		if !slices.Equal(got, want) {
+			t.Fatalf("%q schemeless=%v:\n got %q\nwant %q", s, schemeless, got, want)
+		}
+	})
 }

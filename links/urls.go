@@ -131,7 +131,16 @@ func (x *Extractor) Same(y *Extractor) bool {
 func (x *Extractor) Extract(r io.Reader) *Result {
 	w := newWalker(x)
 	w.message(r)
-	return w.finish()
+	res := new(Result)
+	*res = *w.finish()
+	// The URLs are copied out of the walker's recycled array, at their
+	// final size.
+	res.URLs = nil
+	if len(w.res.URLs) > 0 {
+		res.URLs = slices.Clone(w.res.URLs)
+	}
+	w.release()
+	return res
 }
 
 // URL is one distinct web URL found in a message.
