@@ -1,6 +1,8 @@
 package main
 
 import (
+	"sync/atomic"
+
 	"github.com/foxproxy/foxproxy/msglog"
 	"github.com/foxproxy/foxproxy/proxy"
 )
@@ -11,9 +13,13 @@ import (
 type messageLog struct {
 	nopObserver // only Message matters
 	ring        *msglog.Ring
-	// writer is nil without a database (database.url).
-	writer *msglog.Writer
+	// writer is the running configuration's database writer (nil
+	// without database.url); a reload points it at the new one.
+	writer atomic.Pointer[msglog.Writer]
 }
+
+// use sends the records from now on to w (nil: the ring only).
+func (l *messageLog) use(w *msglog.Writer) { l.writer.Store(w) }
 
 func newMessageLog() *messageLog {
 	return &messageLog{ring: msglog.NewRing(msglog.DefaultRingSize)}
@@ -24,8 +30,8 @@ func newMessageLog() *messageLog {
 func (l *messageLog) Message(ev proxy.MessageEvent) {
 	r := recordFromEvent(ev)
 	l.ring.Add(r)
-	if l.writer != nil {
-		l.writer.Add(r)
+	if w := l.writer.Load(); w != nil {
+		w.Add(r)
 	}
 }
 

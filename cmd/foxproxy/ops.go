@@ -55,6 +55,7 @@ func startOps(cfg *config.Config, rt *wired, srv *proxy.Server, log *zap.Logger)
 	m.Registry.MustRegister(listsCollector{o.current.Load}) // lists.go
 	recent := admin.NewRecent()
 	o.messages = newMessageLog()
+	o.messages.use(rt.msglog)
 	srv.SetObserver(observers{m, recent, o.messages})
 	o.click = startClick(cfg, o.current.Load, m.Registry, log.Named("click"))
 
@@ -95,6 +96,7 @@ func startOps(cfg *config.Config, rt *wired, srv *proxy.Server, log *zap.Logger)
 // use points the operations side at a reloaded runtime.
 func (o *ops) use(w *wired) {
 	o.current.Store(w)
+	o.messages.use(w.msglog)
 	o.stopRescan()
 	o.stopRescan = startRescan(w, o.log)
 	o.monitor.SetSources(w.sources())
