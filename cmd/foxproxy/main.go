@@ -5,7 +5,7 @@
 //	foxproxy check-config [-config FILE]  validate a configuration and exit
 //	foxproxy version                      print the version
 //	foxproxy help                         list the commands (also -h, --help; usage.go)
-//	foxproxy quarantine list|show|release|delete|purge [-config FILE] ...
+//	foxproxy quarantine list|show|release|delete|purge|import [-config FILE] ...
 //	                                      work with quarantined mail (quarantine.go)
 //	foxproxy policy test [-config FILE] --client IP --from A --to B MESSAGE.eml
 //	                                      dry-run the checks and rules on a message (policytest.go)
