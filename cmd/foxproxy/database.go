@@ -28,11 +28,12 @@ import (
 const startMigrateWait = 10 * time.Second
 
 // Message log sizing: its own pool of logPoolConns connections (one
-// batch being written, one maintenance), so a slow or dead database never
-// makes the log take a connection a custody write needs; and how long the
-// daemon's stop (or a reload) waits for the queued rows to be written.
+// batch being written, one maintenance, one search of the log), so a slow
+// or dead database never makes the log take a connection a custody write
+// needs; and how long the daemon's stop (or a reload) waits for the queued
+// rows to be written.
 const (
-	logPoolConns = 2
+	logPoolConns = 3
 	logFlushWait = 5 * time.Second
 )
 
@@ -68,7 +69,7 @@ func (w *wired) openDatabase(cfg *config.Config, log *zap.Logger) error {
 	// the monitor's first probe that reaches it; until then the log's
 	// writes fail and their rows are dropped and counted.
 	lw := msglog.NewWriter(pool, msglog.Options{Retention: db.Config().LogRetention, Log: log.Named("msglog")})
-	w.msglog, w.db.log = lw, lw
+	w.msglog, w.db.log, w.logDB = lw, lw, pool
 	w.closers = append(w.closers, func() {
 		ctx, cancel := context.WithTimeout(context.Background(), logFlushWait)
 		defer cancel()

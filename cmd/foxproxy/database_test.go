@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 
 	"github.com/foxproxy/foxproxy/config"
@@ -119,8 +120,13 @@ func TestDatabaseWiresMessageLogAndCountsFailures(t *testing.T) {
 	if w.msglog == nil || w.Quarantine == nil {
 		t.Fatalf("wired without the message log (%v) or the quarantine (%v)", w.msglog, w.Quarantine)
 	}
+	// The log's pool is its own and bounded: it never takes the custody's
+	// connections.
+	if p, ok := w.logDB.(*pgxpool.Pool); !ok || p.Stat().MaxConns() != logPoolConns || w.db.db.Stats().Max <= logPoolConns {
+		t.Fatalf("log pool %T, custody pool max %d", w.logDB, w.db.db.Stats().Max)
+	}
 	l := newMessageLog()
-	l.use(w.msglog)
+	l.use(w.msglog, w.logDB)
 	l.Message(proxy.MessageEvent{Time: time.Now(), Host: "fp.test", ID: "m1", From: "s@example.test",
 		Recipients: []string{"r@example.test"}, Verdict: "deliver", ReplyCode: 250})
 	waitFor(t, 20*time.Second, "the log row written", func() bool { return w.counters()["message_log_written_total"] == 1 })

@@ -13,13 +13,25 @@ import (
 type messageLog struct {
 	nopObserver // only Message matters
 	ring        *msglog.Ring
-	// writer is the running configuration's database writer (nil
-	// without database.url); a reload points it at the new one.
-	writer atomic.Pointer[msglog.Writer]
+	// sink is the running configuration's message log in the database
+	// (nil fields without database.url); a reload points it at the new
+	// one.
+	sink atomic.Pointer[logSink]
 }
 
-// use sends the records from now on to w (nil: the ring only).
-func (l *messageLog) use(w *msglog.Writer) { l.writer.Store(w) }
+// logSink is where records go and are searched besides the ring.
+type logSink struct {
+	writer *msglog.Writer
+	// db is the pool searches of the database's log use (the writer's
+	// own, bounded pool).
+	db msglog.DB
+}
+
+// use sends the records from now on to w, and searches to db (both nil:
+// the ring only).
+func (l *messageLog) use(w *msglog.Writer, db msglog.DB) {
+	l.sink.Store(&logSink{writer: w, db: db})
+}
 
 func newMessageLog() *messageLog {
 	return &messageLog{ring: msglog.NewRing(msglog.DefaultRingSize)}
@@ -30,8 +42,8 @@ func newMessageLog() *messageLog {
 func (l *messageLog) Message(ev proxy.MessageEvent) {
 	r := recordFromEvent(ev)
 	l.ring.Add(r)
-	if w := l.writer.Load(); w != nil {
-		w.Add(r)
+	if s := l.sink.Load(); s != nil && s.writer != nil {
+		s.writer.Add(r)
 	}
 }
 

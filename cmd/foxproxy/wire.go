@@ -39,8 +39,10 @@ type wired struct {
 	lists    *listsWiring
 	enc      *encryption.Gateway
 	db       *dbWiring // the custody database (database.url); nil: quarantine.dir
-	// msglog writes the message log to the database (nil without one).
+	// msglog writes the message log to the database, through the pool
+	// logDB (both nil without one).
 	msglog *msglog.Writer
+	logDB  msglog.DB
 	// custodyFailures counts quarantine and hold writes that failed (the
 	// message got 451), for foxproxy_quarantine_failures_total.
 	custodyFailures atomic.Uint64
