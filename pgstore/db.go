@@ -103,7 +103,9 @@ type Options struct {
 // DB is a connection pool to the custody database, shared by its two
 // areas (Quarantine and Held).
 type DB struct {
-	pool     *pgxpool.Pool
+	pool *pgxpool.Pool
+	// poolCfg is the pool's configuration, for LogPool's second pool.
+	poolCfg  *pgxpool.Config
 	cfg      Config
 	opts     Options
 	redacted string
@@ -151,11 +153,29 @@ func Open(cfg Config, opts Options) (*DB, error) {
 		pc.MaxConns = 16
 	}
 	pc.HealthCheckPeriod = 10 * time.Second
+	poolCfg := pc.Copy()
 	pool, err := pgxpool.NewWithConfig(context.Background(), pc)
 	if err != nil {
 		return nil, fmt.Errorf("pgstore: %w", err)
 	}
-	return &DB{pool: pool, cfg: cfg, opts: opts, redacted: Redacted(cfg.URL)}, nil
+	return &DB{pool: pool, poolCfg: poolCfg, cfg: cfg, opts: opts, redacted: Redacted(cfg.URL)}, nil
+}
+
+// LogPool opens a second pool to the same database, with the same
+// connection settings (password, TLS, synchronous_commit on), of at most
+// maxConns connections, for work that must never take a connection the
+// custody needs: the message log. Like Open, it does not wait for the
+// database. The caller closes it.
+func (db *DB) LogPool(maxConns int32) (*pgxpool.Pool, error) {
+	pc := db.poolCfg.Copy()
+	pc.MaxConns = max(maxConns, 1)
+	pc.MinConns = 0
+	pc.ConnConfig.RuntimeParams["application_name"] = "foxproxy message log"
+	pool, err := pgxpool.NewWithConfig(context.Background(), pc)
+	if err != nil {
+		return nil, fmt.Errorf("pgstore: message log pool: %w", err)
+	}
+	return pool, nil
 }
 
 // Close closes the pool.

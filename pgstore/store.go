@@ -2,6 +2,7 @@ package pgstore
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -54,7 +55,7 @@ func (s *Store) chunk() int {
 func (s *Store) Put(ctx context.Context, e quarantine.Entry, content io.Reader) (string, error) {
 	for {
 		e.ID = quarantine.NewID(time.Now())
-		err := s.put(ctx, e, content)
+		err := s.put(ctx, e, content, nil)
 		if !errors.Is(err, quarantine.ErrExists) {
 			if err != nil {
 				return "", err
@@ -72,12 +73,45 @@ func (s *Store) PutAs(ctx context.Context, id string, e quarantine.Entry, conten
 		return fmt.Errorf("quarantine: bad ID %q", id)
 	}
 	e.ID = id
-	return s.put(ctx, e, content)
+	return s.put(ctx, e, content, nil)
+}
+
+// Import stores an entry moved in from another store (foxproxy quarantine
+// import of a file store) under its own ID, with its metadata as it is
+// (time, partial releases). A claim that is no longer running (an
+// interrupted release, or one that may have delivered the message) comes
+// along in the same transaction, lapsed and with its uncertainty, so that
+// the entry waits for an administrator here as it did there; a running
+// claim is the caller's to refuse. It returns ErrExists, writing nothing,
+// when the area has the ID already.
+func (s *Store) Import(ctx context.Context, e quarantine.Entry, content io.Reader, claim *quarantine.ClaimedError) error {
+	if !quarantine.ValidID(e.ID) {
+		return fmt.Errorf("quarantine: bad ID %q", e.ID)
+	}
+	if claim != nil && claim.Running && claim.Uncertain == "" {
+		return fmt.Errorf("pgstore: %s: a release is in progress (process %d); import it when it has ended", e.ID, claim.PID)
+	}
+	var after func(ctx context.Context, tx pgx.Tx) error
+	if claim != nil {
+		after = func(ctx context.Context, tx pgx.Tx) error {
+			var at *time.Time
+			if !claim.Time.IsZero() {
+				at = &claim.Time
+			}
+			_, err := tx.Exec(ctx, `UPDATE entries SET claim_token = $3, claim_host = $4, claim_pid = $5,
+					claim_time = coalesce($6, now()), claim_expires = now(), sending = false, uncertain = $7
+				WHERE area = $1 AND id = $2`,
+				s.area, e.ID, rand.Text(), s.db.opts.Host, int32(claim.PID), at, claim.Uncertain)
+			return s.db.fail(err)
+		}
+	}
+	return s.put(ctx, e, content, after)
 }
 
 // put writes the entry row and then the content, chunk by chunk with
-// COPY, in one transaction: readers see the whole entry or nothing.
-func (s *Store) put(ctx context.Context, e quarantine.Entry, content io.Reader) error {
+// COPY, in one transaction: readers see the whole entry or nothing. after,
+// when not nil, runs in the same transaction last.
+func (s *Store) put(ctx context.Context, e quarantine.Entry, content io.Reader, after func(ctx context.Context, tx pgx.Tx) error) error {
 	if e.Time.IsZero() {
 		e.Time = time.Now().UTC()
 	}
@@ -115,6 +149,9 @@ func (s *Store) put(ctx context.Context, e quarantine.Entry, content io.Reader) 
 		}
 		if _, err := tx.Exec(ctx, "UPDATE entries SET content_size = $3 WHERE area = $1 AND id = $2", s.area, e.ID, src.total); err != nil {
 			return s.db.fail(err)
+		}
+		if after != nil {
+			return after(ctx, tx)
 		}
 		return nil
 	})

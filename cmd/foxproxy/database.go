@@ -17,6 +17,7 @@ import (
 	"github.com/foxproxy/foxproxy/admin"
 	"github.com/foxproxy/foxproxy/config"
 	"github.com/foxproxy/foxproxy/health"
+	"github.com/foxproxy/foxproxy/msglog"
 	"github.com/foxproxy/foxproxy/pgstore"
 	"github.com/foxproxy/foxproxy/quarantine"
 )
@@ -26,18 +27,24 @@ import (
 // custody operation, while clean mail flows.
 const startMigrateWait = 10 * time.Second
 
-// openCustody opens the store for the quarantine verdicts of a running
-// foxproxy: the database when database.url is set, else quarantine.dir.
-// A database whose schema is newer than this binary refuses the start; one
-// that does not answer does not (quarantine and hold verdicts get 451
-// until it does).
-func (w *wired) openCustody(cfg *config.Config, log *zap.Logger) (quarantine.Store, error) {
-	if cfg.Database.URL == "" {
-		return quarantine.Open(cfg.Quarantine.Dir)
-	}
+// Message log sizing: its own pool of logPoolConns connections (one
+// batch being written, one maintenance, one search of the log), so a slow
+// or dead database never makes the log take a connection a custody write
+// needs; and how long the daemon's stop (or a reload) waits for the queued
+// rows to be written.
+const (
+	logPoolConns = 3
+	logFlushWait = 5 * time.Second
+)
+
+// openDatabase opens the database of database.url for the custody and the
+// message log, and migrates it. A database whose schema is newer than this
+// binary refuses the start; one that does not answer does not (quarantine
+// and hold verdicts get 451 and log rows are dropped until it does).
+func (w *wired) openDatabase(cfg *config.Config, log *zap.Logger) error {
 	db, err := pgstore.Open(cfg.Database.Store(), pgstore.Options{Host: cfg.Proxy().HostnameOrDefault(), Migrate: true})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	w.closers = append(w.closers, db.Close)
 	w.db = &dbWiring{db: db}
@@ -46,14 +53,41 @@ func (w *wired) openCustody(cfg *config.Config, log *zap.Logger) (quarantine.Sto
 	v, err := db.Migrate(ctx)
 	switch {
 	case errors.Is(err, pgstore.ErrSchemaTooNew):
-		return nil, fmt.Errorf("database: %w", err)
+		return fmt.Errorf("database: %w", err)
 	case err != nil:
-		log.Warn("the custody database does not answer; quarantine and hold verdicts get 451 until it does, delivered mail is not affected",
+		log.Warn("the database does not answer; quarantine and hold verdicts get 451 and message log rows are dropped until it does, delivered mail is not affected",
 			zap.String("database", db.String()), zap.Error(err))
 	default:
-		log.Info("custody database ready", zap.String("database", db.String()), zap.Int("schema", v))
+		log.Info("database ready", zap.String("database", db.String()), zap.Int("schema", v))
 	}
-	return db.Quarantine(), nil
+	pool, err := db.LogPool(logPoolConns)
+	if err != nil {
+		return err
+	}
+	w.closers = append(w.closers, pool.Close)
+	// A schema not migrated yet (the database was down) is migrated by
+	// the monitor's first probe that reaches it; until then the log's
+	// writes fail and their rows are dropped and counted.
+	lw := msglog.NewWriter(pool, msglog.Options{Retention: db.Config().LogRetention, Log: log.Named("msglog")})
+	w.msglog, w.db.log, w.logDB = lw, lw, pool
+	w.closers = append(w.closers, func() {
+		ctx, cancel := context.WithTimeout(context.Background(), logFlushWait)
+		defer cancel()
+		if err := lw.Close(ctx); err != nil {
+			log.Warn("message log", zap.Error(err))
+		}
+	})
+	return nil
+}
+
+// openCustody opens the store for the quarantine verdicts of a running
+// foxproxy: the database when database.url is set (openDatabase opened
+// it), else quarantine.dir.
+func (w *wired) openCustody(cfg *config.Config) (quarantine.Store, error) {
+	if w.db != nil {
+		return w.db.db.Quarantine(), nil
+	}
+	return quarantine.Open(cfg.Quarantine.Dir)
 }
 
 // openCustodyCLI opens the store the command line works on, without
@@ -81,7 +115,8 @@ func openCustodyCLI(cfg *config.Config) (store quarantine.Store, close func(), e
 // dbWiring keeps the custody database's health between the monitor's
 // probes, for /status and the metrics.
 type dbWiring struct {
-	db *pgstore.DB
+	db  *pgstore.DB
+	log *msglog.Writer // the message log's writer
 
 	mu     sync.Mutex
 	last   pgstore.Health
@@ -114,6 +149,10 @@ func (d *dbWiring) dependency() admin.Dependency {
 		Counters: map[string]uint64{"pool_acquired": uint64(pool.Acquired), "pool_idle": uint64(pool.Idle),
 			"pool_total": uint64(pool.Total), "pool_max": uint64(pool.Max), "acquires": uint64(pool.AcquireCount),
 			"acquire_waits": uint64(pool.EmptyAcquireCount), "errors": pool.Errors}}
+	if d.log != nil {
+		st := d.log.Stats()
+		dep.Counters["log_written"], dep.Counters["log_dropped"], dep.Counters["log_queued"] = st.Written, st.Dropped, uint64(st.Queued)
+	}
 	switch {
 	case !probed:
 		dep.State, dep.OK = "unchecked", true
@@ -122,7 +161,7 @@ func (d *dbWiring) dependency() admin.Dependency {
 		dep.Detail = fmt.Sprintf("schema %d, latency %s", h.Schema, h.Latency.Round(time.Microsecond))
 	default:
 		dep.State, dep.LastError = "down", h.Err
-		dep.Detail = "quarantine and hold verdicts get 451 (the mail stays in Postfix); delivered mail is not affected; it recovers by itself"
+		dep.Detail = "quarantine and hold verdicts get 451 (the mail stays in Postfix); delivered mail is not affected; message log rows are dropped and counted; it recovers by itself"
 	}
 	return dep
 }

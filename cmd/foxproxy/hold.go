@@ -29,7 +29,8 @@ var _ proxy.Holder = quarantiner{}
 // held it but died before its 250 arrived, and two held copies would be
 // two deliveries after the rescan. Its entry is found by name (see
 // quarantine.DerivedID).
-func (q quarantiner) Hold(ctx context.Context, it proxy.QuarantineItem, arrived time.Time) (string, error) {
+func (q quarantiner) Hold(ctx context.Context, it proxy.QuarantineItem, arrived time.Time) (id string, err error) {
+	defer func() { q.count(err) }()
 	held, err := q.store.Held()
 	if err != nil {
 		return "", err
@@ -46,7 +47,7 @@ func (q quarantiner) Hold(ctx context.Context, it proxy.QuarantineItem, arrived 
 	if e.QueueID == "" {
 		// Nothing names a retry; still named by arrival, like the others,
 		// so the held area's "oldest" is always an arrival time.
-		id := quarantine.DerivedID(e.Arrived, rand.Text())
+		id = quarantine.DerivedID(e.Arrived, rand.Text())
 		if err := held.PutAs(ctx, id, e, it.Tx.Message.Open()); !errors.Is(err, quarantine.ErrExists) {
 			return id, err
 		}
@@ -55,7 +56,7 @@ func (q quarantiner) Hold(ctx context.Context, it proxy.QuarantineItem, arrived 
 	// Named by arrival and envelope, so a retry finds its entry in O(1):
 	// during a long outage the held area is large, and listing it for
 	// every arriving message would make holding slower as it grows.
-	id := heldID(e)
+	id = heldID(e)
 	err = held.PutAs(ctx, id, e, it.Tx.Message.Open())
 	if !errors.Is(err, quarantine.ErrExists) {
 		return id, err

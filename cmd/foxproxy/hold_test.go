@@ -24,7 +24,7 @@ func TestHoldFindsRetryByName(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	q := quarantiner{store}
+	q := quarantiner{store: store}
 	arrived := time.Date(2026, 11, 27, 17, 0, 0, 0, time.UTC)
 	ctx := context.Background()
 	first, err := q.Hold(ctx, heldItem("4ABC", "b@example.test"), arrived)

@@ -5,7 +5,7 @@
 //	foxproxy check-config [-config FILE]  validate a configuration and exit
 //	foxproxy version                      print the version
 //	foxproxy help                         list the commands (also -h, --help; usage.go)
-//	foxproxy quarantine list|show|release|delete|purge [-config FILE] ...
+//	foxproxy quarantine list|show|release|delete|purge|import [-config FILE] ...
 //	                                      work with quarantined mail (quarantine.go)
 //	foxproxy policy test [-config FILE] --client IP --from A --to B MESSAGE.eml
 //	                                      dry-run the checks and rules on a message (policytest.go)
@@ -232,8 +232,17 @@ func serve(path string, stderr io.Writer, sigs *daemonSignals) int {
 			current.close()
 			return 1
 		case <-sigs.reload:
-			current = reload(path, srv, current, level, log)
-			ops.use(current)
+			next := reload(path, srv, current, level, log)
+			if next != current {
+				// The operations side (observers, the message log's
+				// writer) moves first: a message that ends meanwhile is
+				// recorded by the old runtime's writer, still open.
+				ops.use(next)
+				// Sessions that started on the old runtime keep using
+				// it until they end; its background workers stop with it.
+				current.closeWhenIdle(srv)
+				current = next
+			}
 		case sig := <-sigs.stop:
 			log.Info("shutting down: draining sessions", zap.String("signal", sig.String()),
 				zap.Duration("deadline", cfg.Timeouts.Shutdown.D()))
@@ -277,9 +286,6 @@ func reload(path string, srv *proxy.Server, current *wired, level zap.AtomicLeve
 		log.Warn("SIGHUP: some changed settings take effect only after a restart", zap.Strings("keys", keys))
 	}
 	level.SetLevel(parseLevel(cfg.Log.Level))
-	// Sessions that started on the old runtime keep using it until they
-	// end; its background workers stop with it.
-	current.closeWhenIdle(srv)
 	log.Info("SIGHUP: configuration reloaded", zap.String("config", cfg.File), zap.Strings("stages", next.stageNames()))
 	return next
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"sync/atomic"
 
 	"github.com/foxproxy/foxproxy/console"
 	"github.com/foxproxy/foxproxy/msglog"
@@ -17,10 +18,24 @@ import (
 type messageLog struct {
 	nopObserver // only Message matters
 	ring        *msglog.Ring
-	// writer is nil without a database (database.url); db is what Search
-	// asks then, nil without.
+	// sink is the running configuration's message log in the database
+	// (nil fields without database.url); a reload points it at the new
+	// one.
+	sink atomic.Pointer[logSink]
+}
+
+// logSink is where records go and are searched besides the ring.
+type logSink struct {
 	writer *msglog.Writer
-	db     msglog.DB
+	// db is the pool searches of the database's log use (the writer's
+	// own, bounded pool).
+	db msglog.DB
+}
+
+// use sends the records from now on to w, and searches to db (both nil:
+// the ring only).
+func (l *messageLog) use(w *msglog.Writer, db msglog.DB) {
+	l.sink.Store(&logSink{writer: w, db: db})
 }
 
 func newMessageLog() *messageLog {
@@ -32,8 +47,8 @@ func newMessageLog() *messageLog {
 func (l *messageLog) Message(ev proxy.MessageEvent) {
 	r := recordFromEvent(ev)
 	l.ring.Add(r)
-	if l.writer != nil {
-		l.writer.Add(r)
+	if s := l.sink.Load(); s != nil && s.writer != nil {
+		s.writer.Add(r)
 	}
 }
 
@@ -74,7 +89,15 @@ var _ console.Messages = (*messageLog)(nil)
 
 // Searchable reports whether Search sees the whole log: only with the
 // database's message log, else the ring's last messages.
-func (l *messageLog) Searchable() bool { return l.db != nil }
+func (l *messageLog) Searchable() bool { return l.searchDB() != nil }
+
+// searchDB is the database's log to search, nil without one.
+func (l *messageLog) searchDB() msglog.DB {
+	if s := l.sink.Load(); s != nil {
+		return s.db
+	}
+	return nil
+}
 
 // Search is the console's and the API's search of the message log: the
 // database's when there is one, else the ring's.
@@ -97,8 +120,8 @@ func (l *messageLog) Search(ctx context.Context, q console.MessageQuery) (consol
 	}
 	var page msglog.Page
 	var err error
-	if l.db != nil {
-		page, err = msglog.Search(ctx, l.db, mq)
+	if db := l.searchDB(); db != nil {
+		page, err = msglog.Search(ctx, db, mq)
 	} else {
 		page, err = l.ring.Search(mq)
 	}

@@ -61,6 +61,7 @@ func startOps(cfg *config.Config, rt *wired, srv *proxy.Server, log *zap.Logger)
 	m.Registry.MustRegister(listsCollector{o.current.Load}) // lists.go
 	recent := admin.NewRecent()
 	o.messages = newMessageLog()
+	o.messages.use(rt.msglog, rt.logDB)
 	srv.SetObserver(observers{m, recent, o.messages})
 	o.click = startClick(cfg, o.current.Load, m.Registry, log.Named("click"))
 
@@ -122,6 +123,7 @@ func startOps(cfg *config.Config, rt *wired, srv *proxy.Server, log *zap.Logger)
 // use points the operations side at a reloaded runtime.
 func (o *ops) use(w *wired) {
 	o.current.Store(w)
+	o.messages.use(w.msglog, w.logDB)
 	o.stopRescan()
 	o.stopRescan = startRescan(w, o.log)
 	o.monitor.SetSources(w.sources())

@@ -29,6 +29,7 @@ const quarantineUsage = `usage: foxproxy quarantine COMMAND [-config FILE] ...
   release [--force] ID...            re-inject to the downstream, then delete
   delete ID...                       delete without delivering
   purge [--older-than D]             delete entries older than D (default quarantine.retention)
+  import [-dir DIR] [-keep]          copy a file store into the database (foxproxy quarantine import -h)
 With --held, list, show, release and delete work on the held area: mail
 accepted while no scanner answered (scan.hold_after), waiting for its rescan.
 Releasing a held message delivers it unscanned.
@@ -43,6 +44,9 @@ func quarantineCmd(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	sub, args := args[0], args[1:]
+	if sub == "import" {
+		return quarantineImportCmd(args, stdout, stderr) // quarantine_import.go
+	}
 	fs := flag.NewFlagSet("foxproxy quarantine "+sub, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "", "configuration file (YAML); empty: the embedded default")

@@ -21,7 +21,7 @@ var commands = []command{
 	{"check-config", "[-config FILE]", "validate a configuration"},
 	{"status", "[-admin URL] [-json]", "the running foxproxy's dependencies"},
 	{"healthcheck", "[-admin URL]", "exit 0 when the running foxproxy is ready"},
-	{"quarantine", "list|show|release|delete|purge", "quarantined and held mail"},
+	{"quarantine", "list|show|release|delete|purge|import", "quarantined and held mail"},
 	{"policy", "test ... MESSAGE.eml", "dry-run the checks and rules on a message"},
 	{"update", "[-config FILE]", "fetch the list bundle now"},
 	{"bundle", "keygen|sign ...", "make a key pair, sign a list bundle"},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -14,6 +15,7 @@ import (
 	"github.com/foxproxy/foxproxy/encryption"
 	"github.com/foxproxy/foxproxy/health"
 	"github.com/foxproxy/foxproxy/links"
+	"github.com/foxproxy/foxproxy/msglog"
 	"github.com/foxproxy/foxproxy/pipeline"
 	"github.com/foxproxy/foxproxy/policy"
 	"github.com/foxproxy/foxproxy/proxy"
@@ -37,6 +39,13 @@ type wired struct {
 	lists    *listsWiring
 	enc      *encryption.Gateway
 	db       *dbWiring // the custody database (database.url); nil: quarantine.dir
+	// msglog writes the message log to the database, through the pool
+	// logDB (both nil without one).
+	msglog *msglog.Writer
+	logDB  msglog.DB
+	// custodyFailures counts quarantine and hold writes that failed (the
+	// message got 451), for foxproxy_quarantine_failures_total.
+	custodyFailures atomic.Uint64
 }
 
 // wire builds the stages, the policy and the quarantine from a
@@ -130,12 +139,19 @@ func wire(cfg *config.Config, log *zap.Logger) (w *wired, err error) {
 		w.enc = g
 		w.Encryption, w.EncryptionActions = gateway{g}, encryptionActions(cfg)
 	}
+	if cfg.Database.URL != "" {
+		// Opened whether or not a rule quarantines: the message log is
+		// written there too.
+		if err := w.openDatabase(cfg, log); err != nil { // database.go
+			return nil, err
+		}
+	}
 	if (cfg.Quarantine.Dir != "" || cfg.Database.URL != "") && cfg.UsesQuarantine() {
-		store, err := w.openCustody(cfg, log) // database.go
+		store, err := w.openCustody(cfg) // database.go
 		if err != nil {
 			return nil, err
 		}
-		w.Quarantine = quarantiner{store}
+		w.Quarantine = quarantiner{store: store, failures: &w.custodyFailures}
 		if r := cfg.Quarantine.Retention.D(); r > 0 {
 			stop := purgeEvery(store, r, time.Hour, log.Named("quarantine"))
 			w.closers = append(w.closers, stop)
@@ -390,12 +406,36 @@ func (w *wired) counters() map[string]uint64 {
 	if w.db != nil {
 		w.db.counters(c)
 	}
+	if w.msglog != nil {
+		st := w.msglog.Stats()
+		c["message_log_written_total"] = st.Written
+		c["message_log_dropped_total"] = st.Dropped
+		c["message_log_failed_total"] = st.Failed
+	}
+	if w.Quarantine != nil {
+		c["quarantine_failures_total"] = w.custodyFailures.Load()
+	}
 	return c
 }
 
 // quarantiner stores the proxy's quarantine verdicts in a quarantine.Store.
-type quarantiner struct{ store quarantine.Store }
+type quarantiner struct {
+	store quarantine.Store
+	// failures counts writes that failed (nil: not counted).
+	failures *atomic.Uint64
+}
 
 func (q quarantiner) Quarantine(ctx context.Context, it proxy.QuarantineItem) (string, error) {
-	return q.store.Put(ctx, entryOf(it), it.Tx.Message.Open())
+	id, err := q.store.Put(ctx, entryOf(it), it.Tx.Message.Open())
+	q.count(err)
+	return id, err
+}
+
+// count counts a failed custody write: the message got 451 and stays in
+// Postfix, and an administrator wants to see that rise before Postfix's
+// queue does.
+func (q quarantiner) count(err error) {
+	if err != nil && q.failures != nil {
+		q.failures.Add(1)
+	}
 }
