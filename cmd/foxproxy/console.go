@@ -230,8 +230,12 @@ func (a storeArea) History(ctx context.Context, id string) ([]console.Event, err
 		}
 		evs = append(evs, console.Event{Time: a.now(), Action: "claimed", Host: claimHost, Result: strings.TrimPrefix(ce.Error(), "quarantine: ")})
 	}
-	evs = append(evs, audit...)
-	sort.SliceStable(evs, func(i, j int) bool { return evs[i].Time.Before(evs[j].Time) })
+	if len(audit) > 0 {
+		// The audit goes between the entry's own events by time; those
+		// stay in their order (the claim, stamped now, last).
+		evs = append(evs, audit...)
+		sort.SliceStable(evs, func(i, j int) bool { return evs[i].Time.Before(evs[j].Time) })
+	}
 	return evs, nil
 }
 
