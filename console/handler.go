@@ -361,7 +361,10 @@ func (s *Server) audit(ctx context.Context, r *http.Request, p principal, action
 	s.o.Log.Info("console audit", zap.String("user", ev.User), zap.String("action", action), zap.String("area", area),
 		zap.String("entry", id), zap.String("host", ev.Host), zap.String("client", ev.Client), zap.String("result", result))
 	if s.o.Audit != nil {
-		if err := s.o.Audit.Record(ctx, ev); err != nil {
+		// The action is done whether or not the user's browser is still
+		// there; its record must not be lost with the request (the Audit
+		// bounds its own wait).
+		if err := s.o.Audit.Record(context.WithoutCancel(ctx), ev); err != nil {
 			s.o.Log.Error("console audit record failed (the log line above is the record)", zap.String("entry", id), zap.Error(err))
 		}
 	}
