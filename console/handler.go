@@ -361,7 +361,10 @@ func (s *Server) audit(ctx context.Context, r *http.Request, p principal, action
 	s.o.Log.Info("console audit", zap.String("user", ev.User), zap.String("action", action), zap.String("area", area),
 		zap.String("entry", id), zap.String("host", ev.Host), zap.String("client", ev.Client), zap.String("result", result))
 	if s.o.Audit != nil {
-		if err := s.o.Audit.Record(ctx, ev); err != nil {
+		// The action is done whether or not the user's browser is still
+		// there; its record must not be lost with the request (the Audit
+		// bounds its own wait).
+		if err := s.o.Audit.Record(context.WithoutCancel(ctx), ev); err != nil {
 			s.o.Log.Error("console audit record failed (the log line above is the record)", zap.String("entry", id), zap.Error(err))
 		}
 	}
@@ -383,6 +386,8 @@ func (s *Server) act(ctx context.Context, r *http.Request, p principal, areaName
 	switch {
 	case err != nil:
 		result = "failed: " + err.Error()
+	case action == "release" && !res.Delivered && len(res.Accepted) > 0:
+		result = "partial: delivered to " + strings.Join(res.Accepted, ", ") + ", queued as " + res.QueuedAs + "; " + res.Detail
 	case action == "release" && !res.Delivered:
 		result = "partial: " + res.Detail
 	case action == "release":
@@ -443,8 +448,18 @@ func (s *Server) apiEntry(w http.ResponseWriter, r *http.Request, p principal) {
 		writeJSONError(w, http.StatusNotFound, areaMissing(name))
 		return
 	}
-	e, err := a.Get(r.Context(), r.PathValue("id"))
+	id := r.PathValue("id")
+	e, err := a.Get(r.Context(), id)
 	if errors.Is(err, ErrNotFound) {
+		// The entry is gone (released in full, or deleted); with a
+		// database its audit stays, and the 404 carries it.
+		if hist, _ := a.History(r.Context(), id); len(hist) > 0 {
+			writeJSON(w, http.StatusNotFound, struct {
+				Error   string  `json:"error"`
+				History []Event `json:"history"`
+			}{"no such entry: it was released or deleted; its history is kept", hist})
+			return
+		}
 		writeJSONError(w, http.StatusNotFound, "no such entry")
 		return
 	}

@@ -518,3 +518,47 @@ func TestSafeNext(t *testing.T) {
 		}
 	}
 }
+
+// An entry that was released or deleted is gone (404), but when its Area
+// still knows its history (the database's audit) the API's 404 carries it
+// and the page shows it, as text.
+func TestGoneEntryShowsItsHistory(t *testing.T) {
+	env := newTestEnv(t, testUsers(t))
+	const gone = "20261207T090000-0badcafe"
+	env.quarantine.mu.Lock()
+	env.quarantine.history[gone] = []Event{{Time: env.clock.now(), User: "alice", Action: "release", Host: "mx2.example.test",
+		Result: "delivered: queued as <b>4XYZ</b>"}}
+	env.quarantine.mu.Unlock()
+
+	r := httptest.NewRequest("GET", "/api/quarantine/"+gone, nil)
+	r.SetBasicAuth("victor", viewerPassword)
+	w := env.do(r)
+	var body struct {
+		Error   string  `json:"error"`
+		History []Event `json:"history"`
+	}
+	if err := json.Unmarshal(w.Body.Bytes(), &body); err != nil || w.Code != http.StatusNotFound {
+		t.Fatalf("API: %d %s (%v)", w.Code, w.Body, err)
+	}
+	if !strings.Contains(body.Error, "released or deleted") || len(body.History) != 1 || body.History[0].Host != "mx2.example.test" ||
+		body.History[0].User != "alice" || body.History[0].Action != "release" {
+		t.Fatalf("API 404 body: %+v", body)
+	}
+
+	cookie, _ := env.session("victor", Viewer)
+	r = httptest.NewRequest("GET", "/console/quarantine/"+gone, nil)
+	r.AddCookie(cookie)
+	w = env.do(r)
+	page := w.Body.String()
+	if w.Code != http.StatusNotFound || !strings.Contains(page, `id="history"`) || !strings.Contains(page, "mx2.example.test") ||
+		!strings.Contains(page, "&lt;b&gt;4XYZ&lt;/b&gt;") || strings.Contains(page, "<b>4XYZ") {
+		t.Fatalf("page: %d\n%s", w.Code, page)
+	}
+
+	// Without a history, a missing entry is a plain 404.
+	r = httptest.NewRequest("GET", "/api/quarantine/20261207T090000-00000000", nil)
+	r.SetBasicAuth("victor", viewerPassword)
+	if w := env.do(r); w.Code != http.StatusNotFound || strings.Contains(w.Body.String(), "history") {
+		t.Fatalf("missing entry without history: %d %s", w.Code, w.Body)
+	}
+}

@@ -42,7 +42,7 @@ var funcs = template.FuncMap{
 func parsePages() map[string]*template.Template {
 	base := template.Must(template.New("layout.html").Funcs(funcs).ParseFS(assets, "templates/layout.html"))
 	pages := map[string]*template.Template{}
-	for _, name := range []string{"login", "overview", "messages", "list", "entry", "result", "error"} {
+	for _, name := range []string{"login", "overview", "messages", "list", "entry", "gone", "result", "error"} {
 		t := template.Must(template.Must(base.Clone()).ParseFS(assets, "templates/"+name+".html"))
 		pages[name] = t
 	}
@@ -253,6 +253,13 @@ type entryData struct {
 	Host            string
 }
 
+// goneData is the page of an entry that was released or deleted and has
+// an audit.
+type goneData struct {
+	Area, AreaTitle, ID string
+	History             []Event
+}
+
 func (s *Server) entry(w http.ResponseWriter, r *http.Request, p principal) {
 	name := r.PathValue("area")
 	a, ok := s.area(name)
@@ -260,8 +267,16 @@ func (s *Server) entry(w http.ResponseWriter, r *http.Request, p principal) {
 		s.refuse(w, r, http.StatusNotFound, areaMissing(name))
 		return
 	}
-	e, err := a.Get(r.Context(), r.PathValue("id"))
+	id := r.PathValue("id")
+	e, err := a.Get(r.Context(), id)
 	if errors.Is(err, ErrNotFound) {
+		// A released or deleted entry is gone, but with a database its
+		// audit is not: show who did it, when and on which host.
+		if hist, _ := a.History(r.Context(), id); len(hist) > 0 {
+			d := goneData{Area: name, AreaTitle: areaTitle(name), ID: id, History: hist}
+			s.render(w, http.StatusNotFound, "gone", s.data(p, d.AreaTitle+" "+id, name, d))
+			return
+		}
 		s.refuse(w, r, http.StatusNotFound, "no such entry (released or deleted meanwhile?)")
 		return
 	}

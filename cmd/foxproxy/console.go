@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sort"
 	"strings"
 	"time"
 
 	"github.com/foxproxy/foxproxy/console"
 	"github.com/foxproxy/foxproxy/delivery"
+	"github.com/foxproxy/foxproxy/pgstore"
 	"github.com/foxproxy/foxproxy/pipeline"
 	"github.com/foxproxy/foxproxy/quarantine"
 	"github.com/foxproxy/foxproxy/release"
@@ -158,14 +160,36 @@ func resultOf(res *release.Result) console.ReleaseResult {
 	return r
 }
 
-// History is what the store knows of an entry: when it came, its partial
-// releases, and a claim left by a release.
+// History is what the store knows of an entry: when it came and from
+// which host, its partial releases, a claim left by a release, and, with
+// the database, the audit of every host's console (who released, deleted
+// or downloaded it, when, where), oldest first. An entry that is gone
+// (released in full, or deleted) keeps its audit: History returns it, and
+// the console shows it with the 404.
 func (a storeArea) History(ctx context.Context, id string) ([]console.Event, error) {
 	st, err := a.store()
 	if st == nil || err != nil {
 		return nil, notFoundIf(err)
 	}
+	shared, isShared := st.(sharedHistory)
+	var audit []console.Event
+	if isShared {
+		rows, err := shared.AuditTrail(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range rows {
+			res := r.Result
+			if r.Detail != "" {
+				res += ": " + r.Detail
+			}
+			audit = append(audit, console.Event{Time: r.Time, User: r.User, Action: r.Action, Host: r.Host, Result: res})
+		}
+	}
 	e, err := st.Get(ctx, id)
+	if errors.Is(err, quarantine.ErrNotFound) && len(audit) > 0 {
+		return audit, nil
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -173,16 +197,93 @@ func (a storeArea) History(ctx context.Context, id string) ([]console.Event, err
 	if a.held {
 		what = "held"
 	}
-	// The entry records no host: the file store is this host's, and the
-	// database names a claim's host in the claim.
+	// The file store is this host's; the database names the host that
+	// stored the entry.
 	host := a.current().Config.Proxy().HostnameOrDefault()
+	if isShared {
+		if h, err := shared.StoredBy(ctx, id); err == nil {
+			host = h
+		}
+	}
 	evs := []console.Event{{Time: e.Time, Action: what, Host: host, Result: "rule " + e.Rule}}
 	for _, r := range e.Released {
-		evs = append(evs, console.Event{Time: r.Time, Action: "partial release", Host: host,
+		// Which host re-injected a partial release: the file store's
+		// own; in the database, the console's audit row that names its
+		// queue ID ("" when it was the command line's, which the
+		// entry does not record).
+		relHost := host
+		if isShared {
+			relHost = ""
+			for _, ev := range audit {
+				if ev.Action == "release" && r.QueuedAs != "" && strings.Contains(ev.Result, "queued as "+r.QueuedAs) {
+					relHost = ev.Host
+				}
+			}
+		}
+		evs = append(evs, console.Event{Time: r.Time, Action: "partial release", Host: relHost,
 			Result: "delivered to " + strings.Join(r.Rcpts, ", ") + ", queued as " + r.QueuedAs})
 	}
 	if ce, ok := st.Claimed(ctx, id); ok {
-		evs = append(evs, console.Event{Time: a.now(), Action: "claimed", Host: host, Result: strings.TrimPrefix(ce.Error(), "quarantine: ")})
+		claimHost := ce.Host
+		if claimHost == "" {
+			claimHost = a.current().Config.Proxy().HostnameOrDefault()
+		}
+		evs = append(evs, console.Event{Time: a.now(), Action: "claimed", Host: claimHost, Result: strings.TrimPrefix(ce.Error(), "quarantine: ")})
+	}
+	if len(audit) > 0 {
+		// The audit goes between the entry's own events by time; those
+		// stay in their order (the claim, stamped now, last).
+		evs = append(evs, audit...)
+		sort.SliceStable(evs, func(i, j int) bool { return evs[i].Time.Before(evs[j].Time) })
 	}
 	return evs, nil
+}
+
+// sharedHistory is what the database store (pgstore.Store) knows of an
+// entry beyond quarantine.Store: the host that stored it, and the audit
+// of every host's console.
+type sharedHistory interface {
+	AuditTrail(ctx context.Context, id string) ([]pgstore.AuditRow, error)
+	StoredBy(ctx context.Context, id string) (string, error)
+}
+
+var _ sharedHistory = (*pgstore.Store)(nil)
+
+// consoleAudit keeps the console's audit events in the database's audit
+// table when the running configuration has one (database.url); without,
+// the console's log line is the whole record.
+type consoleAudit struct {
+	current func() *wired
+}
+
+var _ console.Audit = consoleAudit{}
+
+// Record implements console.Audit.
+func (c consoleAudit) Record(ctx context.Context, ev console.AuditEvent) error {
+	w := c.current()
+	if w.db == nil {
+		return nil
+	}
+	st := w.db.db.Quarantine()
+	switch ev.Area {
+	case "quarantine":
+	case "held":
+		st = w.db.db.HeldArea()
+	default:
+		return fmt.Errorf("audit: area %q is not quarantine or held", ev.Area)
+	}
+	result, detail := splitResult(ev.Result)
+	return st.RecordAudit(ctx, pgstore.AuditRow{Time: ev.Time, Host: ev.Host, User: ev.User, Action: ev.Action,
+		EntryID: ev.Entry, Client: ev.Client, Result: result, Detail: detail})
+}
+
+// splitResult splits the console's result ("delivered, queued as X",
+// "partial: ...", "failed: ...", "ok") into its first word, which the
+// audit table keeps for a query, and the rest.
+func splitResult(s string) (result, detail string) {
+	i := strings.IndexAny(s, ",:")
+	if i < 0 {
+		return s, ""
+	}
+	return s[:i], strings.TrimSpace(s[i+1:])
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -34,7 +35,7 @@ func TestDBMigrateAndQuarantineCommands(t *testing.T) {
 		t.Fatalf("list before migrating: %+v", r)
 	}
 	r := runCLI("db", "migrate", "-config", cfgPath)
-	if r.code != exitOK || !strings.Contains(r.out, "schema version 2") || !strings.Contains(r.out, "127.0.0.1") {
+	if r.code != exitOK || !strings.Contains(r.out, fmt.Sprintf("schema version %d", pgstore.SchemaVersion)) || !strings.Contains(r.out, "127.0.0.1") {
 		t.Fatalf("db migrate: %+v", r)
 	}
 	db, err := pgstore.Open(pgstore.Config{URL: pg.URL()}, pgstore.Options{Host: "mx-other"})

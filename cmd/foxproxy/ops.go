@@ -77,6 +77,7 @@ func startOps(cfg *config.Config, rt *wired, srv *proxy.Server, log *zap.Logger)
 		Quarantine: storeArea{current: o.current.Load, now: time.Now},
 		Held:       storeArea{held: true, current: o.current.Load, now: time.Now},
 		Messages:   o.messages,
+		Audit:      consoleAudit{current: o.current.Load},
 		Log:        log.Named("console"),
 		Local:      admin.FromLoopback,
 		Host:       cfg.Proxy().HostnameOrDefault(),
