@@ -88,6 +88,8 @@ func (s *sink) messages() int {
 // waitMessages waits until the counter reaches want, or for timeout, and
 // returns the last count: the sink may print its counter a moment after the
 // client read its 250.
+func (s *sink) what() string { return "the sink" }
+
 func (s *sink) waitMessages(want int, timeout time.Duration) int {
 	deadline := time.Now().Add(timeout)
 	for {
@@ -127,10 +129,11 @@ func (r run) rate() float64 { return float64(r.sent) / r.elapsed.Seconds() }
 
 // source runs smtp-source against addr: n messages of msg over conc
 // parallel sessions, each session sending message after message (-d, as
-// Postfix's connection cache does under load). The sink must count exactly
-// n more messages, or the run is invalid. foxPID is the foxproxy in the
-// path (0 for none), for the run's CPU accounting.
-func source(t testing.TB, sk *sink, addr string, msg *message, conc, n int, timeout time.Duration, foxPID int) run {
+// Postfix's connection cache does under load). The sink (or, for a
+// quarantine scenario, the quarantine) must count exactly n more messages,
+// or the run is invalid. foxPID is the foxproxy in the path (0 for none),
+// for the run's CPU accounting.
+func source(t testing.TB, sk counter, addr string, msg *message, conc, n int, timeout time.Duration, foxPID int) run {
 	t.Helper()
 	before := sk.messages()
 	procs := descendants()
@@ -160,7 +163,7 @@ func source(t testing.TB, sk *sink, addr string, msg *message, conc, n int, time
 		r.err = fmt.Sprintf("smtp-source: %v: %s", err, strings.TrimSpace(lastLines(out.String(), 3)))
 	}
 	if r.counted != n {
-		msg := fmt.Sprintf("the sink counted %d of %d messages", r.counted, n)
+		msg := fmt.Sprintf("%s counted %d of %d messages", sk.what(), r.counted, n)
 		if r.err != "" {
 			msg += "; " + r.err
 		}
@@ -180,7 +183,7 @@ func lastLines(s string, n int) string {
 // calibrate sends warm-up runs, growing the count until one lasts at least
 // minWarm, and returns the count that should take about target, with the
 // warm-up runs (an invalid warm-up is reported with the row).
-func calibrate(t testing.TB, sk *sink, addr string, msg *message, conc int, o options, foxPID int) (int, []run) {
+func calibrate(t testing.TB, sk counter, addr string, msg *message, conc int, o options, foxPID int) (int, []run) {
 	t.Helper()
 	n := max(2*conc, 20)
 	var warm []run

@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # foxproxy's throughput benchmark: Postfix's smtp-source → smtp-sink on
 # loopback, straight (the baseline) and through foxproxy with no checks, with
-# ERS+WRS against rbldnsd (warm and cold cache), with clamd and with c-icap;
-# 10 KB and 1 MB messages at concurrency 1 and 20; plus the memory targets
-# and the cached DNS-list lookup. See bench/README.md for the method.
+# ERS+WRS against rbldnsd (warm and cold cache), with clamd and with c-icap,
+# and quarantining every message into the file store and into PostgreSQL
+# (a private PostgreSQL 15, started on a loopback port with its default
+# durability settings); 10 KB and 1 MB messages at concurrency 1 and 20;
+# plus the memory targets and the cached DNS-list lookup. See bench/README.md
+# for the method.
 #
 #   ./bench/run.sh                    # full run, 7-12 minutes (5 runs per row)
 #   ./bench/run.sh --quick            # one run per row, fewer messages (~2 minutes)
 #   ./bench/run.sh --out FILE         # default: bench/results/YYYY-MM-DD.md
 #   ./bench/run.sh --profile[=DIR]    # also CPU and allocation profiles (pprof)
-#   ./bench/run.sh --only REGEXP      # only rows whose "10k/c20/pass" matches (baseline always)
+#   ./bench/run.sh --only REGEXP      # only rows whose "10k/c20/pass" matches (baseline always),
+#                                     # e.g. --only 'q(file|db)$': the quarantine rows
 #   ./bench/run.sh --no-install       # skip scripts/install-test-deps.sh
 #
 # Environment, for trying things: FOXBENCH_RUNS (measured runs per row, default 5),
@@ -23,7 +27,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
-usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; }
 
 out=""
 install=1
