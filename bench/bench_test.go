@@ -168,10 +168,11 @@ func (g *group) baseline(pt pattern) *row {
 
 // endpoint is where one row's messages go: the sink, or a foxproxy.
 type endpoint struct {
-	row  *row
-	addr string
-	fox  *foxproxy // nil for the baseline
-	n    int       // messages per measured run
+	row   *row
+	addr  string
+	fox   *foxproxy // nil for the baseline
+	n     int       // messages per measured run
+	count counter   // where the messages are counted: the sink, or the quarantine
 }
 
 func (ep *endpoint) foxPID() int {
@@ -198,24 +199,27 @@ func measureGroup(t *testing.T, e *env, m *message, conc int) *group {
 			if e.opts.only != nil && !sc.baseline() && !e.opts.only.MatchString(id) {
 				continue
 			}
-			ep := &endpoint{row: &row{sc: sc, pt: pt, msg: m, conc: conc, fox: !sc.baseline()}, addr: e.sink.addr}
+			ep := &endpoint{row: &row{sc: sc, pt: pt, msg: m, conc: conc, fox: !sc.baseline()}, addr: e.sink.addr, count: e.sink}
 			if !sc.baseline() {
 				ep.fox = startFoxproxy(t, e, fmt.Sprintf("%s-c%d-%s-%s", m.key, conc, sc.key, pt.key), sc.config(e)...)
 				ep.addr = ep.fox.addr
+			}
+			if sc.quarantines {
+				ep.count = quarantineCounter(e, sc, ep.fox)
 			}
 			eps = append(eps, ep)
 			g.rows = append(g.rows, ep.row)
 		}
 	}
 	for _, ep := range eps {
-		ep.n, ep.row.warm = calibrate(t, e.sink, ep.addr, m, ep.row.pt, conc, e.opts, ep.foxPID())
+		ep.n, ep.row.warm = calibrate(t, ep.count, ep.addr, m, ep.row.pt, conc, e.opts, ep.foxPID())
 		last := ep.row.warm[len(ep.row.warm)-1]
 		t.Logf("%-56s warm-up: %d runs, last %d msgs in %v (%s); measuring %d msgs per run",
 			ep.row.name(), len(ep.row.warm), last.sent, last.elapsed.Round(time.Millisecond), validText(last), ep.n)
 	}
 	for round := range e.opts.runs {
 		for _, ep := range eps {
-			r := source(t, e.sink, ep.addr, m, ep.row.pt, conc, ep.n, e.opts.runTimeout, ep.foxPID())
+			r := source(t, ep.count, ep.addr, m, ep.row.pt, conc, ep.n, e.opts.runTimeout, ep.foxPID())
 			ep.row.runs = append(ep.row.runs, r)
 			t.Logf("round %d %-56s %6d msgs %8.1f msg/s, CPU %.2f s (machine %.2f s) in %v, %s", round+1, ep.row.name(),
 				r.sent, r.rate(), r.ours(), r.busy, r.elapsed.Round(time.Millisecond), validText(r))
@@ -246,11 +250,30 @@ func measureGroup(t *testing.T, e *env, m *message, conc int) *group {
 			}
 		}
 		before := e.sink.messages()
+		// The quarantine rows' messages end in their store, not at the
+		// sink. The database's count covers every qdb row of the group;
+		// only its kept-session row sends here, so the count before and
+		// after is that row's.
+		each := e.opts.latencyWarm + e.opts.latencyRounds + e.opts.sessionRounds
+		stored := map[*endpoint]int{}
+		want := 0
+		for _, ep := range leps {
+			if ep.count == counter(e.sink) {
+				want += each
+			} else {
+				stored[ep] = ep.count.messages()
+			}
+		}
 		kept, sess := measureLatency(addrs, m.wire, e.opts.latencyWarm, e.opts.latencyRounds, e.opts.sessionRounds)
-		want := len(leps) * (e.opts.latencyWarm + e.opts.latencyRounds + e.opts.sessionRounds)
 		if got := e.sink.waitMessages(before+want, 3*time.Second) - before; got != want {
 			t.Errorf("latency: the sink counted %d of %d messages", got, want)
 			g.rows[0].notes = append(g.rows[0].notes, fmt.Sprintf("latency runs: the sink counted %d of %d messages", got, want))
+		}
+		for ep, b := range stored {
+			if got := ep.count.waitMessages(b+each, 3*time.Second) - b; got != each {
+				t.Errorf("latency: %s counted %d of %d messages", ep.count.what(), got, each)
+				ep.row.notes = append(ep.row.notes, fmt.Sprintf("latency runs: %s counted %d of %d messages", ep.count.what(), got, each))
+			}
 		}
 		for i, ep := range leps {
 			ep.row.kept, ep.row.sess = kept[i], sess[i]

@@ -85,6 +85,9 @@ func (s *sink) messages() int {
 	return count
 }
 
+// what names the sink in a run's problems (counter).
+func (s *sink) what() string { return "the sink" }
+
 // waitMessages waits until the counter reaches want, or for timeout, and
 // returns the last count: the sink may print its counter a moment after the
 // client read its 250.
@@ -146,10 +149,11 @@ var patterns = []pattern{
 
 // source runs smtp-source against addr: n messages of msg over conc
 // parallel sessions, each session sending message after message (-d) when
-// pt.keep, else one session per message. The sink must count exactly n
-// more messages, or the run is invalid. foxPID is the foxproxy in the path
-// (0 for none), for the run's CPU accounting.
-func source(t testing.TB, sk *sink, addr string, msg *message, pt pattern, conc, n int, timeout time.Duration, foxPID int) run {
+// pt.keep, else one session per message. The sink (or, for a quarantine
+// scenario, the quarantine) must count exactly n more messages, or the run
+// is invalid. foxPID is the foxproxy in the path (0 for none), for the
+// run's CPU accounting.
+func source(t testing.TB, sk counter, addr string, msg *message, pt pattern, conc, n int, timeout time.Duration, foxPID int) run {
 	t.Helper()
 	before := sk.messages()
 	procs := descendants()
@@ -182,7 +186,7 @@ func source(t testing.TB, sk *sink, addr string, msg *message, pt pattern, conc,
 		r.err = fmt.Sprintf("smtp-source: %v: %s", err, strings.TrimSpace(lastLines(out.String(), 3)))
 	}
 	if r.counted != n {
-		msg := fmt.Sprintf("the sink counted %d of %d messages", r.counted, n)
+		msg := fmt.Sprintf("%s counted %d of %d messages", sk.what(), r.counted, n)
 		if r.err != "" {
 			msg += "; " + r.err
 		}
@@ -202,7 +206,7 @@ func lastLines(s string, n int) string {
 // calibrate sends warm-up runs, growing the count until one lasts at least
 // minWarm, and returns the count that should take about target, with the
 // warm-up runs (an invalid warm-up is reported with the row).
-func calibrate(t testing.TB, sk *sink, addr string, msg *message, pt pattern, conc int, o options, foxPID int) (int, []run) {
+func calibrate(t testing.TB, sk counter, addr string, msg *message, pt pattern, conc int, o options, foxPID int) (int, []run) {
 	t.Helper()
 	n := max(2*conc, 20)
 	var warm []run

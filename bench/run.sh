@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # foxproxy's throughput benchmark: Postfix's smtp-source → smtp-sink on
 # loopback, straight (the baseline) and through foxproxy with no checks, with
-# ERS+WRS against rbldnsd (warm and cold cache), with clamd and with c-icap;
-# each with kept sessions (smtp-source -d) and with a new session per message,
-# side by side in the same rounds; 10 KB and 1 MB messages at concurrency 1
-# and 20; plus the memory targets and the cached DNS-list lookup. See
-# bench/README.md for the method.
+# ERS+WRS against rbldnsd (warm and cold cache), with clamd and with c-icap,
+# and quarantining every message into the file store and into PostgreSQL
+# (a private PostgreSQL 15, started on a loopback port with its default
+# durability settings); each with kept sessions (smtp-source -d) and with a
+# new session per message, side by side in the same rounds; 10 KB and 1 MB
+# messages at concurrency 1 and 20; plus the memory targets and the cached
+# DNS-list lookup. See bench/README.md for the method.
 #
-#   ./bench/run.sh                    # full run, 15-25 minutes (5 runs per row)
-#   ./bench/run.sh --quick            # one run per row, fewer messages (~4 minutes)
+#   ./bench/run.sh                    # full run, 20-35 minutes (5 runs per row)
+#   ./bench/run.sh --quick            # one run per row, fewer messages (~5 minutes)
 #   ./bench/run.sh --out FILE         # default: bench/results/YYYY-MM-DD.md
 #   ./bench/run.sh --profile[=DIR]    # also CPU and allocation profiles (pprof)
 #   ./bench/run.sh --only REGEXP      # only rows whose "10k/c20/pass/new" matches (baselines always;
-#                                     # the last part is kept or new, the session pattern)
+#                                     # the last part is kept or new, the session pattern),
+#                                     # e.g. --only '/q(file|db)/': the quarantine rows
 #   ./bench/run.sh --no-install       # skip scripts/install-test-deps.sh
 #
 # Environment, for trying things: FOXBENCH_RUNS (measured runs per row, default 5),
@@ -26,7 +29,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
-usage() { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; }
 
 out=""
 install=1

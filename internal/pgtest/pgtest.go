@@ -38,6 +38,7 @@ type Server struct {
 	dir  string // owned by the server's user; holds data/, the socket and the log
 	port int
 	cred *syscall.Credential // nil: run as ourselves (not root)
+	opts Options
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -57,10 +58,22 @@ func Start(t testing.TB) *Server {
 	return s
 }
 
+// Options change how the server runs.
+type Options struct {
+	// Durable keeps PostgreSQL's own defaults for durability and memory
+	// (fsync on, shared_buffers 128MB), as a production server runs: for
+	// benchmarks, whose numbers must include the cost of a durable commit.
+	// Tests leave it off: see Restart.
+	Durable bool
+}
+
 // Launch initialises a cluster and starts its server, with a database
 // "foxproxy" and trust authentication for user postgres on 127.0.0.1 only.
 // Close stops it (for a server shared by a package's tests, from TestMain).
-func Launch() (s *Server, err error) {
+func Launch() (s *Server, err error) { return LaunchWith(Options{}) }
+
+// LaunchWith is Launch with options.
+func LaunchWith(opts Options) (s *Server, err error) {
 	if _, err := os.Stat(filepath.Join(BinDir, "postgres")); err != nil {
 		return nil, fmt.Errorf("pgtest: PostgreSQL 15 is not installed (%v); run scripts/install-test-deps.sh", err)
 	}
@@ -68,7 +81,7 @@ func Launch() (s *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	s = &Server{dir: dir}
+	s = &Server{dir: dir, opts: opts}
 	defer func() {
 		if err != nil {
 			s.Close()
@@ -160,15 +173,19 @@ func (s *Server) Restart() error {
 	}
 	deadline := time.Now().Add(startTimeout)
 	for {
-		cmd := exec.Command(filepath.Join(BinDir, "postgres"), "-D", s.dataDir(), "-k", s.dir,
-			"-c", "listen_addresses=127.0.0.1", "-p", strconv.Itoa(s.port),
-			// Small enough for several servers side by side.
-			"-c", "shared_buffers=16MB", "-c", "max_connections=60",
-			// Tests kill the server, never the machine: what PostgreSQL
-			// wrote reaches the kernel either way, and a commit is as
-			// final after a SIGKILL with fsync off as with it on. fsync
-			// would only make every test wait for the disk.
-			"-c", "fsync=off")
+		args := []string{"-D", s.dataDir(), "-k", s.dir,
+			"-c", "listen_addresses=127.0.0.1", "-p", strconv.Itoa(s.port), "-c", "max_connections=60"}
+		if !s.opts.Durable {
+			args = append(args,
+				// Small enough for several servers side by side.
+				"-c", "shared_buffers=16MB",
+				// Tests kill the server, never the machine: what PostgreSQL
+				// wrote reaches the kernel either way, and a commit is as
+				// final after a SIGKILL with fsync off as with it on. fsync
+				// would only make every test wait for the disk.
+				"-c", "fsync=off")
+		}
+		cmd := exec.Command(filepath.Join(BinDir, "postgres"), args...)
 		cmd.Dir = s.dir
 		cmd.Stdout, cmd.Stderr = logf, logf
 		// Its own process group, so Kill takes the backends too, as a
