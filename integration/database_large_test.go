@@ -84,8 +84,6 @@ func sendLarge(t *testing.T, pf *harness.Postfix, data []byte) string {
 	return m[1]
 }
 
-var queuedAs = regexp.MustCompile(`queued as (\S+)`)
-
 // bigPostfixOptions lets a message of 50 MiB through Postfix (its default
 // limit is 10 MB) and retries deferred mail only when told to (Flush).
 var bigPostfixOptions = harness.PostfixOptions{
