@@ -81,7 +81,7 @@ func ApplyVerdict(r Rules, ref string, open func() io.Reader, v policy.Verdict) 
 			m = removeSubjectTag(m, v.SubjectTag, r.Limit)
 		}
 		if v.SubjectPrefix != "" {
-			m = prefixSubject(m, headerText(v.SubjectPrefix)+" ", r.Limit)
+			m = prefixSubject(m, PrintableText(v.SubjectPrefix)+" ", r.Limit)
 		}
 		return m
 	}

@@ -28,7 +28,7 @@ func Header(host, id string, v policy.Verdict, findings []pipeline.Finding, note
 	var b strings.Builder
 	b.WriteString(traceHeader(host, id, v, findings, notes...))
 	for _, h := range v.Headers {
-		b.WriteString(FoldHeader(h.Name, []string{headerText(h.Value)}))
+		b.WriteString(FoldHeader(h.Name, []string{PrintableText(h.Value)}))
 	}
 	return b.String()
 }
@@ -73,10 +73,10 @@ func FoldHeader(name string, parts []string) string {
 	return b.String()
 }
 
-// headerText makes a configured text safe as (part of) a header field
-// value: printable ASCII only, so it can neither end the field nor start
-// another, and at most 400 bytes.
-func headerText(s string) string {
+// PrintableText makes a text safe as (part of) a header field value or
+// the text of an SMTP reply line: printable ASCII only, so it can neither
+// end the field or line nor start another, and at most 400 bytes.
+func PrintableText(s string) string {
 	s = strings.Map(func(r rune) rune {
 		if r < 0x20 || r > 0x7e {
 			return ' '

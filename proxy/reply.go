@@ -7,6 +7,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/foxproxy/foxproxy/delivery"
 	"github.com/foxproxy/foxproxy/policy"
 )
 
@@ -125,19 +126,8 @@ func textOr(s, def string) string {
 }
 
 // sanitizeText makes s safe as the text of one reply line: printable ASCII
-// only, bounded length.
-func sanitizeText(s string) string {
-	s = strings.Map(func(r rune) rune {
-		if r < 0x20 || r > 0x7e {
-			return ' '
-		}
-		return r
-	}, s)
-	if len(s) > 400 {
-		s = s[:400]
-	}
-	return strings.TrimSpace(s)
-}
+// only, bounded length (the same rule as for a header field's value).
+func sanitizeText(s string) string { return delivery.PrintableText(s) }
 
 // delivered is the reply after the downstream accepted the message: its own
 // text (which carries its queue ID), so Postfix's log shows where the mail

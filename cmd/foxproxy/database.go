@@ -198,13 +198,8 @@ func dbCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "foxproxy db migrate: unexpected argument %q\n", rest[0])
 		return exitUsage
 	}
-	cfg, err := loadConfig(*cfgPath)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return exitFailure
-	}
-	if cfg.Database.URL == "" {
-		fmt.Fprintf(stderr, "foxproxy db migrate: %s sets no database.url\n", cfg.File)
+	cfg, ok := loadDatabaseConfig("foxproxy db migrate", *cfgPath, "", stderr)
+	if !ok {
 		return exitFailure
 	}
 	db, err := pgstore.Open(cfg.Database.Store(), pgstore.Options{Host: cfg.Proxy().HostnameOrDefault(), Migrate: true})
@@ -220,4 +215,20 @@ func dbCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "%s: schema version %d\n", db, v)
 	return exitOK
+}
+
+// loadDatabaseConfig loads the configuration of a command that works on
+// the database, and says so (to stderr, false) when it names none. why
+// ends the message, e.g. ": nowhere to import to".
+func loadDatabaseConfig(cmd, path, why string, stderr io.Writer) (*config.Config, bool) {
+	cfg, err := loadConfig(path)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return nil, false
+	}
+	if cfg.Database.URL == "" {
+		fmt.Fprintf(stderr, "%s: %s sets no database.url%s\n", cmd, cfg.File, why)
+		return nil, false
+	}
+	return cfg, true
 }

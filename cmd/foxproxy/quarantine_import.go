@@ -69,13 +69,8 @@ func quarantineImportCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "foxproxy quarantine import: unexpected argument %q\n", rest[0])
 		return exitUsage
 	}
-	cfg, err := loadConfig(*cfgPath)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return exitFailure
-	}
-	if cfg.Database.URL == "" {
-		fmt.Fprintf(stderr, "foxproxy quarantine import: %s sets no database.url: nowhere to import to\n", cfg.File)
+	cfg, ok := loadDatabaseConfig("foxproxy quarantine import", *cfgPath, ": nowhere to import to", stderr)
+	if !ok {
 		return exitFailure
 	}
 	if *dir == "" {
