@@ -284,7 +284,13 @@ func (s *Server) entry(w http.ResponseWriter, r *http.Request, p principal) {
 		s.refuse(w, r, http.StatusInternalServerError, err.Error())
 		return
 	}
-	d := entryData{Area: name, AreaTitle: areaTitle(name), Entry: e, Host: s.o.Host}
+	// The host that took the message in, where the store records it
+	// (a shared database); else this one, the only one a directory has.
+	host := e.Host
+	if host == "" {
+		host = s.o.Host
+	}
+	d := entryData{Area: name, AreaTitle: areaTitle(name), Entry: e, Host: host}
 	d.History, _ = a.History(r.Context(), e.ID)
 	if rc, err := a.Open(r.Context(), e.ID); err != nil {
 		d.Message.Problem = "the message cannot be read: " + err.Error()

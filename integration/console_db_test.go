@@ -96,13 +96,14 @@ func TestConsoleReleaseFromAnotherHost(t *testing.T) {
 	}
 	id := pfA.WaitLog(t, res.QueueID+`: to=<rcpt@example\.test>.*status=sent \(250 2\.0\.0 Ok: quarantined as (\S+)\)`, 20*time.Second)[1]
 
-	var list []struct{ ID, From, Rule string }
+	var list []struct{ ID, From, Rule, Host string }
 	if code := consoleAPI(t, fpB, "GET", "/api/quarantine", "alice", alicePW, &list); code != http.StatusOK {
 		t.Fatalf("B's list: %d", code)
 	}
 	found := false
 	for _, e := range list {
-		found = found || e.ID == id && e.From == quarantineMe && e.Rule == "held-back"
+		// The entry names the host that took the message in, A.
+		found = found || e.ID == id && e.From == quarantineMe && e.Rule == "held-back" && e.Host == "foxproxy.test"
 	}
 	if !found {
 		t.Fatalf("B's console does not list A's entry %s: %+v", id, list)

@@ -53,6 +53,9 @@ type Entry struct {
 	// Arrived is when the local Postfix received the message, for held
 	// entries (from its Received header; see the proxy's hold decision).
 	Arrived time.Time `json:"arrived,omitzero"`
+	// Host is the foxproxy that took the message in (its hostname): with
+	// a store that several hosts share, where to look for its log lines.
+	Host string `json:"host,omitempty"`
 }
 
 // Release is one release that delivered the message to some recipients.

@@ -36,6 +36,7 @@ func (q quarantiner) Hold(ctx context.Context, it proxy.QuarantineItem, arrived 
 		return "", err
 	}
 	e := entryOf(it)
+	e.Host = q.host
 	e.Rule = "hold_after"
 	e.Reason = "no scanner could scan it; held for rescan"
 	e.Arrived = arrived.UTC()

@@ -151,7 +151,7 @@ func wire(cfg *config.Config, log *zap.Logger) (w *wired, err error) {
 		if err != nil {
 			return nil, err
 		}
-		w.Quarantine = quarantiner{store: store, failures: &w.custodyFailures}
+		w.Quarantine = quarantiner{store: store, host: cfg.Proxy().HostnameOrDefault(), failures: &w.custodyFailures}
 		if r := cfg.Quarantine.Retention.D(); r > 0 {
 			stop := purgeEvery(store, r, time.Hour, log.Named("quarantine"))
 			w.closers = append(w.closers, stop)
@@ -421,12 +421,15 @@ func (w *wired) counters() map[string]uint64 {
 // quarantiner stores the proxy's quarantine verdicts in a quarantine.Store.
 type quarantiner struct {
 	store quarantine.Store
+	host  string // this foxproxy's hostname, recorded in each entry
 	// failures counts writes that failed (nil: not counted).
 	failures *atomic.Uint64
 }
 
 func (q quarantiner) Quarantine(ctx context.Context, it proxy.QuarantineItem) (string, error) {
-	id, err := q.store.Put(ctx, entryOf(it), it.Tx.Message.Open())
+	e := entryOf(it)
+	e.Host = q.host
+	id, err := q.store.Put(ctx, e, it.Tx.Message.Open())
 	q.count(err)
 	return id, err
 }
