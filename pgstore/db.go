@@ -153,6 +153,12 @@ func Open(cfg Config, opts Options) (*DB, error) {
 		pc.MaxConns = 16
 	}
 	pc.HealthCheckPeriod = 10 * time.Second
+	// Every connection is pinged when it is taken from the pool, not
+	// only one idle for a second (pgxpool's default): after a restart or
+	// a failover of the database, each pooled connection is dead, and one
+	// used without a ping would cost a message one more 451 after the
+	// database is back. A custody write is worth a round trip.
+	pc.ShouldPing = func(context.Context, pgxpool.ShouldPingParams) bool { return true }
 	poolCfg := pc.Copy()
 	pool, err := pgxpool.NewWithConfig(context.Background(), pc)
 	if err != nil {

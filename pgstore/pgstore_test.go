@@ -699,3 +699,37 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestRestartCostsNoWrite: after the database restarts (or fails over)
+// between two custody writes, the pool's connections are all dead; the
+// next write must find that out before it uses one, not answer the
+// message 451 once more after the database is back.
+func TestRestartCostsNoWrite(t *testing.T) {
+	ctx := context.Background()
+	srv := pgtest.Start(t)
+	db := host(t, srv.URL(), "mx-a", time.Minute)
+	q := db.Quarantine()
+	// Several connections in the pool, each used a moment ago.
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := q.Put(ctx, quarantine.Entry{}, strings.NewReader("before")); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	for round := range 3 {
+		srv.Stop()
+		if err := srv.Restart(); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 4 {
+			if _, err := q.Put(ctx, quarantine.Entry{}, strings.NewReader("after")); err != nil {
+				t.Fatalf("round %d, write %d after the restart: %v", round, i, err)
+			}
+		}
+	}
+}
