@@ -29,6 +29,7 @@ type walker struct {
 	x   *Extractor
 	lim Limits
 	res Result
+	in  *inputReader // the input, whose limit decides whether to read ahead
 
 	seen        map[string]struct{}
 	perHost     map[string]int
@@ -313,13 +314,16 @@ func validKey(k []byte) bool {
 // from r: a header block, then its body.
 func (w *walker) message(r io.Reader) {
 	in := &inputReader{r: r, left: w.lim.MaxInputBytes, w: w}
-	w.readMessage(in, "", 0)
+	w.in = in
+	w.readMessage(in, "", 0, true)
 }
 
 // headerReaders recycles readMessage's 4 KiB readers, one per message.
 var headerReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
 
-func (w *walker) readMessage(r io.Reader, path string, depth int) {
+// mem says that r is the input or read from memory, so that reading it
+// ahead changes nothing but when the bytes are read (see preRead).
+func (w *walker) readMessage(r io.Reader, path string, depth int, mem bool) {
 	br := headerReaders.Get().(*bufio.Reader)
 	br.Reset(r)
 	defer func() {
@@ -342,7 +346,7 @@ func (w *walker) readMessage(r io.Reader, path string, depth int) {
 		w.note("%s: header: %v", where, err)
 		return
 	}
-	w.entity(f, br, path, depth, true, "text/plain")
+	w.entity(f, br, path, depth, true, "text/plain", mem)
 }
 
 // leafLabel is the IMAP part number of a non-multipart entity: the body of a
@@ -364,8 +368,9 @@ func joinPath(path string, i int) string {
 	return path + "." + strconv.Itoa(i)
 }
 
-// entity handles one MIME entity whose header has been read.
-func (w *walker) entity(f fields, body io.Reader, path string, depth int, msgBody bool, defType string) {
+// entity handles one MIME entity whose header has been read; mem as for
+// readMessage.
+func (w *walker) entity(f fields, body io.Reader, path string, depth int, msgBody bool, defType string, mem bool) {
 	if w.done {
 		return
 	}
@@ -393,7 +398,7 @@ func (w *walker) entity(f fields, body io.Reader, path string, depth int, msgBod
 		if path != "" {
 			where = "part " + path
 		}
-		w.multipart(body, mt, params["boundary"], path, where, depth)
+		w.multipart(body, mt, params["boundary"], path, where, depth, mem)
 	case mt == "message/rfc822" || mt == "message/global":
 		// RFC 2046 §5.2.1 allows only 7bit, 8bit or binary here, but
 		// base64 is seen in the wild; decoding it costs nothing.
@@ -401,7 +406,7 @@ func (w *walker) entity(f fields, body io.Reader, path string, depth int, msgBod
 		if path == "" {
 			path = "1"
 		}
-		w.readMessage(r, path, depth+1)
+		w.readMessage(r, path, depth+1, mem)
 	default:
 		html, ok := leafKind(mt, params, f.disposition)
 		if !ok {
@@ -544,11 +549,29 @@ func sniffHTMLCharset(r io.Reader) io.Reader {
 }
 
 // multipart walks the parts of a multipart entity (RFC 2046 §5.1).
-func (w *walker) multipart(body io.Reader, mt, boundary, path, where string, depth int) {
+func (w *walker) multipart(body io.Reader, mt, boundary, path, where string, depth int, mem bool) {
 	if boundary == "" {
 		w.note("%s: %s without boundary, read as plain text", where, mt)
 		w.leafText(body, leafLabel(path, false))
 		return
+	}
+	if mem && !w.x.slowMIME {
+		bp := preReadBufs.Get().(*[]byte)
+		defer func() {
+			if cap(*bp) <= 2*preReadMax {
+				*bp = (*bp)[:0]
+				preReadBufs.Put(bp)
+			}
+		}()
+		data, rest, ok := w.preRead(body, bp)
+		if ok && w.fastMultipart(data, mt, boundary, path, depth) {
+			return
+		}
+		if !ok {
+			body = rest
+		} else if _, isMem := body.(*memBody); !isMem {
+			body = newMemBody(data)
+		}
 	}
 	g := guards.Get().(*partHeaderGuard)
 	g.reset(body, []byte("--"+boundary), w.lim.MaxHeaderBytes)
@@ -596,7 +619,7 @@ func (w *walker) multipart(body io.Reader, mt, boundary, path, where string, dep
 		}
 		var f fields
 		fieldsOf(p.Header, &f)
-		w.entity(f, p, joinPath(path, i), depth+1, false, child)
+		w.entity(f, p, joinPath(path, i), depth+1, false, child, false)
 	}
 }
 
