@@ -31,12 +31,15 @@ type walker struct {
 	res Result
 	in  *inputReader // the input, whose limit decides whether to read ahead
 
+	// seen and perHost index res.URLs by normalised form and host once
+	// it is longer than smallSet (indexed); see kept.
 	seen        map[string]struct{}
 	perHost     map[string]int
-	skippedDup  int                 // links not kept because their host had enough
-	raw         map[string]struct{} // link texts already handled
-	textFn      func([]byte)        // w.textURL, bound once
-	slFn        func([]byte)        // w.schemelessURL, bound once
+	indexed     bool
+	skippedDup  int          // links not kept because their host had enough
+	raw         strSet       // link texts already handled
+	textFn      func([]byte) // w.textURL, bound once
+	slFn        func([]byte) // w.schemelessURL, bound once
 	budget      int64
 	done        bool
 	stopNote    string
@@ -80,7 +83,6 @@ func newWalker(x *Extractor) *walker {
 	if w.seen == nil {
 		w.seen = make(map[string]struct{})
 		w.perHost = make(map[string]int)
-		w.raw = make(map[string]struct{})
 	}
 	return w
 }
@@ -88,12 +90,12 @@ func newWalker(x *Extractor) *walker {
 // release returns w, whose result has been copied, to walkers.
 func (w *walker) release() {
 	seen, perHost, raw := w.seen, w.perHost, w.raw
-	if len(seen) > maxKeptEntries || len(perHost) > maxKeptEntries || len(raw) > maxKeptEntries {
-		seen, perHost, raw = nil, nil, nil
+	if len(seen) > maxKeptEntries || len(perHost) > maxKeptEntries {
+		seen, perHost = nil, nil
 	}
 	clear(seen)
 	clear(perHost)
-	clear(raw)
+	raw.reset(maxKeptEntries)
 	pend, scratch := w.pend[:0], w.scratch[:0]
 	if cap(pend) > maxKeptBuf {
 		pend = nil
