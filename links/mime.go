@@ -54,9 +54,16 @@ type walker struct {
 	scratch    []byte
 	urlBuf     []URL // recycled backing array of res.URLs
 
-	// The tag html is reading and its decoded attribute values, per
-	// level of HTML nested in HTML: kept here rather than zeroed on the
-	// stack for every tag.
+	// The tag html is reading and its decoded attribute values: kept
+	// behind a pointer so that recycling the walker does not zero them
+	// (about 7 KB with pointers) for every message.
+	*tagState
+}
+
+// tagState is the tag html is reading and its decoded attribute values,
+// per level of HTML nested in HTML: kept with the walker rather than zeroed
+// on the stack for every tag. Every tag sets what it uses.
+type tagState struct {
 	tags     [maxHTMLNest + 1]parsedTag
 	attrVals [maxHTMLNest + 1][maxTagAttrs][]byte
 }
@@ -64,7 +71,7 @@ type walker struct {
 // walkers recycles walkers, whose maps, buffers and bound methods were a
 // third of the allocations of extracting a typical message.
 var walkers = sync.Pool{New: func() any {
-	w := new(walker)
+	w := &walker{tagState: new(tagState)}
 	w.textFn, w.slFn = w.textURL, w.schemelessURL
 	return w
 }}
@@ -108,7 +115,7 @@ func (w *walker) release() {
 	if len(urls) > maxKeptEntries {
 		urls = nil
 	}
-	*w = walker{seen: seen, perHost: perHost, raw: raw, pend: pend, scratch: scratch, urlBuf: urls[:0], textFn: w.textFn, slFn: w.slFn}
+	*w = walker{seen: seen, perHost: perHost, raw: raw, pend: pend, scratch: scratch, urlBuf: urls[:0], textFn: w.textFn, slFn: w.slFn, tagState: w.tagState}
 	walkers.Put(w)
 }
 
