@@ -393,9 +393,9 @@ func (w *walker) entity(f fields, body io.Reader, path string, depth int, msgBod
 		w.skip("part %s: nested deeper than %d, skipped", label, w.lim.MaxDepth)
 		return
 	}
-	mt, params := defType, map[string]string(nil)
+	mt, params := defType, ctParams{}
 	if f.contentType != "" {
-		mt, params = parseContentType(f.contentType)
+		mt, params = contentTypeOf(f.contentType)
 		if mt == "" {
 			// RFC 2045 §5.2: an unparseable Content-Type means the default.
 			mt = defType
@@ -407,7 +407,7 @@ func (w *walker) entity(f fields, body io.Reader, path string, depth int, msgBod
 		if path != "" {
 			where = "part " + path
 		}
-		w.multipart(body, mt, params["boundary"], path, where, depth, mem)
+		w.multipart(body, mt, params.boundary, path, where, depth, mem)
 	case mt == "message/rfc822" || mt == "message/global":
 		// RFC 2046 §5.2.1 allows only 7bit, 8bit or binary here, but
 		// base64 is seen in the wild; decoding it costs nothing.
@@ -423,7 +423,7 @@ func (w *walker) entity(f fields, body io.Reader, path string, depth int, msgBod
 		}
 		cs := ""
 		if strings.HasPrefix(mt, "text/") {
-			cs = strings.ToLower(strings.TrimSpace(params["charset"]))
+			cs = strings.ToLower(strings.TrimSpace(params.charset))
 		}
 		r, sanitized := w.decode(f, cs, body, label)
 		w.leafTextDecoded(r, label, html, cs == "", sanitized)
@@ -433,14 +433,14 @@ func (w *walker) entity(f fields, body io.Reader, path string, depth int, msgBod
 // leafKind says whether an entity is scanned, and as HTML or as plain text.
 // Besides text/*, an attachment named *.htm(l) is HTML whatever its type:
 // HTML attachments are a common phishing vehicle.
-func leafKind(mt string, params map[string]string, disposition string) (html, ok bool) {
+func leafKind(mt string, params ctParams, disposition string) (html, ok bool) {
 	switch {
 	case mt == "text/html" || mt == "application/xhtml+xml":
 		return true, true
 	case strings.HasPrefix(mt, "text/"):
 		return false, true
 	}
-	name := params["name"]
+	name := params.name
 	if _, dp, err := mime.ParseMediaType(disposition); err == nil && dp["filename"] != "" {
 		name = dp["filename"]
 	}

@@ -3,6 +3,7 @@ package links
 import (
 	"bytes"
 	"io"
+	"strings"
 	"sync"
 )
 
@@ -384,4 +385,138 @@ func trimLWSP(b []byte) []byte {
 		b = b[:len(b)-1]
 	}
 	return b
+}
+
+// ctParams are the Content-Type parameters the walker uses.
+type ctParams struct {
+	boundary, charset, name string
+}
+
+// contentTypeOf is parseContentType for the walker: the media type and the
+// boundary, charset and name parameters. Plain values, which are nearly
+// all, are read without the map and copies of mime.ParseMediaType.
+func contentTypeOf(v string) (string, ctParams) {
+	if mt, p, ok := simpleContentType(v); ok {
+		return mt, p
+	}
+	mt, m := parseContentType(v)
+	return mt, ctParams{boundary: m["boundary"], charset: m["charset"], name: m["name"]}
+}
+
+// simpleContentType reads v as mime.ParseMediaType would (and
+// parseContentType after it) when v is plain: ASCII, type "/" subtype,
+// then at most 8 parameters whose names have no "*" (RFC 2231) and whose
+// values are tokens or quoted strings without backslashes. ok is false for
+// anything else, and for what ParseMediaType rejects.
+func simpleContentType(v string) (mt string, p ctParams, ok bool) {
+	for i := 0; i < len(v); i++ {
+		if v[i] >= 0x80 {
+			return "", p, false // Unicode spaces: leave them to ParseMediaType
+		}
+	}
+	base := v
+	if i := strings.IndexByte(v, ';'); i >= 0 {
+		base = v[:i]
+	}
+	t := trimASCIISpace(base)
+	typ, rest := mimeToken(t)
+	if typ == "" || len(rest) == 0 || rest[0] != '/' {
+		return "", p, false
+	}
+	sub, rest := mimeToken(rest[1:])
+	if sub == "" || rest != "" {
+		return "", p, false
+	}
+	mt = strings.ToLower(t)
+
+	var keys, vals [8]string
+	n := 0
+	v = v[len(base):]
+	for {
+		v = trimLeftASCIISpace(v)
+		if v == "" {
+			break
+		}
+		if v[0] != ';' {
+			return "", p, false
+		}
+		r := trimLeftASCIISpace(v[1:])
+		key, r := mimeToken(r)
+		if key == "" {
+			if trimASCIISpace(v) == ";" {
+				break // a trailing semicolon
+			}
+			return "", p, false
+		}
+		if strings.IndexByte(key, '*') >= 0 || n == len(keys) {
+			return "", p, false
+		}
+		key = strings.ToLower(key)
+		r = trimLeftASCIISpace(r)
+		if r == "" || r[0] != '=' {
+			return "", p, false
+		}
+		r = trimLeftASCIISpace(r[1:])
+		var val string
+		if r != "" && r[0] == '"' {
+			end := strings.IndexAny(r[1:], "\"\\\r\n")
+			if end < 0 || r[1+end] != '"' {
+				return "", p, false
+			}
+			val, r = r[1:1+end], r[2+end:]
+		} else {
+			val, r = mimeToken(r)
+			if val == "" {
+				return "", p, false
+			}
+		}
+		for i := range n {
+			if keys[i] == key && vals[i] != val {
+				return "", p, false // ParseMediaType fails on this
+			}
+		}
+		keys[n], vals[n] = key, val
+		n++
+		switch key {
+		case "boundary":
+			p.boundary = val
+		case "charset":
+			p.charset = val
+		case "name":
+			p.name = val
+		}
+		v = r
+	}
+	return mt, p, true
+}
+
+// mimeToken splits off an RFC 2045 token (ASCII, no controls, space or
+// tspecials).
+func mimeToken(s string) (token, rest string) {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte(`()<>@,;:\"/[]?=`, c) >= 0 {
+			return s[:i], s[i:]
+		}
+	}
+	return s, ""
+}
+
+func isASCIISpace(c byte) bool {
+	return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r'
+}
+
+func trimLeftASCIISpace(s string) string {
+	for len(s) > 0 && isASCIISpace(s[0]) {
+		s = s[1:]
+	}
+	return s
+}
+
+func trimASCIISpace(s string) string {
+	s = trimLeftASCIISpace(s)
+	for len(s) > 0 && isASCIISpace(s[len(s)-1]) {
+		s = s[:len(s)-1]
+	}
+	return s
 }

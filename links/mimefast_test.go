@@ -338,3 +338,65 @@ func FuzzMultipartFast(f *testing.F) {
 		}
 	})
 }
+
+// contentTypeSeeds are Content-Type values plain and odd.
+var contentTypeSeeds = []string{
+	"text/plain", "text/plain; charset=utf-8", `text/html; charset="UTF-8"`, "TEXT/HTML;CHARSET=ISO-8859-1",
+	`multipart/alternative; boundary="----=_Part_0_1.2"`, "multipart/mixed;\tboundary=b1 ", "multipart/mixed; boundary=b1;",
+	"multipart/mixed; boundary=b1; ;", "multipart/mixed; boundary=", `multipart/mixed; boundary=""`, "text/plain; charset=a; charset=a",
+	"text/plain; charset=a; charset=b", "text/plain; name*=utf-8''a%20b.html", "text/plain; name*0=a; name*1=b.html",
+	`application/octet-stream; name="a.html"`, `text/plain; name="a\"b"`, `text/plain; name="a\\b"`, "text/plain; name=\"a\rb\"",
+	"text", "text/", "/plain", "text/plain/x", "text /plain", " text/plain ", "text/plain x", "text/plain;x", "text/plain; x=",
+	"text/plain; =x", "text/plain;; charset=utf-8", "text/plain; charset = utf-8", "text/plain\u00a0; charset=utf-8",
+	"text/plain; charset=\u00e9", "text/plain; a=1; b=2; c=3; d=4; e=5; f=6; g=7; h=8; i=9", "text/plain; charset=utf-8 (comment)",
+	"text/plain; charset=\"utf-8", "\x0btext/plain\x0c;\x0bcharset=x", "", ";", "text/plain;\r\n charset=utf-8",
+}
+
+func TestContentTypeOfSameAsParse(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	inputs := slices.Clone(contentTypeSeeds)
+	for range 3000 {
+		a := []byte(contentTypeSeeds[rng.IntN(len(contentTypeSeeds))])
+		b := contentTypeSeeds[rng.IntN(len(contentTypeSeeds))]
+		if len(a) > 0 {
+			i := rng.IntN(len(a))
+			switch rng.IntN(3) {
+			case 0:
+				a = append(a[:i], append([]byte(`;"= \t*\\`[rng.IntN(7):][:1]), a[i:]...)...)
+			case 1:
+				a = append(a[:i], b...)
+			case 2:
+				a[i] = byte(rng.IntN(128))
+			}
+		}
+		inputs = append(inputs, string(a))
+	}
+	simple := 0
+	for _, v := range inputs {
+		checkContentType(t, v)
+		if _, _, ok := simpleContentType(v); ok {
+			simple++
+		}
+	}
+	if simple < len(inputs)/10 {
+		t.Fatalf("only %d of %d values read the simple way", simple, len(inputs))
+	}
+}
+
+func checkContentType(t *testing.T, v string) {
+	t.Helper()
+	mt, p := contentTypeOf(v)
+	wantMT, m := parseContentType(v)
+	want := ctParams{boundary: m["boundary"], charset: m["charset"], name: m["name"]}
+	if mt != wantMT || p != want {
+		t.Fatalf("contentTypeOf(%q) = %q %+v, parseContentType %q %+v", v, mt, p, wantMT, want)
+	}
+}
+
+// FuzzContentType: contentTypeOf agrees with parseContentType.
+func FuzzContentType(f *testing.F) {
+	for _, s := range contentTypeSeeds {
+		f.Add(s)
+	}
+	f.Fuzz(checkContentType)
+}
