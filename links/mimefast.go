@@ -267,13 +267,20 @@ func bodyEnd(data []byte, bs int, dash, nlDash []byte) (int, bool) {
 	crlf := len(nlDash) == len(dash)+2
 	from := bs
 	for {
-		// Every line start with dash, whatever precedes the LF.
-		k := bytes.Index(data[from:], nlDash[len(nlDash)-len(dash)-1:])
+		// Every dash-boundary at a line start, whatever precedes the LF.
+		// The dash-boundary is searched for rather than the LF before
+		// it, which starts every line.
+		k := bytes.Index(data[from:], dash)
 		if k < 0 {
 			return 0, false
 		}
-		j := from + k // the LF
-		after := j + 1 + len(dash)
+		d := from + k // the dash-boundary
+		from = d + 1  // boundaries may start with "-": occurrences overlap
+		j := d - 1    // the LF before it, if any
+		if j < bs || data[j] != '\n' {
+			continue
+		}
+		after := d + len(dash)
 		isEnd := after == len(data) || boundaryEnd(data[after])
 		switch {
 		case !crlf:
@@ -289,7 +296,6 @@ func bodyEnd(data []byte, bs int, dash, nlDash []byte) (int, bool) {
 			// for a delimiter line.
 			return 0, false
 		}
-		from = after
 	}
 }
 
