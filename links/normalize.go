@@ -164,8 +164,15 @@ func parseURL(raw string, maxLen int) (parsed, error) {
 // removed everywhere (so "ht<TAB>tp://" in an href still works in a browser,
 // and must still be seen here).
 func cleanURL(s string) string {
-	s = strings.TrimFunc(s, func(r rune) bool { return r <= ' ' })
-	if strings.ContainsAny(s, "\t\n\r") {
+	// Byte-wise: every rune up to ' ' is one byte, and no byte of a
+	// multi-byte (or invalid) sequence is below 0x80.
+	for len(s) > 0 && s[0] <= ' ' {
+		s = s[1:]
+	}
+	for len(s) > 0 && s[len(s)-1] <= ' ' {
+		s = s[:len(s)-1]
+	}
+	if hasTabOrNewline(s) {
 		s = strings.Map(func(r rune) rune {
 			if r == '\t' || r == '\n' || r == '\r' {
 				return -1
@@ -174,6 +181,15 @@ func cleanURL(s string) string {
 		}, s)
 	}
 	return s
+}
+
+func hasTabOrNewline(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c == '\t' || c == '\n' || c == '\r' {
+			return true
+		}
+	}
+	return false
 }
 
 // splitScheme splits "scheme:rest" (RFC 3986 §3.1: ALPHA *( ALPHA / DIGIT /
@@ -297,12 +313,11 @@ func parseHost(h string) (host string, ip netip.Addr, obf bool, err error) {
 // lower-casing, which is much cheaper.
 func needsIDNA(h string) bool {
 	for i := 0; i < len(h); i++ {
-		if h[i] >= utf8.RuneSelf {
+		c := h[i]
+		if c >= utf8.RuneSelf {
 			return true
 		}
-	}
-	for i := 0; i+4 <= len(h); i++ {
-		if (i == 0 || h[i-1] == '.') && strings.EqualFold(h[i:i+4], "xn--") {
+		if c|0x20 == 'x' && (i == 0 || h[i-1] == '.') && i+4 <= len(h) && h[i+1]|0x20 == 'n' && h[i+2] == '-' && h[i+3] == '-' {
 			return true
 		}
 	}

@@ -91,3 +91,51 @@ func TestKeptAcrossIndex(t *testing.T) {
 		}
 	}
 }
+
+// TestCleanURLAndIDNACheckSameAsRef compares cleanURL and needsIDNA with
+// their first, rune-wise versions.
+func TestCleanURLAndIDNACheckSameAsRef(t *testing.T) {
+	cleanRef := func(s string) string {
+		s = strings.TrimFunc(s, func(r rune) bool { return r <= ' ' })
+		if !strings.ContainsAny(s, "\t\n\r") {
+			return s
+		}
+		return strings.Map(func(r rune) rune {
+			if r == '\t' || r == '\n' || r == '\r' {
+				return -1
+			}
+			return r
+		}, s)
+	}
+	idnaRef := func(h string) bool {
+		for i := 0; i < len(h); i++ {
+			if h[i] >= 0x80 {
+				return true
+			}
+		}
+		for i := 0; i+4 <= len(h); i++ {
+			if (i == 0 || h[i-1] == '.') && strings.EqualFold(h[i:i+4], "xn--") {
+				return true
+			}
+		}
+		return false
+	}
+	inputs := []string{"", " \t http://a.example/ \x00", "\xff http://a\tb", "http://a\r\n.example/\xc2\xa0", "xn--a", "a.XN--b", "a.xN-", "a.xn-", "axn--b", "\u00e9.example"}
+	rng := rand.New(rand.NewPCG(7, 8))
+	alphabet := []byte(" \t\r\n\x00\x1f\x7f\x80\xc2\xa0\xffxXnN-.a/:")
+	for range 20000 {
+		b := make([]byte, rng.IntN(12))
+		for i := range b {
+			b[i] = alphabet[rng.IntN(len(alphabet))]
+		}
+		inputs = append(inputs, string(b))
+	}
+	for _, s := range inputs {
+		if got, want := cleanURL(s), cleanRef(s); got != want {
+			t.Fatalf("cleanURL(%q) = %q, want %q", s, got, want)
+		}
+		if got, want := needsIDNA(s), idnaRef(s); got != want {
+			t.Fatalf("needsIDNA(%q) = %v, want %v", s, got, want)
+		}
+	}
+}
