@@ -500,13 +500,19 @@ func simpleContentType(v string) (mt string, p ctParams, ok bool) {
 // tspecials).
 func mimeToken(s string) (token, rest string) {
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c <= ' ' || c >= 0x7f || strings.IndexByte(`()<>@,;:\"/[]?=`, c) >= 0 {
+		if !tokenByte[s[i]] {
 			return s[:i], s[i:]
 		}
 	}
 	return s, ""
 }
+
+var tokenByte = func() (t [256]bool) {
+	for c := range 256 {
+		t[c] = c > ' ' && c < 0x7f && strings.IndexByte(`()<>@,;:\"/[]?=`, byte(c)) < 0
+	}
+	return t
+}()
 
 func isASCIISpace(c byte) bool {
 	return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r'
