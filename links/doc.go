@@ -13,9 +13,13 @@
 //
 // # What is read
 //
-// Every MIME part is walked with github.com/emersion/go-message: nested
-// multiparts, attached messages (message/rfc822, message/global) and, in
-// multipart/digest, parts without a Content-Type (RFC 2046 §5.1.5).
+// Every MIME part is walked as github.com/emersion/go-message walks it:
+// nested multiparts, attached messages (message/rfc822, message/global)
+// and, in multipart/digest, parts without a Content-Type (RFC 2046 §5.1.5).
+// The body of a multipart message is read ahead, up to 256 KiB; when it
+// ends there, a multipart in it whose structure is exact (RFC 2046 §5.1.1
+// delimiters, a close delimiter, plain part headers) is split by this
+// package; any other multipart is read by go-message, with the same result.
 // Quoted-printable and base64 are decoded, leniently as mail clients do
 // (stray bytes are skipped rather than ending the part), and so is the
 // part's charset; an unknown charset is read as-is (URLs are ASCII in every
@@ -84,9 +88,9 @@
 // "clean" from "clean as far as we looked". MaxURLsPerHost skips only links
 // that add no lookup key and does not set Truncated. The work per message
 // is linear in MaxBytes and MaxInputBytes. Memory is a few buffers of 4 to
-// 32 KiB and the kept URLs, plus at worst the largest single HTML token
-// (at most MaxBytes) and a part header inside go-message (at most about 80
-// times MaxHeaderBytes).
+// 32 KiB, the read-ahead (at most 256 KiB) and the kept URLs, plus at worst
+// the largest single HTML token (at most MaxBytes) and a part header inside
+// go-message (at most about 80 times MaxHeaderBytes).
 //
 // # Why not plain go-message decoding
 //

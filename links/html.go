@@ -114,7 +114,7 @@ func (w *walker) attr(key, val []byte, nest int) {
 	case "href", "src", "action", "formaction", "background", "cite", "data",
 		"poster", "longdesc", "codebase", "manifest", "dynsrc", "lowsrc",
 		"xlink:href", "profile", "icon":
-		w.attrURL(string(key), val)
+		w.attrURL(urlAttrName(key), val)
 	case "srcset", "imagesrcset":
 		w.srcset(string(key), val)
 	case "ping", "archive":
@@ -137,6 +137,22 @@ func (w *walker) attr(key, val []byte, nest int) {
 			w.attrText(string(key), val, false)
 		}
 	}
+}
+
+// urlAttrName returns the name of a URL attribute as a constant, which
+// URL.Source can keep without a copy of the walker's buffer.
+func urlAttrName(key []byte) string {
+	switch string(key) {
+	case "href":
+		return "href"
+	case "src":
+		return "src"
+	case "action":
+		return "action"
+	case "background":
+		return "background"
+	}
+	return string(key)
 }
 
 // attrURL takes an attribute value that is a URL, as a browser would parse

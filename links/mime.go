@@ -29,13 +29,17 @@ type walker struct {
 	x   *Extractor
 	lim Limits
 	res Result
+	in  *inputReader // the input, whose limit decides whether to read ahead
 
+	// seen and perHost index res.URLs by normalised form and host once
+	// it is longer than smallSet (indexed); see kept.
 	seen        map[string]struct{}
 	perHost     map[string]int
-	skippedDup  int                 // links not kept because their host had enough
-	raw         map[string]struct{} // link texts already handled
-	textFn      func([]byte)        // w.textURL, bound once
-	slFn        func([]byte)        // w.schemelessURL, bound once
+	indexed     bool
+	skippedDup  int          // links not kept because their host had enough
+	raw         strSet       // link texts already handled
+	textFn      func([]byte) // w.textURL, bound once
+	slFn        func([]byte) // w.schemelessURL, bound once
 	budget      int64
 	done        bool
 	stopNote    string
@@ -50,9 +54,16 @@ type walker struct {
 	scratch    []byte
 	urlBuf     []URL // recycled backing array of res.URLs
 
-	// The tag html is reading and its decoded attribute values, per
-	// level of HTML nested in HTML: kept here rather than zeroed on the
-	// stack for every tag.
+	// The tag html is reading and its decoded attribute values: kept
+	// behind a pointer so that recycling the walker does not zero them
+	// (about 7 KB with pointers) for every message.
+	*tagState
+}
+
+// tagState is the tag html is reading and its decoded attribute values,
+// per level of HTML nested in HTML: kept with the walker rather than zeroed
+// on the stack for every tag. Every tag sets what it uses.
+type tagState struct {
 	tags     [maxHTMLNest + 1]parsedTag
 	attrVals [maxHTMLNest + 1][maxTagAttrs][]byte
 }
@@ -60,7 +71,7 @@ type walker struct {
 // walkers recycles walkers, whose maps, buffers and bound methods were a
 // third of the allocations of extracting a typical message.
 var walkers = sync.Pool{New: func() any {
-	w := new(walker)
+	w := &walker{tagState: new(tagState)}
 	w.textFn, w.slFn = w.textURL, w.schemelessURL
 	return w
 }}
@@ -79,7 +90,6 @@ func newWalker(x *Extractor) *walker {
 	if w.seen == nil {
 		w.seen = make(map[string]struct{})
 		w.perHost = make(map[string]int)
-		w.raw = make(map[string]struct{})
 	}
 	return w
 }
@@ -87,12 +97,12 @@ func newWalker(x *Extractor) *walker {
 // release returns w, whose result has been copied, to walkers.
 func (w *walker) release() {
 	seen, perHost, raw := w.seen, w.perHost, w.raw
-	if len(seen) > maxKeptEntries || len(perHost) > maxKeptEntries || len(raw) > maxKeptEntries {
-		seen, perHost, raw = nil, nil, nil
+	if len(seen) > maxKeptEntries || len(perHost) > maxKeptEntries {
+		seen, perHost = nil, nil
 	}
 	clear(seen)
 	clear(perHost)
-	clear(raw)
+	raw.reset(maxKeptEntries)
 	pend, scratch := w.pend[:0], w.scratch[:0]
 	if cap(pend) > maxKeptBuf {
 		pend = nil
@@ -105,7 +115,7 @@ func (w *walker) release() {
 	if len(urls) > maxKeptEntries {
 		urls = nil
 	}
-	*w = walker{seen: seen, perHost: perHost, raw: raw, pend: pend, scratch: scratch, urlBuf: urls[:0], textFn: w.textFn, slFn: w.slFn}
+	*w = walker{seen: seen, perHost: perHost, raw: raw, pend: pend, scratch: scratch, urlBuf: urls[:0], textFn: w.textFn, slFn: w.slFn, tagState: w.tagState}
 	walkers.Put(w)
 }
 
@@ -313,13 +323,16 @@ func validKey(k []byte) bool {
 // from r: a header block, then its body.
 func (w *walker) message(r io.Reader) {
 	in := &inputReader{r: r, left: w.lim.MaxInputBytes, w: w}
-	w.readMessage(in, "", 0)
+	w.in = in
+	w.readMessage(in, "", 0, true)
 }
 
 // headerReaders recycles readMessage's 4 KiB readers, one per message.
 var headerReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
 
-func (w *walker) readMessage(r io.Reader, path string, depth int) {
+// mem says that r is the input or read from memory, so that reading it
+// ahead changes nothing but when the bytes are read (see preRead).
+func (w *walker) readMessage(r io.Reader, path string, depth int, mem bool) {
 	br := headerReaders.Get().(*bufio.Reader)
 	br.Reset(r)
 	defer func() {
@@ -342,7 +355,7 @@ func (w *walker) readMessage(r io.Reader, path string, depth int) {
 		w.note("%s: header: %v", where, err)
 		return
 	}
-	w.entity(f, br, path, depth, true, "text/plain")
+	w.entity(f, br, path, depth, true, "text/plain", mem)
 }
 
 // leafLabel is the IMAP part number of a non-multipart entity: the body of a
@@ -364,8 +377,9 @@ func joinPath(path string, i int) string {
 	return path + "." + strconv.Itoa(i)
 }
 
-// entity handles one MIME entity whose header has been read.
-func (w *walker) entity(f fields, body io.Reader, path string, depth int, msgBody bool, defType string) {
+// entity handles one MIME entity whose header has been read; mem as for
+// readMessage.
+func (w *walker) entity(f fields, body io.Reader, path string, depth int, msgBody bool, defType string, mem bool) {
 	if w.done {
 		return
 	}
@@ -379,9 +393,9 @@ func (w *walker) entity(f fields, body io.Reader, path string, depth int, msgBod
 		w.skip("part %s: nested deeper than %d, skipped", label, w.lim.MaxDepth)
 		return
 	}
-	mt, params := defType, map[string]string(nil)
+	mt, params := defType, ctParams{}
 	if f.contentType != "" {
-		mt, params = parseContentType(f.contentType)
+		mt, params = contentTypeOf(f.contentType)
 		if mt == "" {
 			// RFC 2045 §5.2: an unparseable Content-Type means the default.
 			mt = defType
@@ -393,7 +407,7 @@ func (w *walker) entity(f fields, body io.Reader, path string, depth int, msgBod
 		if path != "" {
 			where = "part " + path
 		}
-		w.multipart(body, mt, params["boundary"], path, where, depth)
+		w.multipart(body, mt, params.boundary, path, where, depth, mem)
 	case mt == "message/rfc822" || mt == "message/global":
 		// RFC 2046 §5.2.1 allows only 7bit, 8bit or binary here, but
 		// base64 is seen in the wild; decoding it costs nothing.
@@ -401,7 +415,7 @@ func (w *walker) entity(f fields, body io.Reader, path string, depth int, msgBod
 		if path == "" {
 			path = "1"
 		}
-		w.readMessage(r, path, depth+1)
+		w.readMessage(r, path, depth+1, mem)
 	default:
 		html, ok := leafKind(mt, params, f.disposition)
 		if !ok {
@@ -409,7 +423,7 @@ func (w *walker) entity(f fields, body io.Reader, path string, depth int, msgBod
 		}
 		cs := ""
 		if strings.HasPrefix(mt, "text/") {
-			cs = strings.ToLower(strings.TrimSpace(params["charset"]))
+			cs = strings.ToLower(strings.TrimSpace(params.charset))
 		}
 		r, sanitized := w.decode(f, cs, body, label)
 		w.leafTextDecoded(r, label, html, cs == "", sanitized)
@@ -419,14 +433,14 @@ func (w *walker) entity(f fields, body io.Reader, path string, depth int, msgBod
 // leafKind says whether an entity is scanned, and as HTML or as plain text.
 // Besides text/*, an attachment named *.htm(l) is HTML whatever its type:
 // HTML attachments are a common phishing vehicle.
-func leafKind(mt string, params map[string]string, disposition string) (html, ok bool) {
+func leafKind(mt string, params ctParams, disposition string) (html, ok bool) {
 	switch {
 	case mt == "text/html" || mt == "application/xhtml+xml":
 		return true, true
 	case strings.HasPrefix(mt, "text/"):
 		return false, true
 	}
-	name := params["name"]
+	name := params.name
 	if _, dp, err := mime.ParseMediaType(disposition); err == nil && dp["filename"] != "" {
 		name = dp["filename"]
 	}
@@ -544,11 +558,29 @@ func sniffHTMLCharset(r io.Reader) io.Reader {
 }
 
 // multipart walks the parts of a multipart entity (RFC 2046 §5.1).
-func (w *walker) multipart(body io.Reader, mt, boundary, path, where string, depth int) {
+func (w *walker) multipart(body io.Reader, mt, boundary, path, where string, depth int, mem bool) {
 	if boundary == "" {
 		w.note("%s: %s without boundary, read as plain text", where, mt)
 		w.leafText(body, leafLabel(path, false))
 		return
+	}
+	if mem && !w.x.slowMIME {
+		bp := preReadBufs.Get().(*[]byte)
+		defer func() {
+			if cap(*bp) <= 2*preReadMax {
+				*bp = (*bp)[:0]
+				preReadBufs.Put(bp)
+			}
+		}()
+		data, rest, ok := w.preRead(body, bp)
+		if ok && w.fastMultipart(data, mt, boundary, path, depth) {
+			return
+		}
+		if !ok {
+			body = rest
+		} else if _, isMem := body.(*memBody); !isMem {
+			body = newMemBody(data)
+		}
 	}
 	g := guards.Get().(*partHeaderGuard)
 	g.reset(body, []byte("--"+boundary), w.lim.MaxHeaderBytes)
@@ -596,7 +628,7 @@ func (w *walker) multipart(body io.Reader, mt, boundary, path, where string, dep
 		}
 		var f fields
 		fieldsOf(p.Header, &f)
-		w.entity(f, p, joinPath(path, i), depth+1, false, child)
+		w.entity(f, p, joinPath(path, i), depth+1, false, child, false)
 	}
 }
 

@@ -94,7 +94,7 @@ func parseURL(raw string, maxLen int) (parsed, error) {
 	// "http:\\evil.example" and "http:/evil.example" both go to evil.example.
 	rest = strings.TrimLeft(rest, `/\`)
 	authority, tail := rest, ""
-	if i := strings.IndexAny(rest, `/\?#`); i >= 0 {
+	if i := indexAuthorityEnd(rest); i >= 0 {
 		authority, tail = rest[:i], rest[i:]
 	}
 	// RFC 3986 §3.2.1: userinfo ends at the last "@". It never identifies
@@ -164,8 +164,15 @@ func parseURL(raw string, maxLen int) (parsed, error) {
 // removed everywhere (so "ht<TAB>tp://" in an href still works in a browser,
 // and must still be seen here).
 func cleanURL(s string) string {
-	s = strings.TrimFunc(s, func(r rune) bool { return r <= ' ' })
-	if strings.ContainsAny(s, "\t\n\r") {
+	// Byte-wise: every rune up to ' ' is one byte, and no byte of a
+	// multi-byte (or invalid) sequence is below 0x80.
+	for len(s) > 0 && s[0] <= ' ' {
+		s = s[1:]
+	}
+	for len(s) > 0 && s[len(s)-1] <= ' ' {
+		s = s[:len(s)-1]
+	}
+	if hasTabOrNewline(s) {
 		s = strings.Map(func(r rune) rune {
 			if r == '\t' || r == '\n' || r == '\r' {
 				return -1
@@ -174,6 +181,15 @@ func cleanURL(s string) string {
 		}, s)
 	}
 	return s
+}
+
+func hasTabOrNewline(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c == '\t' || c == '\n' || c == '\r' {
+			return true
+		}
+	}
+	return false
 }
 
 // splitScheme splits "scheme:rest" (RFC 3986 §3.1: ALPHA *( ALPHA / DIGIT /
@@ -297,12 +313,11 @@ func parseHost(h string) (host string, ip netip.Addr, obf bool, err error) {
 // lower-casing, which is much cheaper.
 func needsIDNA(h string) bool {
 	for i := 0; i < len(h); i++ {
-		if h[i] >= utf8.RuneSelf {
+		c := h[i]
+		if c >= utf8.RuneSelf {
 			return true
 		}
-	}
-	for i := 0; i+4 <= len(h); i++ {
-		if (i == 0 || h[i-1] == '.') && strings.EqualFold(h[i:i+4], "xn--") {
+		if c|0x20 == 'x' && (i == 0 || h[i-1] == '.') && i+4 <= len(h) && h[i+1]|0x20 == 'n' && h[i+2] == '-' && h[i+3] == '-' {
 			return true
 		}
 	}
@@ -475,23 +490,47 @@ func unhex(c byte) byte {
 	}
 }
 
+// indexAuthorityEnd returns the index of the first "/", "\\", "?" or "#"
+// in s, or -1: where the authority ends for the special schemes.
+func indexAuthorityEnd(s string) int {
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '/', '\\', '?', '#':
+			return i
+		}
+	}
+	return -1
+}
+
 // escapeTo writes s with the bytes that may not appear raw in a URI
 // (RFC 3986 §2: controls, space, non-ASCII, and `"<>\^{|}`) percent-encoded,
 // so that equal URLs compare equal and the result is plain ASCII. Existing
-// escapes are left as they are.
+// escapes are left as they are. Runs of bytes that stay are written at once:
+// escaping is rare, and this runs for every URL.
 func escapeTo(b *strings.Builder, s string) {
 	const hexdig = "0123456789ABCDEF"
+	start := 0
 	for i := 0; i < len(s); i++ {
 		c := s[i]
-		if c <= ' ' || c >= 0x7f || strings.IndexByte("\"<>\\^`{|}", c) >= 0 {
-			b.WriteByte('%')
-			b.WriteByte(hexdig[c>>4])
-			b.WriteByte(hexdig[c&15])
+		if !mustEscape[c] {
 			continue
 		}
-		b.WriteByte(c)
+		b.WriteString(s[start:i])
+		b.WriteByte('%')
+		b.WriteByte(hexdig[c>>4])
+		b.WriteByte(hexdig[c&15])
+		start = i + 1
 	}
+	b.WriteString(s[start:])
 }
+
+// mustEscape marks the bytes escapeTo percent-encodes.
+var mustEscape = func() (t [256]bool) {
+	for c := range 256 {
+		t[c] = c <= ' ' || c >= 0x7f || strings.IndexByte("\"<>\\^`{|}", byte(c)) >= 0
+	}
+	return t
+}()
 
 // cutString shortens s to at most n bytes without splitting a UTF-8
 // sequence.

@@ -393,7 +393,7 @@ func (w *walker) schemelessURL(m []byte) {
 }
 
 func (w *walker) textURLFrom(m []byte, orig int) {
-	if _, ok := w.raw[string(m)]; ok {
+	if w.raw.hasBytes(m) {
 		return
 	}
 	// One string serves as the key of w.raw, the input of parseURL and
@@ -601,11 +601,11 @@ const maxRaw = 4096
 // the same URL), and the same text always gives the same outcome, so the
 // work and any note are not repeated.
 func (w *walker) handled(raw []byte) bool {
-	if _, ok := w.raw[string(raw)]; ok {
+	if w.raw.hasBytes(raw) {
 		return true
 	}
-	if len(w.raw) < maxRaw && len(raw) <= w.lim.MaxURLLength {
-		w.raw[string(raw)] = struct{}{}
+	if w.raw.len() < maxRaw && len(raw) <= w.lim.MaxURLLength {
+		w.raw.add(string(raw))
 	}
 	return false
 }
@@ -613,8 +613,8 @@ func (w *walker) handled(raw []byte) bool {
 // handledString is handled for a link text not handled before, which is
 // already a string.
 func (w *walker) handledString(raw string) {
-	if len(w.raw) < maxRaw && len(raw) <= w.lim.MaxURLLength {
-		w.raw[raw] = struct{}{}
+	if w.raw.len() < maxRaw && len(raw) <= w.lim.MaxURLLength {
+		w.raw.add(raw)
 	}
 }
 
@@ -622,10 +622,11 @@ func (w *walker) handledString(raw string) {
 // has MaxURLsPerHost URLs, or MaxURLs are kept (which stops the
 // extraction), and then adds a redirector's target after it.
 func (w *walker) add(p *parsed, source, via string, hop int) {
-	if _, dup := w.seen[p.Normalized]; dup {
+	dup, onHost := w.kept(p)
+	if dup {
 		return
 	}
-	if w.perHost[p.Host] >= w.lim.MaxURLsPerHost {
+	if onHost >= w.lim.MaxURLsPerHost {
 		w.skippedDup++
 		return
 	}
@@ -633,8 +634,10 @@ func (w *walker) add(p *parsed, source, via string, hop int) {
 		w.stop("truncated after %d URLs", w.lim.MaxURLs)
 		return
 	}
-	w.seen[p.Normalized] = struct{}{}
-	w.perHost[p.Host]++
+	if w.indexed {
+		w.seen[p.Normalized] = struct{}{}
+		w.perHost[p.Host]++
+	}
 	u := p.URL
 	u.Part, u.Source, u.Via = w.label, source, via
 	w.res.URLs = append(w.res.URLs, u)
@@ -652,4 +655,90 @@ func (w *walker) add(p *parsed, source, via string, hop int) {
 		return
 	}
 	w.add(&tp, "redirect", p.Normalized, hop+1)
+}
+
+// smallSet is how many entries a slice holds before a map takes over: a
+// message has a handful of links, and searching a few strings costs less
+// than hashing them into a map.
+const smallSet = 16
+
+// kept reports whether a URL with p's normalised form is kept already, and
+// how many kept URLs have p's host. Both follow from w.res.URLs, which is
+// searched while it is short and indexed by w.seen and w.perHost after.
+func (w *walker) kept(p *parsed) (dup bool, onHost int) {
+	urls := w.res.URLs
+	if len(urls) <= smallSet {
+		for i := range urls {
+			if urls[i].Normalized == p.Normalized {
+				return true, 0
+			}
+			if urls[i].Host == p.Host {
+				onHost++
+			}
+		}
+		return false, onHost
+	}
+	if !w.indexed {
+		for i := range urls {
+			w.seen[urls[i].Normalized] = struct{}{}
+			w.perHost[urls[i].Host]++
+		}
+		w.indexed = true
+	}
+	if _, ok := w.seen[p.Normalized]; ok {
+		return true, 0
+	}
+	return false, w.perHost[p.Host]
+}
+
+// strSet is a set of strings, a slice while small, a map after.
+type strSet struct {
+	small []string
+	m     map[string]struct{}
+}
+
+func (s *strSet) hasBytes(b []byte) bool {
+	if s.m != nil {
+		_, ok := s.m[string(b)]
+		return ok
+	}
+	for _, k := range s.small {
+		if k == string(b) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *strSet) len() int {
+	if s.m != nil {
+		return len(s.m)
+	}
+	return len(s.small)
+}
+
+// add adds k, which is not in s.
+func (s *strSet) add(k string) {
+	if s.m == nil {
+		if len(s.small) < smallSet {
+			s.small = append(s.small, k)
+			return
+		}
+		s.m = make(map[string]struct{}, 4*smallSet)
+		for _, x := range s.small {
+			s.m[x] = struct{}{}
+		}
+	}
+	s.m[k] = struct{}{}
+}
+
+// reset empties s for the next message, dropping a map grown beyond max
+// entries.
+func (s *strSet) reset(max int) {
+	clear(s.small)
+	s.small = s.small[:0]
+	if len(s.m) > max {
+		s.m = nil
+	}
+	clear(s.m)
 }

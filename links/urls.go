@@ -101,6 +101,9 @@ type Extractor struct {
 	redir      redirectors
 	redirList  []Redirector // as configured, for Same
 	schemeless bool
+	// slowMIME turns the multipart fast path off, for tests that compare
+	// it with the go-message path.
+	slowMIME bool
 }
 
 // New returns an Extractor, or an error if a redirector is malformed.
