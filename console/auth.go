@@ -147,8 +147,14 @@ func VerifyPassword(hash, password string) bool {
 }
 
 // dummyHash is verified for an unknown account name, so a login for a
-// name that does not exist takes as long as one with a wrong password.
-var dummyHash, _ = HashPassword("no such account")
+// name that does not exist takes as long as one with a wrong password. It
+// is made on the first such login, not at start: an argon2id hash takes
+// its 19 MiB and 40 ms, which a foxproxy without console accounts (and
+// every command line) should not pay.
+var dummyHash = sync.OnceValue(func() string {
+	h, _ := HashPassword("no such account")
+	return h
+})
 
 // session is one login.
 type session struct {

@@ -182,7 +182,7 @@ func (s *Server) checkPassword(r *http.Request, name, password, via string) (Use
 	u, known := s.user(name)
 	hash := u.PasswordHash
 	if !known {
-		hash = dummyHash
+		hash = dummyHash()
 	}
 	if !VerifyPassword(hash, password) || !known {
 		s.throttle.fail(addr)
