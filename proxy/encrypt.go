@@ -164,7 +164,7 @@ func (ss *session) deliverEncrypted(m *message) error {
 	enc := ss.rt.Encryption
 	if enc == nil {
 		ss.log.Error("a rule encrypts but no encryption is configured; deferring the message", zap.String("msg_id", tx.id))
-		ss.ds.reset()
+		ss.ds.Reset()
 		return errLocalProblem
 	}
 	lookups := enc.Lookup(m.ctx, v.EncryptRcpts)
@@ -178,12 +178,12 @@ func (ss *session) deliverEncrypted(m *message) error {
 		}
 	}
 	if len(p.tempfail) > 0 {
-		ss.ds.reset()
+		ss.ds.Reset()
 		sum.encCopies = map[string]int{CopyTempfailed: len(p.tempfail)}
 		return reply(451, [3]int{4, 7, 0}, sanitizeText("Error: no encryption key could be had for "+whyNot(p.tempfail)+" yet, try again later"))
 	}
 	if len(p.reject) > 0 {
-		ss.ds.reset()
+		ss.ds.Reset()
 		sum.encCopies = map[string]int{CopyRejected: len(p.reject)}
 		return reply(550, [3]int{5, 7, 1}, sanitizeText("Error: message must be encrypted but there is no key for "+whyNot(p.reject)))
 	}
@@ -212,7 +212,7 @@ func (ss *session) deliverEncrypted(m *message) error {
 		c, err := ss.encryptedContent(m, p.byMethod[method])
 		if err != nil {
 			ss.log.Error("cannot encrypt message; deferring it", zap.String("msg_id", tx.id), zap.String("method", method), zap.Error(err))
-			ss.ds.reset()
+			ss.ds.Reset()
 			return errLocalProblem
 		}
 		copies = append(copies, copyToSend{rcptsOf(p.byMethod[method]), c})
@@ -225,7 +225,7 @@ func (ss *session) deliverEncrypted(m *message) error {
 		copies = append(copies, copyToSend{plain, c})
 	}
 	if len(copies) == 0 {
-		ss.ds.reset()
+		ss.ds.Reset()
 		return reply(250, [3]int{2, 0, 0}, "Ok: quarantined as "+sum.quarantineID+" until encryption keys can be had")
 	}
 	var queued []string
@@ -286,22 +286,22 @@ func (ss *session) encryptedContent(m *message, keys []KeyLookup) (*delivery.Con
 // whole is true, else in a transaction of its own for cp.rcpts.
 func (ss *session) sendCopy(m *message, cp copyToSend, whole bool, notes []string) (string, error) {
 	tx := m.tx
-	if ss.ds == nil || ss.ds.broken || (whole && !ss.ds.txActive) {
+	if ss.ds == nil || ss.ds.Broken() || (whole && !ss.ds.InTransaction()) {
 		return "", errDownstreamFailed
 	}
 	if !whole {
-		ss.ds.reset()
-		if err := ss.ds.mail(tx.from, tx.opts, ss.forwardAttrs(tx)); err != nil {
+		ss.ds.Reset()
+		if err := ss.ds.Mail(tx.from, tx.opts, ss.forwardAttrs(tx)); err != nil {
 			return "", err
 		}
 		for _, r := range cp.rcpts {
-			if err := ss.ds.rcpt(r, tx.rcptOpts[r]); err != nil {
+			if err := ss.ds.Rcpt(r, tx.rcptOpts[r]); err != nil {
 				return "", err
 			}
 		}
 	}
 	head := delivery.Header(ss.rt.Config.HostnameOrDefault(), tx.id, m.verdict, m.findings, append(append(append([]string(nil), tx.notes...), cp.c.Notes...), notes...)...)
-	return ss.ds.data([]byte(head), cp.c.Open(), ss.s.now().Add(ss.rt.Config.Timeouts.DownstreamData.D()))
+	return ss.ds.Data([]byte(head), cp.c.Open(), ss.s.now().Add(ss.rt.Config.Timeouts.DownstreamData.D()))
 }
 
 // quarantineCopy keeps the copy for rcpts as it would have been encrypted
@@ -312,7 +312,7 @@ func (ss *session) quarantineCopy(m *message, rcpts []string) (string, error) {
 	if ss.rt.Quarantine == nil {
 		ss.log.Error("an encryption exception quarantines but no quarantine is configured; deferring the message",
 			zap.String("msg_id", tx.id))
-		ss.ds.reset()
+		ss.ds.Reset()
 		return "", errLocalProblem
 	}
 	c := ss.deliveryContent(m)
@@ -330,7 +330,7 @@ func (ss *session) quarantineCopy(m *message, rcpts []string) (string, error) {
 	if err != nil {
 		w.Discard()
 		ss.log.Error("cannot prepare the copy to quarantine; deferring the message", zap.String("msg_id", tx.id), zap.Error(err))
-		ss.ds.reset()
+		ss.ds.Reset()
 		return "", errLocalProblem
 	}
 	defer prepared.Close()
@@ -344,7 +344,7 @@ func (ss *session) quarantineCopy(m *message, rcpts []string) (string, error) {
 	qid, err := ss.rt.Quarantine.Quarantine(m.ctx, it)
 	if err != nil {
 		ss.log.Error("cannot quarantine message; deferring it", zap.String("msg_id", tx.id), zap.Error(err))
-		ss.ds.reset()
+		ss.ds.Reset()
 		return "", errLocalProblem
 	}
 	return qid, nil

@@ -59,7 +59,7 @@ func (ss *session) hold(m *message) (handled bool, answer error) {
 		return false, nil
 	}
 	id, err := h.Hold(m.ctx, ss.quarantineItem(m), arrived)
-	ss.ds.reset()
+	ss.ds.Reset()
 	if err != nil {
 		ss.log.Error("cannot hold message; deferring it", zap.String("msg_id", tx.id), zap.Error(err))
 		return true, errLocalProblem

@@ -39,7 +39,7 @@ type session struct {
 	log  *zap.Logger
 	peer netip.Addr
 	port string
-	ds   *downstream
+	ds   *delivery.Conn
 	tx   *transaction
 
 	released bool // Logout gave rt back
@@ -134,17 +134,17 @@ func (ss *session) mail(from string, opts *smtp.MailOptions) error {
 		// while the envelope and content are still coming.
 		ss.rt.Pipeline.PrefetchClient(tx.client)
 	}
-	err := ss.withDownstream(func(d *downstream) error {
-		return d.mail(from, opts, ss.forwardAttrs(tx))
+	err := ss.withDownstream(func(d *delivery.Conn) error {
+		return d.Mail(from, opts, ss.forwardAttrs(tx))
 	})
 	if err != nil {
 		r := ss.downstreamError("MAIL", tx, err)
 		ss.s.obs.Refused("MAIL", r.(*smtp.SMTPError).Code)
 		return r
 	}
-	if bad := ss.ds.conn.xforwardProblems(); len(bad) > 0 {
+	if bad := ss.ds.XforwardProblems(); len(bad) > 0 {
 		ss.log.Warn("downstream refused XFORWARD; its log will show foxproxy as the client",
-			zap.String("command", bad[0].cmd), zap.Int("code", bad[0].code), zap.String("reply", bad[0].reply))
+			zap.String("command", bad[0].Command), zap.Int("code", bad[0].Code), zap.String("reply", bad[0].Reply))
 	}
 	ss.tx = tx
 	return nil
@@ -169,16 +169,16 @@ func (ss *session) forwardAttrs(tx *transaction) Xforward {
 // dead at fn (the downstream closed it after the RSET) is replaced by a
 // fresh dial and fn runs once more: nothing of the transaction was
 // accepted yet, so the message costs one retry, never a 4xx.
-func (ss *session) withDownstream(fn func(*downstream) error) error {
+func (ss *session) withDownstream(fn func(*delivery.Conn) error) error {
 	reused := true // the session's own connection from an earlier command
-	if ss.ds == nil || ss.ds.broken {
+	if ss.ds == nil || ss.ds.Broken() {
 		var err error
 		if reused, err = ss.takeDownstream(); err != nil {
 			return err
 		}
 	}
 	err := fn(ss.ds)
-	if err != nil && ss.ds.broken && reused {
+	if err != nil && ss.ds.Broken() && reused {
 		ss.log.Debug("reused downstream connection failed; reconnecting", zap.Error(err))
 		if err := ss.dial(); err != nil {
 			return err
@@ -227,7 +227,7 @@ func (ss *session) dialOptions() delivery.DialOptions {
 }
 
 func (ss *session) setDownstream(c *delivery.Conn) {
-	ss.ds = newDownstream(c)
+	ss.ds = c
 	ss.dsAbort.Store(c)
 }
 
@@ -236,7 +236,7 @@ func (ss *session) setDownstream(c *delivery.Conn) {
 func (ss *session) releaseDownstream() {
 	if ss.ds != nil {
 		ss.dsAbort.Store(nil)
-		ss.s.pool.Put(ss.ds.c)
+		ss.s.pool.Put(ss.ds)
 		ss.ds = nil
 	}
 }
@@ -246,7 +246,7 @@ func (ss *session) releaseDownstream() {
 func (ss *session) dropDownstream() {
 	if ss.ds != nil {
 		ss.dsAbort.Store(nil)
-		ss.ds.close()
+		ss.ds.Close()
 		ss.ds = nil
 	}
 }
@@ -303,11 +303,11 @@ func (ss *session) rcpt(to string, opts *smtp.RcptOptions) error {
 		ss.s.obs.Refused("RCPT", tx.early.reply.Code)
 		return tx.early.reply
 	}
-	if ss.ds == nil || ss.ds.broken {
+	if ss.ds == nil || ss.ds.Broken() {
 		ss.s.obs.Refused("RCPT", errDownstreamFailed.Code)
 		return errDownstreamFailed
 	}
-	if err := ss.ds.rcpt(to, opts); err != nil {
+	if err := ss.ds.Rcpt(to, opts); err != nil {
 		r := ss.downstreamError("RCPT", tx, err)
 		ss.s.obs.Refused("RCPT", r.(*smtp.SMTPError).Code)
 		return r
@@ -404,7 +404,7 @@ func (ss *session) reset() {
 	ss.endTransaction()
 	ss.tx = nil
 	if ss.ds != nil {
-		ss.ds.reset()
+		ss.ds.Reset()
 		ss.releaseDownstream()
 	}
 }
@@ -471,7 +471,7 @@ func (ss *session) logout() {
 	ss.endTransaction()
 	ss.tx = nil
 	if ss.ds != nil {
-		ss.ds.reset()
+		ss.ds.Reset()
 		ss.releaseDownstream()
 	}
 	if !ss.released {
@@ -678,30 +678,30 @@ func (ss *session) execute(m *message) error {
 		if ss.rt.Quarantine == nil {
 			ss.log.Error("policy chose quarantine but no quarantine is configured; deferring the message",
 				zap.String("msg_id", tx.id))
-			ss.ds.reset()
+			ss.ds.Reset()
 			return errLocalProblem
 		}
 		qid, err := ss.rt.Quarantine.Quarantine(m.ctx, ss.quarantineItem(m))
 		if err != nil {
 			ss.log.Error("cannot quarantine message; deferring it", zap.String("msg_id", tx.id), zap.Error(err))
-			ss.ds.reset()
+			ss.ds.Reset()
 			return errLocalProblem
 		}
 		m.sum.quarantineID = qid
-		ss.ds.reset()
+		ss.ds.Reset()
 		return reply(250, [3]int{2, 0, 0}, "Ok: quarantined as "+qid)
 	case policy.Discard:
-		ss.ds.reset()
+		ss.ds.Reset()
 		return reply(250, [3]int{2, 0, 0}, "Ok: discarded")
 	case policy.Reject, policy.Tempfail:
 		if held, r := ss.hold(m); held {
 			return r // scan.hold_after: see hold.go
 		}
-		ss.ds.reset()
+		ss.ds.Reset()
 		return verdictReply(v)
 	}
 	ss.log.Error("unknown verdict action; deferring the message", zap.String("action", string(v.Action)))
-	ss.ds.reset()
+	ss.ds.Reset()
 	return errLocalProblem
 }
 
@@ -713,14 +713,14 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b 
 // downstream with every recipient.
 func (ss *session) deliver(m *message) error {
 	tx := m.tx
-	if ss.ds == nil || ss.ds.broken || !ss.ds.txActive {
+	if ss.ds == nil || ss.ds.Broken() || !ss.ds.InTransaction() {
 		ss.log.Warn("downstream connection lost before delivery", zap.String("msg_id", tx.id))
 		return errDownstreamFailed
 	}
 	c := ss.deliveryContent(m)
 	defer c.Close()
 	head := delivery.Header(ss.rt.Config.HostnameOrDefault(), tx.id, m.verdict, m.findings, append(tx.notes, c.Notes...)...)
-	text, err := ss.ds.data([]byte(head), c.Open(), ss.s.now().Add(ss.rt.Config.Timeouts.DownstreamData.D()))
+	text, err := ss.ds.Data([]byte(head), c.Open(), ss.s.now().Add(ss.rt.Config.Timeouts.DownstreamData.D()))
 	if err != nil {
 		return ss.downstreamError("DATA", tx, err)
 	}
