@@ -6,23 +6,9 @@ import (
 	"net/textproto"
 	"strings"
 	"testing"
-)
 
-// crlfClean turns every bare CR or LF into a space and ends with CRLF.
-func crlfClean(b []byte) []byte {
-	out := bytes.ReplaceAll(b, []byte("\r\n"), []byte{0xff, 0xfe})
-	out = bytes.Map(func(r rune) rune {
-		if r == '\r' || r == '\n' || r == 0 {
-			return ' '
-		}
-		return r
-	}, out)
-	out = bytes.ReplaceAll(out, []byte{0xff, 0xfe}, []byte("\r\n"))
-	if !bytes.HasSuffix(out, []byte("\r\n")) {
-		out = append(out, "\r\n"...)
-	}
-	return out
-}
+	"github.com/foxproxy/foxproxy/internal/testutil"
+)
 
 // The dotStuffer, fed in any pieces, puts exactly what go-smtp's DotWriter
 // (net/textproto) would on the wire.
@@ -31,7 +17,7 @@ func FuzzDotStufferMatchesDotWriter(f *testing.F) {
 		f.Add([]byte(s), uint8(3))
 	}
 	f.Fuzz(func(t *testing.T, raw []byte, piece uint8) {
-		content := crlfClean(raw)
+		content := testutil.CRLFClean(raw)
 		if len(raw)%2 == 1 { // also content that does not end in CRLF
 			content = bytes.TrimSuffix(content, []byte("\r\n"))
 		}

@@ -6,29 +6,16 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/foxproxy/foxproxy/internal/testutil"
 	"github.com/foxproxy/foxproxy/pipeline"
 	"github.com/foxproxy/foxproxy/policy"
 )
-
-// headerSeeds are message heads as Postfix hands them over, and near
-// misses.
-var headerSeeds = []string{
-	"Received: from helo.example (client.example [192.0.2.1])\r\n\tby mx.example.test (Postfix) with ESMTP id 4ABCDEF\r\n\tfor <rcpt@example.test>; Fri, 27 Nov 2026 14:00:00 +0000 (UTC)\r\nSubject: hi\r\n\r\nbody\r\n",
-	"Received: from [IPv6:2001:db8::1] (unknown [IPv6:2001:db8::1])\r\n by mx (Postfix) with ESMTPS id 4XyZ\r\nSubject: x\r\n\r\n",
-	"Received: from a (b [999.1.1.1]) by c (Postfix) with SMTP id !!\r\n\r\n",
-	"subject:   lower case\r\nX: y\r\n\r\nbody",
-	"Subject: " + strings.Repeat("long ", 1200) + "\r\n\r\nbody\r\n",
-	"X-No-Subject: 1\r\n\r\n",
-	"Subject: folded\r\n continued\r\n\r\nbody\r\n",
-	"no header at all",
-	"\r\n\r\nempty header",
-}
 
 // FuzzPrefixSubject checks the subject rewrite of a tag verdict: the body
 // streams through unchanged, nothing of the message is lost, and the
 // header ends up with exactly one Subject, carrying the prefix.
 func FuzzPrefixSubject(f *testing.F) {
-	for _, s := range headerSeeds {
+	for _, s := range testutil.HeaderSeeds {
 		f.Add([]byte(s))
 	}
 	const limit = 64 << 10
@@ -106,20 +93,6 @@ func TestPrefixSubjectLongLines(t *testing.T) {
 	}
 }
 
-// tinyMessage is a short plain-text mail with a Postfix Received header,
-// about 400 bytes: the per-message cost of the SMTP path without content
-// cost.
-const tinyMessage = "Received: from mail.example.net (mail.example.net [198.51.100.7])\r\n" +
-	"\tby mx.example.test (Postfix) with ESMTPS id 4NbQ3k1x2Zz9sT\r\n" +
-	"\tfor <rcpt@example.test>; Fri, 27 Nov 2026 14:00:00 +0000 (UTC)\r\n" +
-	"From: <sender@example.net>\r\n" +
-	"To: <rcpt@example.test>\r\n" +
-	"Subject: hello\r\n" +
-	"Date: Fri, 27 Nov 2026 14:00:00 +0000\r\n" +
-	"Message-ID: <tiny@example.net>\r\n" +
-	"\r\n" +
-	"Hello, this is a tiny message.\r\n"
-
 // traceFindings are what a message with ERS, WRS and scan on gets.
 var traceFindings = []pipeline.Finding{
 	{Stage: "ers", Status: pipeline.Clean},
@@ -151,7 +124,7 @@ func BenchmarkFoldHeader(b *testing.B) {
 // lines.
 func message10K() string {
 	var s strings.Builder
-	s.WriteString(tinyMessage[:strings.Index(tinyMessage, "\r\n\r\n")+4])
+	s.WriteString(testutil.TinyMessage[:strings.Index(testutil.TinyMessage, "\r\n\r\n")+4])
 	for s.Len() < 10<<10 {
 		s.WriteString("A line of a typical message body, about seventy characters long...\r\n")
 	}

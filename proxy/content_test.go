@@ -7,6 +7,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/foxproxy/foxproxy/internal/testutil"
 )
 
 // dotStuff renders CRLF-clean content as DATA puts it on the wire.
@@ -25,22 +27,6 @@ func dotStuff(content []byte) []byte {
 	}
 	b.WriteString(".\r\n")
 	return b.Bytes()
-}
-
-// crlfClean turns every bare CR or LF into a space and ends with CRLF.
-func crlfClean(b []byte) []byte {
-	out := bytes.ReplaceAll(b, []byte("\r\n"), []byte{0xff, 0xfe})
-	out = bytes.Map(func(r rune) rune {
-		if r == '\r' || r == '\n' || r == 0 {
-			return ' '
-		}
-		return r
-	}, out)
-	out = bytes.ReplaceAll(out, []byte{0xff, 0xfe}, []byte("\r\n"))
-	if !bytes.HasSuffix(out, []byte("\r\n")) {
-		out = append(out, "\r\n"...)
-	}
-	return out
 }
 
 // readAllIn reads the guard's content with reads of the given size.
@@ -81,7 +67,7 @@ func FuzzContentRoundTrip(f *testing.F) {
 		f.Add([]byte(s), uint8(7))
 	}
 	f.Fuzz(func(t *testing.T, raw []byte, size uint8) {
-		content := crlfClean(raw)
+		content := testutil.CRLFClean(raw)
 		for _, rs := range []int{1, 2, int(size%64) + 1, 32 << 10} {
 			got, tn, next := contentThroughGuard(t, dotStuff(content), rs)
 			if !bytes.Equal(got, content) || tn.any() {

@@ -4,21 +4,9 @@ import (
 	"bytes"
 	"strings"
 	"testing"
-)
 
-// headerSeeds are message heads as Postfix hands them over, and near
-// misses.
-var headerSeeds = []string{
-	"Received: from helo.example (client.example [192.0.2.1])\r\n\tby mx.example.test (Postfix) with ESMTP id 4ABCDEF\r\n\tfor <rcpt@example.test>; Fri, 27 Nov 2026 14:00:00 +0000 (UTC)\r\nSubject: hi\r\n\r\nbody\r\n",
-	"Received: from [IPv6:2001:db8::1] (unknown [IPv6:2001:db8::1])\r\n by mx (Postfix) with ESMTPS id 4XyZ\r\nSubject: x\r\n\r\n",
-	"Received: from a (b [999.1.1.1]) by c (Postfix) with SMTP id !!\r\n\r\n",
-	"subject:   lower case\r\nX: y\r\n\r\nbody",
-	"Subject: " + strings.Repeat("long ", 1200) + "\r\n\r\nbody\r\n",
-	"X-No-Subject: 1\r\n\r\n",
-	"Subject: folded\r\n continued\r\n\r\nbody\r\n",
-	"no header at all",
-	"\r\n\r\nempty header",
-}
+	"github.com/foxproxy/foxproxy/internal/testutil"
+)
 
 // FuzzReceivedHeader feeds message heads to the reader that finds the
 // original client and the upstream queue ID in Postfix's Received header
@@ -26,7 +14,7 @@ var headerSeeds = []string{
 // and what it finds must be usable as is: an address, a name without
 // white space, a queue ID of letters and digits.
 func FuzzReceivedHeader(f *testing.F) {
-	for _, s := range headerSeeds {
+	for _, s := range testutil.HeaderSeeds {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {

@@ -9,21 +9,9 @@ import (
 
 	"github.com/emersion/go-smtp"
 	"go.uber.org/zap"
-)
 
-// tinyMessage is a short plain-text mail with a Postfix Received header,
-// about 400 bytes: the per-message cost of the SMTP path without content
-// cost.
-const tinyMessage = "Received: from mail.example.net (mail.example.net [198.51.100.7])\r\n" +
-	"\tby mx.example.test (Postfix) with ESMTPS id 4NbQ3k1x2Zz9sT\r\n" +
-	"\tfor <rcpt@example.test>; Fri, 27 Nov 2026 14:00:00 +0000 (UTC)\r\n" +
-	"From: <sender@example.net>\r\n" +
-	"To: <rcpt@example.test>\r\n" +
-	"Subject: hello\r\n" +
-	"Date: Fri, 27 Nov 2026 14:00:00 +0000\r\n" +
-	"Message-ID: <tiny@example.net>\r\n" +
-	"\r\n" +
-	"Hello, this is a tiny message.\r\n"
+	"github.com/foxproxy/foxproxy/internal/testutil"
+)
 
 // discardDownstream is an in-process re-injection smtpd: go-smtp behind a
 // trusting guard (so it offers XFORWARD, as Postfix's does) that accepts
@@ -102,7 +90,7 @@ func benchTransaction(b *testing.B, c *smtp.Client) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	io.WriteString(w, tinyMessage)
+	io.WriteString(w, testutil.TinyMessage)
 	if err := w.Close(); err != nil {
 		b.Fatal(err)
 	}
