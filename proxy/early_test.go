@@ -328,3 +328,33 @@ func TestBeforeQueueRefusesBlockedSenderAtRcpt(t *testing.T) {
 		t.Fatal("delivered")
 	}
 }
+
+// Refused RCPTs do not count towards max_recipients in go-smtp, so a client
+// answered at RCPT could go on until max_commands: the message log keeps at
+// most max_recipients of their addresses, and counts them all.
+func TestBeforeQueueRefusedRecipientsListBounded(t *testing.T) {
+	ds := startDownstream(t)
+	obs := &refusalLog{}
+	addr := startObservedProxy(t, ds.addr, obs, deployment("before_queue"), withStages(&fakeERS{}), withPolicy(policyFrom(t, ersReject)),
+		withConfig(func(c *Config) { c.Limits.MaxRecipients = 2 }))
+	r := dialRaw(t, addr)
+	r.greet()
+	for _, got := range envelope(r, "192.0.2.1", "b@example.test", "c@example.test", "d@example.test", "e@example.test") {
+		if got != listedReply {
+			t.Fatalf("RCPT: %q, want %q", got, listedReply)
+		}
+	}
+	r.send("QUIT\r\n")
+	r.expect("221 ")
+	eventually(t, "message event", func() bool {
+		obs.eventLog.mu.Lock()
+		defer obs.eventLog.mu.Unlock()
+		return len(obs.events) == 1
+	})
+	obs.eventLog.mu.Lock()
+	ev := obs.events[0]
+	obs.eventLog.mu.Unlock()
+	if ev.Rcpts != 4 || !slices.Equal(ev.Recipients, []string{"b@example.test", "c@example.test"}) {
+		t.Fatalf("event %+v", ev)
+	}
+}

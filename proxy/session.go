@@ -298,8 +298,13 @@ func (ss *session) rcpt(to string, opts *smtp.RcptOptions) error {
 	if tx.early != nil {
 		// Not forwarded: the downstream never hears of the recipient,
 		// and the client never sends the body.
+		// A refused RCPT does not count towards go-smtp's
+		// max_recipients, so only max_commands ends them: the list
+		// for the message log keeps at most max_recipients.
 		tx.early.refused++
-		tx.early.rcpts = append(tx.early.rcpts, to)
+		if len(tx.early.rcpts) < ss.rt.Config.Limits.MaxRecipients {
+			tx.early.rcpts = append(tx.early.rcpts, to)
+		}
 		ss.s.obs.Refused("RCPT", tx.early.reply.Code)
 		return tx.early.reply
 	}
