@@ -330,15 +330,6 @@ func stageMatches(c *evalContext, stage pipeline.StageName, words []string) bool
 	return false
 }
 
-func hasWord(words []string, w string) bool {
-	for _, x := range words {
-		if x == w {
-			return true
-		}
-	}
-	return false
-}
-
 // addressMatches: a pattern with "@" is a glob on the whole address
 // ("*@example.com", "postmaster@*"); without, a glob on the domain
 // ("example.com", "*.example.com"); "<>" is the null sender.
