@@ -16,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/foxproxy/foxproxy/internal/benchmsg"
 )
 
 // memoryResult holds the memory targets' measurements.
@@ -138,7 +140,7 @@ func readReply(br *bufio.Reader, code string) error {
 func bigMessage(t *testing.T, e *env, res *memoryResult) {
 	fox := startFoxproxy(t, e, "big", "max_message_bytes: 64MiB")
 	defer fox.proc.Stop()
-	wire := buildMessage(50 << 20)
+	wire := benchmsg.Build(50 << 20)
 	res.bigSize = int64(len(wire))
 	l := &latencyClient{addr: fox.addr}
 	defer l.close()

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/foxproxy/foxproxy/internal/benchmsg"
 )
 
 // machine describes where the benchmark ran.
@@ -264,7 +266,7 @@ func (rep *report) markdown() string {
 				sizes = append(sizes, s)
 			}
 		}
-		p("- **Messages:** %s on the wire; a Postfix Received header, text and HTML parts with %d links (7 domains, one behind a Google redirector); the 1 MB one carries a base64 attachment. None is listed, so every message is delivered, but in the quarantine rows, whose policy rule quarantines every message (counted in the store, not at the sink).", strings.Join(sizes, ", "), len(links))
+		p("- **Messages:** %s on the wire; a Postfix Received header, text and HTML parts with %d links (7 domains, one behind a Google redirector); the 1 MB one carries a base64 attachment. None is listed, so every message is delivered, but in the quarantine rows, whose policy rule quarantines every message (counted in the store, not at the sink).", strings.Join(sizes, ", "), len(benchmsg.Links))
 	}
 	p("")
 	rep.throughputTable(p)

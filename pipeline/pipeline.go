@@ -218,11 +218,19 @@ type ClientPrefetcher interface {
 // Pipeline runs a fixed, ordered list of stages.
 type Pipeline struct {
 	stages []Stage
+	// envelope runs the stages that are EnvelopeInspectors (RunEnvelope).
+	envelope *Pipeline
 }
 
 // New returns a pipeline of the given stages, in the order given.
 func New(stages ...Stage) *Pipeline {
-	return &Pipeline{stages: stages}
+	env := &Pipeline{}
+	for _, s := range stages {
+		if ei, ok := s.(EnvelopeInspector); ok {
+			env.stages = append(env.stages, envelopeStage{ei})
+		}
+	}
+	return &Pipeline{stages: stages, envelope: env}
 }
 
 // Stages returns the stages in order.
@@ -255,13 +263,7 @@ type EnvelopeInspector interface {
 // Run does, and returns their findings in stage order (none when no stage
 // is one). A panic is reported as by Run.
 func (p *Pipeline) RunEnvelope(ctx context.Context, tx *Transaction) ([]Finding, error) {
-	var stages []Stage
-	for _, s := range p.stages {
-		if ei, ok := s.(EnvelopeInspector); ok {
-			stages = append(stages, envelopeStage{ei})
-		}
-	}
-	return New(stages...).Run(ctx, tx)
+	return p.envelope.Run(ctx, tx)
 }
 
 // envelopeStage runs an EnvelopeInspector as a Stage.

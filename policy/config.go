@@ -142,7 +142,7 @@ var StageConditions = []StageCondition{
 
 // Actions and stage keywords a rule may use.
 var (
-	Actions         = []string{"deliver", "tag", "quarantine", "reject", "tempfail", "discard", "encrypt"}
+	Actions         = []string{string(Deliver), string(Tag), string(Quarantine), string(Reject), string(Tempfail), string(Discard), string(Encrypt)}
 	ListNames       = lists.Names[:] // the categories of the lists stage's finding
 	ReputationWords = statusWords(reputation.Statuses, pipeline.IncompleteWord)
 	ScanWords       = statusWords(scan.Statuses)
@@ -212,7 +212,7 @@ func (r *Rule) validate(key string, names map[string]bool, report settings.Repor
 	for _, sc := range StageConditions {
 		checkWords(sc.Key, sc.Of(&r.If), sc.Words, sc.AnyCategory)
 	}
-	if r.RewriteLinks && !contains([]string{"deliver", "tag", "encrypt"}, r.Then) {
+	if r.RewriteLinks && !(Verdict{Action: Action(r.Then)}).Delivers() {
 		report(key+".rewrite_links", "only deliver, tag and encrypt deliver links to rewrite")
 	}
 	if strings.ContainsAny(r.If.SubjectTag, "\r\n") || len(r.If.SubjectTag) > 200 {
@@ -247,7 +247,7 @@ func (r *Rule) validate(key string, names map[string]bool, report settings.Repor
 		report(key+".if.size_over", "must not be negative")
 	}
 	if r.Reply != nil {
-		class := map[string]int{"reject": 5, "tempfail": 4}[r.Then]
+		class := map[Action]int{Reject: 5, Tempfail: 4}[Action(r.Then)]
 		switch {
 		case class == 0:
 			report(key+".reply", "only reject and tempfail send a reply of their own")

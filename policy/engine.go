@@ -159,13 +159,29 @@ func lower(l settings.StringList) []string {
 // Decide implements Decider.
 func (e *Engine) Decide(tx *pipeline.Transaction, findings []pipeline.Finding) Verdict {
 	ctx := &evalContext{tx: tx, findings: findings, e: e}
+	r, _ := e.first(func(r *rule) tri { return known(r.cond.matches(ctx)) })
+	if r == nil {
+		return e.guard(ctx, defaultVerdict, false)
+	}
+	return e.guard(ctx, r.verdict(ctx), r.cond.tests(scan.StageName))
+}
+
+// defaultVerdict is the verdict when no rule matches.
+var defaultVerdict = Verdict{Action: Deliver, Rule: RuleDefault, Reason: ReasonDefault}
+
+// first walks the rules in order, first match wins: it returns the first
+// rule whose match is yes (nil: none matched), or decided false when a
+// rule's match is unknown before one matched.
+func (e *Engine) first(match func(*rule) tri) (r *rule, decided bool) {
 	for i := range e.rules {
-		r := &e.rules[i]
-		if r.cond.matches(ctx) {
-			return e.guard(ctx, r.verdict(ctx), r.cond.tests(scan.StageName))
+		switch match(&e.rules[i]) {
+		case yes:
+			return &e.rules[i], true
+		case unknown:
+			return nil, false
 		}
 	}
-	return e.guard(ctx, Verdict{Action: Deliver, Rule: RuleDefault, Reason: ReasonDefault}, false)
+	return nil, true
 }
 
 // guard keeps a delivering verdict from delivering what the scan could not
@@ -325,15 +341,6 @@ func stageMatches(c *evalContext, stage pipeline.StageName, words []string) bool
 			if f.Status == pipeline.Listed && f.Has(w) {
 				return true
 			}
-		}
-	}
-	return false
-}
-
-func hasWord(words []string, w string) bool {
-	for _, x := range words {
-		if x == w {
-			return true
 		}
 	}
 	return false

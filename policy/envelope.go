@@ -49,7 +49,7 @@ type EnvelopeDecider interface {
 
 var _ EnvelopeDecider = (*Engine)(nil)
 
-// tri is a condition's value before DATA.
+// tri is a rule's match: before DATA a condition may not be known yet.
 type tri int8
 
 const (
@@ -70,19 +70,28 @@ func known(b bool) tri {
 // every other action needs the content.
 func (e *Engine) DecideBeforeData(tx *pipeline.Transaction, findings []pipeline.Finding) (Verdict, bool) {
 	ctx := &evalContext{tx: tx, findings: findings, e: e}
-	for i := range e.rules {
-		r := &e.rules[i]
-		switch r.beforeData(ctx) {
-		case no:
-			continue
-		case unknown:
-			return Verdict{}, false
-		}
-		// The guard of Decide only changes delivering verdicts, and those
-		// need the scan finding: the verdict stands as the rule gives it.
-		return r.verdict(ctx), true
+	r, decided := e.first(func(r *rule) tri { return r.beforeData(ctx) })
+	switch {
+	case !decided:
+		return Verdict{}, false
+	case r == nil:
+		return defaultVerdict, true
 	}
-	return Verdict{Action: Deliver, Rule: "default"}, true
+	// The guard of Decide only changes delivering verdicts, and those
+	// need the scan finding: the verdict stands as the rule gives it.
+	return r.verdict(ctx), true
+}
+
+// and is the conjunction of two conditions: no as soon as one is no, else
+// unknown if one is unknown.
+func (t tri) and(u tri) tri {
+	if t == no || u == no {
+		return no
+	}
+	if t == unknown || u == unknown {
+		return unknown
+	}
+	return yes
 }
 
 // beforeData is the rule's match on the envelope: false as soon as one
@@ -91,48 +100,31 @@ func (r *rule) beforeData(c *evalContext) tri {
 	cond := &r.cond
 	all := yes
 	for _, st := range cond.stages {
-		t := envelopeStage(c, st.stage, st.words)
 		if st.stage == liststage.Name {
-			t = envelopeLists(c, st.words)
+			all = all.and(envelopeLists(c, st.words))
+		} else {
+			all = all.and(envelopeStage(c, st.stage, st.words))
 		}
-		switch t {
-		case no:
+		if all == no {
 			return no
-		case unknown:
-			all = unknown
 		}
 	}
-	for _, t := range []func() tri{
-		func() tri {
-			if cond.client == nil {
-				return yes
-			}
-			return known(c.tx.Client.IsValid() && cond.client.Contains(c.tx.Client))
-		},
-		func() tri { return known(cond.from == nil || addressMatches(cond.from, c.tx.From)) },
-		// Recipients: the list is complete only at DATA, and a later
-		// RCPT could still make "any recipient matches" true.
-		func() tri { return unknownIf(cond.to != nil || cond.rcptDomain != nil) },
-		func() tri { return unknownIf(cond.subjectTag != "" || cond.header != nil || cond.sizeOver > 0) },
-		// A reply that names what only the content shows must be written
-		// after DATA.
-		func() tri { return unknownIf(r.reply != nil && replyNeedsContent(r.reply.Text)) },
-	} {
-		switch t() {
-		case no:
-			return no
-		case unknown:
-			all = unknown
-		}
+	if cond.client != nil {
+		all = all.and(known(c.tx.Client.IsValid() && cond.client.Contains(c.tx.Client)))
+	}
+	if cond.from != nil {
+		all = all.and(known(addressMatches(cond.from, c.tx.From)))
+	}
+	// Recipients: the list is complete only at DATA, and a later RCPT
+	// could still make "any recipient matches" true. The content
+	// conditions need the message, and a reply that names what only the
+	// content shows must be written after DATA.
+	if cond.to != nil || cond.rcptDomain != nil ||
+		cond.subjectTag != "" || cond.header != nil || cond.sizeOver > 0 ||
+		(r.reply != nil && replyNeedsContent(r.reply.Text)) {
+		all = all.and(unknown)
 	}
 	return all
-}
-
-func unknownIf(b bool) tri {
-	if b {
-		return unknown
-	}
-	return yes
 }
 
 // envelopeStage is a stage condition before DATA: known only from an

@@ -23,7 +23,7 @@ func (e *ERS) Reports() []health.Report {
 		// monitor's last probe of its test points failed.
 		ok := h.State == StateUp || h.State == StateUnchecked && h.LastError == ""
 		out = append(out, health.Report{
-			Kind: "ers", Name: h.Zone, State: h.State, OK: ok, Detail: h.Detail,
+			Kind: string(ERSStage), Name: h.Zone, State: h.State, OK: ok, Detail: h.Detail,
 			Target: servers, Since: h.Since, LastError: h.LastError, NextProbe: h.NextProbe,
 			Counters: map[string]uint64{"lookups": h.Lookups, "listed": h.Listed, "failures": h.Failures,
 				"checks": h.Checks, "check_failures": h.CheckFailures},
@@ -39,7 +39,7 @@ func (w *WRS) Reports() []health.Report {
 	var out []health.Report
 	for i, h := range w.Health() {
 		r := health.Report{
-			Kind: "wrs", Name: h.Zone, State: h.State, OK: h.State == StateClosed,
+			Kind: string(WRSStage), Name: h.Zone, State: h.State, OK: h.State == StateClosed,
 			Since: h.Since, LastError: h.LastError, NextProbe: h.NextProbe,
 			Counters: map[string]uint64{"lookups": h.Lookups, "listed": h.Listed, "failures": h.Failures,
 				"skipped": h.Skipped, "probes": h.Checks},
@@ -60,7 +60,7 @@ func (w *WRS) Reports() []health.Report {
 // itself, so the row needs no probe of its own. A nil WRS (none
 // configured) reports the click service's backend down.
 func (w *WRS) ClickReport(onUnavailable string) health.Report {
-	r := health.Report{Kind: "click", Name: "wrs", State: health.Up, OK: true}
+	r := health.Report{Kind: "click", Name: string(WRSStage), State: health.Up, OK: true}
 	if w == nil {
 		r.State, r.OK, r.Detail = health.Down, false, "no WRS backend configured: clicks are answered by click.on_unavailable"
 		return r

@@ -127,7 +127,7 @@ func (s *Stage) Reports() []health.Report {
 			continue
 		}
 		r := health.Report{
-			Kind: "scan", Name: b.Role, State: b.State, OK: b.State == StateUp,
+			Kind: string(StageName), Name: b.Role, State: b.State, OK: b.State == StateUp,
 			Target: b.Scanner, Since: b.Since, LastError: b.LastError,
 			Counters: map[string]uint64{"scans": b.Scans, "clean": b.Clean, "infected": b.Infected,
 				"failures": b.Failures, "unavailable": b.Unavailable, "probes": b.Probes},

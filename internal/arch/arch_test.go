@@ -26,6 +26,8 @@ var layers = map[string]int{
 	"health":   0,
 	"spool":    0,
 	"links":    0,
+	// The benchmarks' test messages.
+	"internal/benchmsg": 0,
 	// 1: data that knows only the leaves: stored entries, the local
 	// lists, test helpers.
 	"quarantine":        1,
