@@ -332,7 +332,7 @@ func writeJSONError(w http.ResponseWriter, code int, msg string) {
 	writeJSON(w, code, map[string]string{"error": msg})
 }
 
-// area returns the named area, or answers 404.
+// area returns the named area; false when this configuration has none.
 func (s *Server) area(name string) (Area, bool) {
 	switch name {
 	case "quarantine":
@@ -341,6 +341,28 @@ func (s *Server) area(name string) (Area, bool) {
 		return s.o.Held, s.o.Held != nil
 	}
 	return nil, false
+}
+
+// pathArea returns the area the request's path names ({area}), or
+// answers 404 (a page, or JSON for the API) and returns false.
+func (s *Server) pathArea(w http.ResponseWriter, r *http.Request) (string, Area, bool) {
+	name := r.PathValue("area")
+	a, ok := s.area(name)
+	if !ok {
+		s.refuse(w, r, http.StatusNotFound, areaMissing(name))
+	}
+	return name, a, ok
+}
+
+// mayWrite reports whether p may release, delete and download; if not,
+// it logs the refusal and answers 403.
+func (s *Server) mayWrite(w http.ResponseWriter, r *http.Request, p principal) bool {
+	if p.role.CanWrite() && s.HasUsers() {
+		return true
+	}
+	s.o.Log.Warn("console write refused: role viewer", zap.String("user", p.name), zap.String("client", clientAddr(r)), zap.String("path", r.URL.Path))
+	s.refuse(w, r, http.StatusForbidden, s.noWrite())
+	return false
 }
 
 func areaMissing(name string) string {
@@ -424,10 +446,8 @@ func (s *Server) apiMessages(w http.ResponseWriter, r *http.Request, p principal
 }
 
 func (s *Server) apiList(w http.ResponseWriter, r *http.Request, p principal) {
-	name := r.PathValue("area")
-	a, ok := s.area(name)
+	_, a, ok := s.pathArea(w, r)
 	if !ok {
-		writeJSONError(w, http.StatusNotFound, areaMissing(name))
 		return
 	}
 	es, err := a.List(r.Context(), Filter{Text: r.URL.Query().Get("q"), Limit: defaultListLimit})
@@ -442,10 +462,8 @@ func (s *Server) apiList(w http.ResponseWriter, r *http.Request, p principal) {
 }
 
 func (s *Server) apiEntry(w http.ResponseWriter, r *http.Request, p principal) {
-	name := r.PathValue("area")
-	a, ok := s.area(name)
+	_, a, ok := s.pathArea(w, r)
 	if !ok {
-		writeJSONError(w, http.StatusNotFound, areaMissing(name))
 		return
 	}
 	id := r.PathValue("id")
@@ -478,14 +496,11 @@ func (s *Server) apiEntry(w http.ResponseWriter, r *http.Request, p principal) {
 }
 
 func (s *Server) apiWrite(w http.ResponseWriter, r *http.Request, p principal, action string) {
-	name := r.PathValue("area")
-	a, ok := s.area(name)
+	name, a, ok := s.pathArea(w, r)
 	if !ok {
-		writeJSONError(w, http.StatusNotFound, areaMissing(name))
 		return
 	}
-	if !p.role.CanWrite() {
-		writeJSONError(w, http.StatusForbidden, s.noWrite())
+	if !s.mayWrite(w, r, p) {
 		return
 	}
 	id := r.PathValue("id")

@@ -226,10 +226,8 @@ func areaTitle(name string) string {
 }
 
 func (s *Server) list(w http.ResponseWriter, r *http.Request, p principal) {
-	name := r.PathValue("area")
-	a, ok := s.area(name)
+	name, a, ok := s.pathArea(w, r)
 	if !ok {
-		s.refuse(w, r, http.StatusNotFound, areaMissing(name))
 		return
 	}
 	d := listData{Area: name, Title: areaTitle(name), Q: r.URL.Query().Get("q")}
@@ -261,10 +259,8 @@ type goneData struct {
 }
 
 func (s *Server) entry(w http.ResponseWriter, r *http.Request, p principal) {
-	name := r.PathValue("area")
-	a, ok := s.area(name)
+	name, a, ok := s.pathArea(w, r)
 	if !ok {
-		s.refuse(w, r, http.StatusNotFound, areaMissing(name))
 		return
 	}
 	id := r.PathValue("id")
@@ -304,14 +300,11 @@ func (s *Server) entry(w http.ResponseWriter, r *http.Request, p principal) {
 // download sends the stored message as an attachment of a type no
 // browser renders: it is somebody's mail, and may be hostile.
 func (s *Server) download(w http.ResponseWriter, r *http.Request, p principal) {
-	name := r.PathValue("area")
-	a, ok := s.area(name)
+	name, a, ok := s.pathArea(w, r)
 	if !ok {
-		s.refuse(w, r, http.StatusNotFound, areaMissing(name))
 		return
 	}
-	if !p.role.CanWrite() || !s.HasUsers() {
-		s.refuse(w, r, http.StatusForbidden, s.noWrite())
+	if !s.mayWrite(w, r, p) {
 		return
 	}
 	id := r.PathValue("id")
@@ -352,15 +345,11 @@ func csrfOK(got, want string) bool {
 
 // action releases or deletes the selected entries.
 func (s *Server) action(w http.ResponseWriter, r *http.Request, p principal) {
-	name := r.PathValue("area")
-	a, ok := s.area(name)
+	name, a, ok := s.pathArea(w, r)
 	if !ok {
-		s.refuse(w, r, http.StatusNotFound, areaMissing(name))
 		return
 	}
-	if !p.role.CanWrite() || !s.HasUsers() {
-		s.o.Log.Warn("console write refused: role viewer", zap.String("user", p.name), zap.String("client", clientAddr(r)), zap.String("path", r.URL.Path))
-		s.refuse(w, r, http.StatusForbidden, s.noWrite())
+	if !s.mayWrite(w, r, p) {
 		return
 	}
 	action := r.PostForm.Get("action")
