@@ -2,7 +2,6 @@ package console
 
 import (
 	"context"
-	"crypto/subtle"
 	"embed"
 	"encoding/json"
 	"errors"
@@ -276,7 +275,7 @@ func (s *Server) page(next func(http.ResponseWriter, *http.Request, principal)) 
 				s.refuse(w, r, http.StatusBadRequest, "bad form: "+err.Error())
 				return
 			}
-			if subtle.ConstantTimeCompare([]byte(r.PostForm.Get("csrf")), []byte(p.sess.csrf)) != 1 {
+			if !csrfOK(r.PostForm.Get("csrf"), p.sess.csrf) {
 				s.o.Log.Warn("console request without a valid CSRF token refused", zap.String("client", clientAddr(r)),
 					zap.String("user", p.name), zap.String("path", r.URL.Path))
 				s.refuse(w, r, http.StatusForbidden, "the form's token is missing or stale: reload the page and try again")
