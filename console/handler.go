@@ -37,6 +37,7 @@ const (
 	defaultPageSize   = 50
 	maxPageSize       = 500
 	defaultListLimit  = 1000
+	maxSearchField    = 1000 // bytes of one search field or filter
 	sessionCookieName = "foxproxy_session"
 )
 
@@ -342,6 +343,17 @@ func (s *Server) area(name string) (Area, bool) {
 	return nil, false
 }
 
+// listFilter reads a listing's filter (q) from the URL, or answers 400
+// when it is longer than a search field may be.
+func (s *Server) listFilter(w http.ResponseWriter, r *http.Request) (Filter, bool) {
+	q := r.URL.Query().Get("q")
+	if len(q) > maxSearchField {
+		s.refuse(w, r, http.StatusBadRequest, fmt.Sprintf("the filter is longer than %d bytes", maxSearchField))
+		return Filter{}, false
+	}
+	return Filter{Text: q, Limit: defaultListLimit}, true
+}
+
 // pathArea returns the area the request's path names ({area}), or
 // answers 404 (a page, or JSON for the API) and returns false.
 func (s *Server) pathArea(w http.ResponseWriter, r *http.Request) (string, Area, bool) {
@@ -449,7 +461,11 @@ func (s *Server) apiList(w http.ResponseWriter, r *http.Request, p principal) {
 	if !ok {
 		return
 	}
-	es, err := a.List(r.Context(), Filter{Text: r.URL.Query().Get("q"), Limit: defaultListLimit})
+	f, ok := s.listFilter(w, r)
+	if !ok {
+		return
+	}
+	es, err := a.List(r.Context(), f)
 	if err != nil {
 		writeJSONError(w, http.StatusInternalServerError, err.Error())
 		return
@@ -539,8 +555,8 @@ func parseQuery(v url.Values) (MessageQuery, error) {
 		Limit: defaultPageSize,
 	}
 	for _, f := range []string{q.Sender, q.Rcpt, q.Client, q.QueueID, q.MessageID, q.Verdict, q.Rule, q.Cursor} {
-		if len(f) > 1000 {
-			return q, errors.New("a search field is longer than 1000 characters")
+		if len(f) > maxSearchField {
+			return q, fmt.Errorf("a search field is longer than %d bytes", maxSearchField)
 		}
 	}
 	for _, t := range []struct {

@@ -562,3 +562,26 @@ func TestGoneEntryShowsItsHistory(t *testing.T) {
 		t.Fatalf("missing entry without history: %d %s", w.Code, w.Body)
 	}
 }
+
+// A listing's filter is bounded like a search field, on the page and in
+// the API.
+func TestListFilterBounded(t *testing.T) {
+	env := newTestEnv(t, testUsers(t))
+	cookie, _ := env.session("alice", Admin)
+	long := strings.Repeat("x", maxSearchField+1)
+	r := httptest.NewRequest("GET", "/console/quarantine?q="+long, nil)
+	r.AddCookie(cookie)
+	if w := env.do(r); w.Code != http.StatusBadRequest {
+		t.Errorf("page, long filter: %d", w.Code)
+	}
+	r = httptest.NewRequest("GET", "/api/held?q="+long, nil)
+	r.SetBasicAuth("alice", adminPassword)
+	if w := env.do(r); w.Code != http.StatusBadRequest || !strings.Contains(w.Body.String(), `"error"`) {
+		t.Errorf("API, long filter: %d %s", w.Code, w.Body)
+	}
+	r = httptest.NewRequest("GET", "/api/held?q="+long[:maxSearchField], nil)
+	r.SetBasicAuth("alice", adminPassword)
+	if w := env.do(r); w.Code != http.StatusOK {
+		t.Errorf("API, filter at the bound: %d %s", w.Code, w.Body)
+	}
+}

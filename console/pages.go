@@ -231,8 +231,12 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, p principal) {
 	if !ok {
 		return
 	}
-	d := listData{Area: name, Title: areaTitle(name), Q: r.URL.Query().Get("q")}
-	es, err := a.List(r.Context(), Filter{Text: d.Q, Limit: defaultListLimit})
+	f, ok := s.listFilter(w, r)
+	if !ok {
+		return
+	}
+	d := listData{Area: name, Title: areaTitle(name), Q: f.Text}
+	es, err := a.List(r.Context(), f)
 	if err != nil {
 		d.Error = err.Error()
 	}
