@@ -175,7 +175,7 @@ func (s *Server) fromSession(r *http.Request) (principal, bool) {
 func (s *Server) checkPassword(r *http.Request, name, password, via string) (User, int, time.Duration) {
 	addr := clientAddr(r)
 	if ok, wait := s.throttle.allow(addr); !ok {
-		s.o.Log.Warn("console login throttled", zap.String("client", addr), zap.String("user", name),
+		s.o.Log.Warn("console login throttled", zap.String("client", addr), zap.String("user", clipName(name)),
 			zap.String("via", via), zap.Duration("retry_after", wait))
 		return User{}, http.StatusTooManyRequests, wait
 	}
@@ -186,11 +186,21 @@ func (s *Server) checkPassword(r *http.Request, name, password, via string) (Use
 	}
 	if !VerifyPassword(hash, password) || !known {
 		s.throttle.fail(addr)
-		s.o.Log.Warn("console login failed", zap.String("client", addr), zap.String("user", name),
+		s.o.Log.Warn("console login failed", zap.String("client", addr), zap.String("user", clipName(name)),
 			zap.Bool("known_user", known), zap.String("via", via))
 		return User{}, http.StatusUnauthorized, 0
 	}
 	return u, http.StatusOK, 0
+}
+
+// clipName cuts a name a client sent to the length an account name may
+// have (validName), for the log and the login form: a longer one is no
+// account, and the client chose its size.
+func clipName(name string) string {
+	if len(name) <= maxNameBytes {
+		return name
+	}
+	return strings.ToValidUTF8(name[:maxNameBytes], "") + "…"
 }
 
 // LoggedIn reports whether r carries a valid console login: a session

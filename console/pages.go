@@ -117,6 +117,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	name, pw := r.PostForm.Get("name"), r.PostForm.Get("password")
 	next := safeNext(r.PostForm.Get("next"))
 	u, code, _ := s.checkPassword(r, name, pw, "form")
+	name = clipName(name) // shown again in the form
 	switch code {
 	case http.StatusTooManyRequests:
 		s.render(w, code, "login", pageData{Title: "Log in", Body: loginData{Next: next, Name: name,
