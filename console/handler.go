@@ -29,6 +29,7 @@ var assets embed.FS
 // Bounds of the console's own state and of one request.
 const (
 	maxSessions       = 1000
+	maxVerifying      = 4 // password checks at once: an argon2id check takes 19 MiB
 	maxThrottled      = 10000
 	loginBurst        = 10              // failed logins an address may make at once...
 	loginRefill       = 6 * time.Second // ...and one more per this
@@ -71,6 +72,8 @@ type Server struct {
 	mux      *http.ServeMux
 	pages    map[string]*template.Template
 	cop      *http.CrossOriginProtection
+	// verifying bounds the password checks that run at once.
+	verifying chan struct{}
 }
 
 // New returns a Server. Options.Config must be valid (Config.Validate).
@@ -87,7 +90,7 @@ func New(o Options) *Server {
 	if o.StatusURL == "" {
 		o.StatusURL = "/status"
 	}
-	s := &Server{o: o}
+	s := &Server{o: o, verifying: make(chan struct{}, maxVerifying)}
 	s.sessions = newSessions(maxSessions, o.Config.SessionIdle.D(), o.Config.SessionMax.D(), o.Now)
 	s.throttle = newThrottle(maxThrottled, loginBurst, loginRefill, o.Now)
 	s.SetConfig(o.Config)
@@ -171,7 +174,9 @@ func (s *Server) fromSession(r *http.Request) (principal, bool) {
 
 // checkPassword verifies name and password, throttled per client
 // address; a refusal is logged. It returns the HTTP status to answer
-// when it fails: 401, or 429 when the address is throttled.
+// when it fails: 401, or 429 when the address is throttled (or the
+// client went away while it waited for its turn: at most maxVerifying
+// checks run at once).
 func (s *Server) checkPassword(r *http.Request, name, password, via string) (User, int, time.Duration) {
 	addr := clientAddr(r)
 	if ok, wait := s.throttle.allow(addr); !ok {
@@ -184,7 +189,16 @@ func (s *Server) checkPassword(r *http.Request, name, password, via string) (Use
 	if !known {
 		hash = dummyHash()
 	}
-	if !VerifyPassword(hash, password) || !known {
+	// The throttle counts failures only after they happen, so concurrent
+	// tries (from one address, or many) would each hash at once.
+	select {
+	case s.verifying <- struct{}{}:
+	case <-r.Context().Done():
+		return User{}, http.StatusTooManyRequests, time.Second // the client is gone
+	}
+	ok := VerifyPassword(hash, password)
+	<-s.verifying
+	if !ok || !known {
 		s.throttle.fail(addr)
 		s.o.Log.Warn("console login failed", zap.String("client", addr), zap.String("user", clipName(name)),
 			zap.Bool("known_user", known), zap.String("via", via))

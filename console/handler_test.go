@@ -1,6 +1,7 @@
 package console
 
 import (
+	"context"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
@@ -583,5 +584,28 @@ func TestListFilterBounded(t *testing.T) {
 	r.SetBasicAuth("alice", adminPassword)
 	if w := env.do(r); w.Code != http.StatusOK {
 		t.Errorf("API, filter at the bound: %d %s", w.Code, w.Body)
+	}
+}
+
+// At most maxVerifying password checks run at once; a request that waits
+// for its turn and whose client goes away is answered without a check.
+func TestPasswordChecksBounded(t *testing.T) {
+	env := newTestEnv(t, testUsers(t))
+	for range maxVerifying {
+		env.srv.verifying <- struct{}{}
+	}
+	r := httptest.NewRequest("GET", "/api/quarantine", nil)
+	r.SetBasicAuth("alice", adminPassword)
+	r.RemoteAddr = "198.51.100.9:40000"
+	ctx, cancel := context.WithCancel(r.Context())
+	cancel()
+	if _, code, _ := env.srv.checkPassword(r.WithContext(ctx), "alice", adminPassword, "api"); code != http.StatusTooManyRequests {
+		t.Errorf("all slots taken, client gone: %d, want 429", code)
+	}
+	for range maxVerifying {
+		<-env.srv.verifying
+	}
+	if w := env.do(r); w.Code != http.StatusOK {
+		t.Errorf("slots free again: %d %s", w.Code, w.Body)
 	}
 }
