@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 func TestHashAndVerify(t *testing.T) {
@@ -100,5 +101,16 @@ func TestDurationText(t *testing.T) {
 	}
 	if d.UnmarshalText([]byte("soon")) == nil {
 		t.Error("soon accepted")
+	}
+}
+
+func TestClipName(t *testing.T) {
+	if got := clipName("alice"); got != "alice" {
+		t.Errorf("short name changed: %q", got)
+	}
+	long := strings.Repeat("é", 100) // 200 bytes: the cut falls inside a rune
+	got := clipName(long)
+	if len(got) > maxNameBytes+len("…") || !utf8.ValidString(got) || !strings.HasSuffix(got, "…") {
+		t.Errorf("clipName(200 bytes) = %q (%d bytes)", got, len(got))
 	}
 }

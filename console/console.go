@@ -106,10 +106,13 @@ func (c Config) Validate() []Problem {
 	return ps
 }
 
+// maxNameBytes is the longest account name.
+const maxNameBytes = 64
+
 // validName keeps account names to what a log line and an audit row show
 // unambiguously.
 func validName(s string) bool {
-	if len(s) > 64 {
+	if len(s) > maxNameBytes {
 		return false
 	}
 	for _, r := range s {

@@ -2,7 +2,6 @@ package console
 
 import (
 	"context"
-	"crypto/subtle"
 	"embed"
 	"encoding/json"
 	"errors"
@@ -30,6 +29,7 @@ var assets embed.FS
 // Bounds of the console's own state and of one request.
 const (
 	maxSessions       = 1000
+	maxVerifying      = 4 // password checks at once: an argon2id check takes 19 MiB
 	maxThrottled      = 10000
 	loginBurst        = 10              // failed logins an address may make at once...
 	loginRefill       = 6 * time.Second // ...and one more per this
@@ -38,6 +38,7 @@ const (
 	defaultPageSize   = 50
 	maxPageSize       = 500
 	defaultListLimit  = 1000
+	maxSearchField    = 1000 // bytes of one search field or filter
 	sessionCookieName = "foxproxy_session"
 )
 
@@ -71,6 +72,8 @@ type Server struct {
 	mux      *http.ServeMux
 	pages    map[string]*template.Template
 	cop      *http.CrossOriginProtection
+	// verifying bounds the password checks that run at once.
+	verifying chan struct{}
 }
 
 // New returns a Server. Options.Config must be valid (Config.Validate).
@@ -87,7 +90,7 @@ func New(o Options) *Server {
 	if o.StatusURL == "" {
 		o.StatusURL = "/status"
 	}
-	s := &Server{o: o}
+	s := &Server{o: o, verifying: make(chan struct{}, maxVerifying)}
 	s.sessions = newSessions(maxSessions, o.Config.SessionIdle.D(), o.Config.SessionMax.D(), o.Now)
 	s.throttle = newThrottle(maxThrottled, loginBurst, loginRefill, o.Now)
 	s.SetConfig(o.Config)
@@ -171,11 +174,13 @@ func (s *Server) fromSession(r *http.Request) (principal, bool) {
 
 // checkPassword verifies name and password, throttled per client
 // address; a refusal is logged. It returns the HTTP status to answer
-// when it fails: 401, or 429 when the address is throttled.
+// when it fails: 401, or 429 when the address is throttled (or the
+// client went away while it waited for its turn: at most maxVerifying
+// checks run at once).
 func (s *Server) checkPassword(r *http.Request, name, password, via string) (User, int, time.Duration) {
 	addr := clientAddr(r)
 	if ok, wait := s.throttle.allow(addr); !ok {
-		s.o.Log.Warn("console login throttled", zap.String("client", addr), zap.String("user", name),
+		s.o.Log.Warn("console login throttled", zap.String("client", addr), zap.String("user", clipName(name)),
 			zap.String("via", via), zap.Duration("retry_after", wait))
 		return User{}, http.StatusTooManyRequests, wait
 	}
@@ -184,13 +189,32 @@ func (s *Server) checkPassword(r *http.Request, name, password, via string) (Use
 	if !known {
 		hash = dummyHash()
 	}
-	if !VerifyPassword(hash, password) || !known {
+	// The throttle counts failures only after they happen, so concurrent
+	// tries (from one address, or many) would each hash at once.
+	select {
+	case s.verifying <- struct{}{}:
+	case <-r.Context().Done():
+		return User{}, http.StatusTooManyRequests, time.Second // the client is gone
+	}
+	ok := VerifyPassword(hash, password)
+	<-s.verifying
+	if !ok || !known {
 		s.throttle.fail(addr)
-		s.o.Log.Warn("console login failed", zap.String("client", addr), zap.String("user", name),
+		s.o.Log.Warn("console login failed", zap.String("client", addr), zap.String("user", clipName(name)),
 			zap.Bool("known_user", known), zap.String("via", via))
 		return User{}, http.StatusUnauthorized, 0
 	}
 	return u, http.StatusOK, 0
+}
+
+// clipName cuts a name a client sent to the length an account name may
+// have (validName), for the log and the login form: a longer one is no
+// account, and the client chose its size.
+func clipName(name string) string {
+	if len(name) <= maxNameBytes {
+		return name
+	}
+	return strings.ToValidUTF8(name[:maxNameBytes], "") + "…"
 }
 
 // LoggedIn reports whether r carries a valid console login: a session
@@ -276,7 +300,7 @@ func (s *Server) page(next func(http.ResponseWriter, *http.Request, principal)) 
 				s.refuse(w, r, http.StatusBadRequest, "bad form: "+err.Error())
 				return
 			}
-			if subtle.ConstantTimeCompare([]byte(r.PostForm.Get("csrf")), []byte(p.sess.csrf)) != 1 {
+			if !csrfOK(r.PostForm.Get("csrf"), p.sess.csrf) {
 				s.o.Log.Warn("console request without a valid CSRF token refused", zap.String("client", clientAddr(r)),
 					zap.String("user", p.name), zap.String("path", r.URL.Path))
 				s.refuse(w, r, http.StatusForbidden, "the form's token is missing or stale: reload the page and try again")
@@ -332,7 +356,7 @@ func writeJSONError(w http.ResponseWriter, code int, msg string) {
 	writeJSON(w, code, map[string]string{"error": msg})
 }
 
-// area returns the named area, or answers 404.
+// area returns the named area; false when this configuration has none.
 func (s *Server) area(name string) (Area, bool) {
 	switch name {
 	case "quarantine":
@@ -341,6 +365,39 @@ func (s *Server) area(name string) (Area, bool) {
 		return s.o.Held, s.o.Held != nil
 	}
 	return nil, false
+}
+
+// listFilter reads a listing's filter (q) from the URL, or answers 400
+// when it is longer than a search field may be.
+func (s *Server) listFilter(w http.ResponseWriter, r *http.Request) (Filter, bool) {
+	q := r.URL.Query().Get("q")
+	if len(q) > maxSearchField {
+		s.refuse(w, r, http.StatusBadRequest, fmt.Sprintf("the filter is longer than %d bytes", maxSearchField))
+		return Filter{}, false
+	}
+	return Filter{Text: q, Limit: defaultListLimit}, true
+}
+
+// pathArea returns the area the request's path names ({area}), or
+// answers 404 (a page, or JSON for the API) and returns false.
+func (s *Server) pathArea(w http.ResponseWriter, r *http.Request) (string, Area, bool) {
+	name := r.PathValue("area")
+	a, ok := s.area(name)
+	if !ok {
+		s.refuse(w, r, http.StatusNotFound, areaMissing(name))
+	}
+	return name, a, ok
+}
+
+// mayWrite reports whether p may release, delete and download; if not,
+// it logs the refusal and answers 403.
+func (s *Server) mayWrite(w http.ResponseWriter, r *http.Request, p principal) bool {
+	if p.role.CanWrite() && s.HasUsers() {
+		return true
+	}
+	s.o.Log.Warn("console write refused: role viewer", zap.String("user", p.name), zap.String("client", clientAddr(r)), zap.String("path", r.URL.Path))
+	s.refuse(w, r, http.StatusForbidden, s.noWrite())
+	return false
 }
 
 func areaMissing(name string) string {
@@ -424,13 +481,15 @@ func (s *Server) apiMessages(w http.ResponseWriter, r *http.Request, p principal
 }
 
 func (s *Server) apiList(w http.ResponseWriter, r *http.Request, p principal) {
-	name := r.PathValue("area")
-	a, ok := s.area(name)
+	_, a, ok := s.pathArea(w, r)
 	if !ok {
-		writeJSONError(w, http.StatusNotFound, areaMissing(name))
 		return
 	}
-	es, err := a.List(r.Context(), Filter{Text: r.URL.Query().Get("q"), Limit: defaultListLimit})
+	f, ok := s.listFilter(w, r)
+	if !ok {
+		return
+	}
+	es, err := a.List(r.Context(), f)
 	if err != nil {
 		writeJSONError(w, http.StatusInternalServerError, err.Error())
 		return
@@ -442,10 +501,8 @@ func (s *Server) apiList(w http.ResponseWriter, r *http.Request, p principal) {
 }
 
 func (s *Server) apiEntry(w http.ResponseWriter, r *http.Request, p principal) {
-	name := r.PathValue("area")
-	a, ok := s.area(name)
+	_, a, ok := s.pathArea(w, r)
 	if !ok {
-		writeJSONError(w, http.StatusNotFound, areaMissing(name))
 		return
 	}
 	id := r.PathValue("id")
@@ -478,14 +535,11 @@ func (s *Server) apiEntry(w http.ResponseWriter, r *http.Request, p principal) {
 }
 
 func (s *Server) apiWrite(w http.ResponseWriter, r *http.Request, p principal, action string) {
-	name := r.PathValue("area")
-	a, ok := s.area(name)
+	name, a, ok := s.pathArea(w, r)
 	if !ok {
-		writeJSONError(w, http.StatusNotFound, areaMissing(name))
 		return
 	}
-	if !p.role.CanWrite() {
-		writeJSONError(w, http.StatusForbidden, s.noWrite())
+	if !s.mayWrite(w, r, p) {
 		return
 	}
 	id := r.PathValue("id")
@@ -525,8 +579,8 @@ func parseQuery(v url.Values) (MessageQuery, error) {
 		Limit: defaultPageSize,
 	}
 	for _, f := range []string{q.Sender, q.Rcpt, q.Client, q.QueueID, q.MessageID, q.Verdict, q.Rule, q.Cursor} {
-		if len(f) > 1000 {
-			return q, errors.New("a search field is longer than 1000 characters")
+		if len(f) > maxSearchField {
+			return q, fmt.Errorf("a search field is longer than %d bytes", maxSearchField)
 		}
 	}
 	for _, t := range []struct {

@@ -1,6 +1,7 @@
 package console
 
 import (
+	"context"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
@@ -560,5 +561,51 @@ func TestGoneEntryShowsItsHistory(t *testing.T) {
 	r.SetBasicAuth("victor", viewerPassword)
 	if w := env.do(r); w.Code != http.StatusNotFound || strings.Contains(w.Body.String(), "history") {
 		t.Fatalf("missing entry without history: %d %s", w.Code, w.Body)
+	}
+}
+
+// A listing's filter is bounded like a search field, on the page and in
+// the API.
+func TestListFilterBounded(t *testing.T) {
+	env := newTestEnv(t, testUsers(t))
+	cookie, _ := env.session("alice", Admin)
+	long := strings.Repeat("x", maxSearchField+1)
+	r := httptest.NewRequest("GET", "/console/quarantine?q="+long, nil)
+	r.AddCookie(cookie)
+	if w := env.do(r); w.Code != http.StatusBadRequest {
+		t.Errorf("page, long filter: %d", w.Code)
+	}
+	r = httptest.NewRequest("GET", "/api/held?q="+long, nil)
+	r.SetBasicAuth("alice", adminPassword)
+	if w := env.do(r); w.Code != http.StatusBadRequest || !strings.Contains(w.Body.String(), `"error"`) {
+		t.Errorf("API, long filter: %d %s", w.Code, w.Body)
+	}
+	r = httptest.NewRequest("GET", "/api/held?q="+long[:maxSearchField], nil)
+	r.SetBasicAuth("alice", adminPassword)
+	if w := env.do(r); w.Code != http.StatusOK {
+		t.Errorf("API, filter at the bound: %d %s", w.Code, w.Body)
+	}
+}
+
+// At most maxVerifying password checks run at once; a request that waits
+// for its turn and whose client goes away is answered without a check.
+func TestPasswordChecksBounded(t *testing.T) {
+	env := newTestEnv(t, testUsers(t))
+	for range maxVerifying {
+		env.srv.verifying <- struct{}{}
+	}
+	r := httptest.NewRequest("GET", "/api/quarantine", nil)
+	r.SetBasicAuth("alice", adminPassword)
+	r.RemoteAddr = "198.51.100.9:40000"
+	ctx, cancel := context.WithCancel(r.Context())
+	cancel()
+	if _, code, _ := env.srv.checkPassword(r.WithContext(ctx), "alice", adminPassword, "api"); code != http.StatusTooManyRequests {
+		t.Errorf("all slots taken, client gone: %d, want 429", code)
+	}
+	for range maxVerifying {
+		<-env.srv.verifying
+	}
+	if w := env.do(r); w.Code != http.StatusOK {
+		t.Errorf("slots free again: %d %s", w.Code, w.Body)
 	}
 }

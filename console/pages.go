@@ -2,6 +2,7 @@ package console
 
 import (
 	"bytes"
+	"crypto/subtle"
 	"errors"
 	"html/template"
 	"net/http"
@@ -116,6 +117,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	name, pw := r.PostForm.Get("name"), r.PostForm.Get("password")
 	next := safeNext(r.PostForm.Get("next"))
 	u, code, _ := s.checkPassword(r, name, pw, "form")
+	name = clipName(name) // shown again in the form
 	switch code {
 	case http.StatusTooManyRequests:
 		s.render(w, code, "login", pageData{Title: "Log in", Body: loginData{Next: next, Name: name,
@@ -226,14 +228,16 @@ func areaTitle(name string) string {
 }
 
 func (s *Server) list(w http.ResponseWriter, r *http.Request, p principal) {
-	name := r.PathValue("area")
-	a, ok := s.area(name)
+	name, a, ok := s.pathArea(w, r)
 	if !ok {
-		s.refuse(w, r, http.StatusNotFound, areaMissing(name))
 		return
 	}
-	d := listData{Area: name, Title: areaTitle(name), Q: r.URL.Query().Get("q")}
-	es, err := a.List(r.Context(), Filter{Text: d.Q, Limit: defaultListLimit})
+	f, ok := s.listFilter(w, r)
+	if !ok {
+		return
+	}
+	d := listData{Area: name, Title: areaTitle(name), Q: f.Text}
+	es, err := a.List(r.Context(), f)
 	if err != nil {
 		d.Error = err.Error()
 	}
@@ -261,10 +265,8 @@ type goneData struct {
 }
 
 func (s *Server) entry(w http.ResponseWriter, r *http.Request, p principal) {
-	name := r.PathValue("area")
-	a, ok := s.area(name)
+	name, a, ok := s.pathArea(w, r)
 	if !ok {
-		s.refuse(w, r, http.StatusNotFound, areaMissing(name))
 		return
 	}
 	id := r.PathValue("id")
@@ -304,14 +306,11 @@ func (s *Server) entry(w http.ResponseWriter, r *http.Request, p principal) {
 // download sends the stored message as an attachment of a type no
 // browser renders: it is somebody's mail, and may be hostile.
 func (s *Server) download(w http.ResponseWriter, r *http.Request, p principal) {
-	name := r.PathValue("area")
-	a, ok := s.area(name)
+	name, a, ok := s.pathArea(w, r)
 	if !ok {
-		s.refuse(w, r, http.StatusNotFound, areaMissing(name))
 		return
 	}
-	if !p.role.CanWrite() || !s.HasUsers() {
-		s.refuse(w, r, http.StatusForbidden, s.noWrite())
+	if !s.mayWrite(w, r, p) {
 		return
 	}
 	id := r.PathValue("id")
@@ -346,21 +345,18 @@ type resultData struct {
 	Rows                    []resultRow
 }
 
+// csrfOK compares a form's token with the session's in constant time.
 func csrfOK(got, want string) bool {
-	return len(want) > 0 && subtleEqual(got, want)
+	return len(want) > 0 && subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
 }
 
 // action releases or deletes the selected entries.
 func (s *Server) action(w http.ResponseWriter, r *http.Request, p principal) {
-	name := r.PathValue("area")
-	a, ok := s.area(name)
+	name, a, ok := s.pathArea(w, r)
 	if !ok {
-		s.refuse(w, r, http.StatusNotFound, areaMissing(name))
 		return
 	}
-	if !p.role.CanWrite() || !s.HasUsers() {
-		s.o.Log.Warn("console write refused: role viewer", zap.String("user", p.name), zap.String("client", clientAddr(r)), zap.String("path", r.URL.Path))
-		s.refuse(w, r, http.StatusForbidden, s.noWrite())
+	if !s.mayWrite(w, r, p) {
 		return
 	}
 	action := r.PostForm.Get("action")
