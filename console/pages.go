@@ -1,6 +1,7 @@
 package console
 
 import (
+	"fmt"
 	"bytes"
 	"crypto/subtle"
 	"errors"
@@ -370,7 +371,7 @@ func (s *Server) action(w http.ResponseWriter, r *http.Request, p principal) {
 		return
 	}
 	if len(ids) > maxBulk {
-		s.refuse(w, r, http.StatusBadRequest, "too many entries at once (at most 500)")
+		s.refuse(w, r, http.StatusBadRequest, fmt.Sprintf("too many entries at once (at most %d)", maxBulk))
 		return
 	}
 	d := resultData{Area: name, AreaTitle: areaTitle(name), Action: action}
