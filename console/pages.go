@@ -1,10 +1,10 @@
 package console
 
 import (
-	"fmt"
 	"bytes"
 	"crypto/subtle"
 	"errors"
+	"fmt"
 	"html/template"
 	"net/http"
 	"net/url"
