@@ -733,3 +733,48 @@ func TestRestartCostsNoWrite(t *testing.T) {
 		}
 	}
 }
+
+// Readers of one open message that read at once, each at its own offset
+// (a rescan's stages), fetch each chunk once, not at every turn of the
+// other reader; and the message keeps at most cachedChunks chunks.
+func TestInterleavedReadersFetchEachChunkOnce(t *testing.T) {
+	ctx := context.Background()
+	db := host(t, freshURL(t), "mx1", time.Minute)
+	q := db.Quarantine()
+	q.chunkSize = 1000
+	content := randomBytes(t, 10_000)
+	id, err := q.Put(ctx, quarantine.Entry{From: "a@example.test", Rcpts: []string{"b@example.test"}}, bytes.NewReader(content))
+	if err != nil {
+		t.Fatal(err)
+	}
+	qm, err := q.Open(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer qm.Close()
+	m := qm.(*message)
+	a, b := io.NewSectionReader(m, 0, m.Size()), io.NewSectionReader(m, 5000, 5000)
+	var gotA, gotB []byte
+	p := make([]byte, 100)
+	for range 50 {
+		n, err := a.Read(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gotA = append(gotA, p[:n]...)
+		n, err = b.Read(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gotB = append(gotB, p[:n]...)
+	}
+	if !bytes.Equal(gotA, content[:5000]) || !bytes.Equal(gotB, content[5000:]) {
+		t.Fatal("the readers did not read the message stored")
+	}
+	if m.loads != 10 {
+		t.Fatalf("%d chunks fetched for 10 chunks read", m.loads)
+	}
+	if len(m.cached) > cachedChunks {
+		t.Fatalf("%d chunks kept", len(m.cached))
+	}
+}

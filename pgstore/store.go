@@ -20,8 +20,8 @@ const (
 )
 
 // ChunkSize is how much of a message one row of entry_chunks holds: a
-// custody write or a read keeps about two chunks in memory, whatever the
-// message's size.
+// custody write keeps about two chunks in memory, an open message at most
+// cachedChunks, whatever the message's size.
 const ChunkSize = 256 << 10
 
 // Store is one area of the custody database: the quarantine or the held
