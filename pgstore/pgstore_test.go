@@ -778,3 +778,32 @@ func TestInterleavedReadersFetchEachChunkOnce(t *testing.T) {
 		t.Fatalf("%d chunks kept", len(m.cached))
 	}
 }
+
+// An envelope that is not valid UTF-8 (8-bit bytes from a client that did
+// not ask for SMTPUTF8) is stored, as the file store stores it: PostgreSQL
+// refuses such text, and a refused custody write would answer the message
+// 451 at every retry until Postfix gives up on it. The entry keeps what
+// JSON keeps of it (U+FFFD for each bad byte), in the columns as in meta.
+func TestCustodyTakesAnEnvelopeThatIsNotUTF8(t *testing.T) {
+	ctx := context.Background()
+	db := host(t, freshURL(t), "mx1", time.Minute)
+	q := db.Quarantine()
+	e := quarantine.Entry{From: "m\xfcller@example.test", Rcpts: []string{"b\xe9a@example.test"}, Rule: "virus",
+		Reason: "refused: 550 \xff"}
+	id, err := q.Put(ctx, e, strings.NewReader("message"))
+	if err != nil {
+		t.Fatalf("Put: %v", err)
+	}
+	got, err := q.Get(ctx, id)
+	if err != nil || got.From != "m\uFFFDller@example.test" || got.Rcpts[0] != "b\uFFFDa@example.test" {
+		t.Fatalf("Get: %+v, %v", got, err)
+	}
+	got.Reason = "still \xff"
+	if err := q.Update(ctx, got); err != nil {
+		t.Fatalf("Update: %v", err)
+	}
+	var sender string
+	if err := db.pool.QueryRow(ctx, "SELECT sender FROM entries WHERE id = $1", id).Scan(&sender); err != nil || sender != got.From {
+		t.Fatalf("sender column %q (%v), want %q", sender, err, got.From)
+	}
+}
