@@ -77,6 +77,19 @@ func PartitionName(day time.Time) string {
 
 var partitionName = regexp.MustCompile(`^message_log_p([0-9]{8})$`)
 
+// rollbackWait bounds a rollback, which runs even when ctx is done.
+const rollbackWait = 5 * time.Second
+
+// rollback ends tx if it was not committed (a no-op after a commit), also
+// when ctx is done, yet bounded: after a failure the connection may be one
+// that no longer answers, and an unbounded wait there would hold the
+// writer (and its Close) for as long as TCP takes to notice.
+func rollback(ctx context.Context, tx pgx.Tx) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackWait)
+	defer cancel()
+	tx.Rollback(ctx)
+}
+
 // EnsurePartitions creates the partitions of days (any time of the day)
 // that do not exist yet.
 func EnsurePartitions(ctx context.Context, db DB, days ...time.Time) error {
@@ -87,7 +100,7 @@ func EnsurePartitions(ctx context.Context, db DB, days ...time.Time) error {
 	if err != nil {
 		return fmt.Errorf("message log partitions: %w", err)
 	}
-	defer tx.Rollback(context.WithoutCancel(ctx))
+	defer rollback(ctx, tx)
 	if _, err := tx.Exec(ctx, "SET LOCAL lock_timeout = '"+ddlLockTimeout+"'"); err != nil {
 		return fmt.Errorf("message log partitions: %w", err)
 	}
@@ -158,7 +171,7 @@ func DropExpired(ctx context.Context, db DB, now time.Time, retention time.Durat
 	if err != nil {
 		return nil, fmt.Errorf("message log retention: %w", err)
 	}
-	defer tx.Rollback(context.WithoutCancel(ctx))
+	defer rollback(ctx, tx)
 	// A transaction-level lock: it goes with the transaction however
 	// that ends, a lost connection included.
 	var got bool
