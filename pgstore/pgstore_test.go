@@ -807,3 +807,11 @@ func TestCustodyTakesAnEnvelopeThatIsNotUTF8(t *testing.T) {
 		t.Fatalf("sender column %q (%v), want %q", sender, err, got.From)
 	}
 }
+
+// A database.url that does not parse is reported without its password.
+func TestOpenErrorHidesThePassword(t *testing.T) {
+	_, err := Open(Config{URL: "postgres://fox:s3cret@db.example:notaport/custody"}, Options{Host: "mx1"})
+	if err == nil || strings.Contains(err.Error(), "s3cret") {
+		t.Fatalf("Open: %v", err)
+	}
+}
