@@ -26,7 +26,7 @@ func startDB(t *testing.T) (*pgtest.Server, *pgxpool.Pool) {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	if err := EnsureSchema(context.Background(), pool, time.Now()); err != nil {
+	if err := ensureSchema(srv.URL(), pool); err != nil {
 		t.Fatal(err)
 	}
 	return srv, pool
@@ -547,7 +547,7 @@ func BenchmarkWriter(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer pool.Close()
-	if err := EnsureSchema(context.Background(), pool, time.Now()); err != nil {
+	if err := ensureSchema(srv.URL(), pool); err != nil {
 		b.Fatal(err)
 	}
 	recs := sample(1000, time.Now())

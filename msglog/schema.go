@@ -22,14 +22,16 @@ type DB interface {
 	Begin(ctx context.Context) (pgx.Tx, error)
 }
 
-// Migration creates the message log's table and indexes: one migration
-// step for a schema runner. It is idempotent (IF NOT EXISTS), and creates
-// no partition: EnsurePartitions and the Writer do, by date.
+// The message log's table and indexes are pgstore's migration
+// 0002_message_log.sql, the one copy of its DDL: the daemon applies it
+// with the custody's schema, and this package's tests through pgstore
+// too. It creates no partition: EnsurePartitions and the Writer do, by
+// date.
 //
 // Partitions are by day of UTC time (message_log_pYYYYMMDD), so retention
 // drops whole tables instead of deleting rows. There is no DEFAULT
-// partition: a row's day gets its partition when it is written
-// (Writer.ensureDays), because a default partition that held rows of a day
+// partition: a row's day gets its partition when it is written (the
+// Writer's copy), because a default partition that held rows of a day
 // would block creating that day's partition ever after, and would never be
 // dropped by retention.
 //
@@ -38,40 +40,6 @@ type DB interface {
 // the pagination, and is the second column where a search also orders by
 // it): lower(sender), the lowercased recipients (GIN, for rcpts_lc @>
 // ARRAY[...]), client, both queue IDs, Message-ID and foxproxy's ID.
-const Migration = `
-CREATE SEQUENCE IF NOT EXISTS message_log_id_seq;
-CREATE TABLE IF NOT EXISTS message_log (
-	id                  bigint      NOT NULL DEFAULT nextval('message_log_id_seq'),
-	time                timestamptz NOT NULL,
-	host                text        NOT NULL,
-	msg_id              text        NOT NULL,
-	queue_id            text        NOT NULL DEFAULT '',
-	downstream_queue_id text        NOT NULL DEFAULT '',
-	message_id          text        NOT NULL DEFAULT '',
-	client              inet,
-	client_name         text        NOT NULL DEFAULT '',
-	helo                text        NOT NULL DEFAULT '',
-	sender              text        NOT NULL,
-	rcpts               text[]      NOT NULL,
-	rcpts_lc            text[]      NOT NULL,
-	size                bigint      NOT NULL DEFAULT 0,
-	stages              jsonb       NOT NULL DEFAULT '[]',
-	verdict             text        NOT NULL,
-	rule                text        NOT NULL DEFAULT '',
-	reply_code          integer     NOT NULL DEFAULT 0,
-	reply_text          text        NOT NULL DEFAULT '',
-	quarantine_id       text        NOT NULL DEFAULT '',
-	PRIMARY KEY (time, id)
-) PARTITION BY RANGE (time);
-ALTER SEQUENCE message_log_id_seq OWNED BY message_log.id;
-CREATE INDEX IF NOT EXISTS message_log_sender_idx ON message_log (lower(sender), time);
-CREATE INDEX IF NOT EXISTS message_log_rcpts_idx ON message_log USING gin (rcpts_lc);
-CREATE INDEX IF NOT EXISTS message_log_client_idx ON message_log (client, time);
-CREATE INDEX IF NOT EXISTS message_log_queue_id_idx ON message_log (queue_id) WHERE queue_id <> '';
-CREATE INDEX IF NOT EXISTS message_log_downstream_queue_id_idx ON message_log (downstream_queue_id) WHERE downstream_queue_id <> '';
-CREATE INDEX IF NOT EXISTS message_log_message_id_idx ON message_log (message_id) WHERE message_id <> '';
-CREATE INDEX IF NOT EXISTS message_log_msg_id_idx ON message_log (msg_id);
-`
 
 // Advisory lock keys (pg_advisory_xact_lock's bigint space is shared by
 // every user of the database: other packages must pick other keys). They
@@ -89,16 +57,6 @@ const (
 // holds it up, and a maintenance that cannot have it now tries again
 // later.
 const ddlLockTimeout = "2s"
-
-// EnsureSchema applies Migration and creates the partitions of today and
-// the next two days. pgstore's migrations runner applies Migration itself;
-// this is for a database without it (and the tests).
-func EnsureSchema(ctx context.Context, db DB, now time.Time) error {
-	if _, err := db.Exec(ctx, Migration); err != nil {
-		return fmt.Errorf("message log schema: %w", err)
-	}
-	return EnsurePartitions(ctx, db, upcomingDays(now)...)
-}
 
 // upcomingDays are today and the next two days (UTC): created ahead so
 // that the first messages of a day never wait for DDL.
@@ -119,6 +77,19 @@ func PartitionName(day time.Time) string {
 
 var partitionName = regexp.MustCompile(`^message_log_p([0-9]{8})$`)
 
+// rollbackWait bounds a rollback, which runs even when ctx is done.
+const rollbackWait = 5 * time.Second
+
+// rollback ends tx if it was not committed (a no-op after a commit), also
+// when ctx is done, yet bounded: after a failure the connection may be one
+// that no longer answers, and an unbounded wait there would hold the
+// writer (and its Close) for as long as TCP takes to notice.
+func rollback(ctx context.Context, tx pgx.Tx) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackWait)
+	defer cancel()
+	tx.Rollback(ctx)
+}
+
 // EnsurePartitions creates the partitions of days (any time of the day)
 // that do not exist yet.
 func EnsurePartitions(ctx context.Context, db DB, days ...time.Time) error {
@@ -129,7 +100,7 @@ func EnsurePartitions(ctx context.Context, db DB, days ...time.Time) error {
 	if err != nil {
 		return fmt.Errorf("message log partitions: %w", err)
 	}
-	defer tx.Rollback(context.WithoutCancel(ctx))
+	defer rollback(ctx, tx)
 	if _, err := tx.Exec(ctx, "SET LOCAL lock_timeout = '"+ddlLockTimeout+"'"); err != nil {
 		return fmt.Errorf("message log partitions: %w", err)
 	}
@@ -200,7 +171,7 @@ func DropExpired(ctx context.Context, db DB, now time.Time, retention time.Durat
 	if err != nil {
 		return nil, fmt.Errorf("message log retention: %w", err)
 	}
-	defer tx.Rollback(context.WithoutCancel(ctx))
+	defer rollback(ctx, tx)
 	// A transaction-level lock: it goes with the transaction however
 	// that ends, a lost connection included.
 	var got bool

@@ -103,8 +103,8 @@ type Stats struct {
 	Queued  int    // rows waiting now
 }
 
-// NewWriter starts a Writer on db, which must have the schema (Migration
-// or EnsureSchema). It does not wait for the database.
+// NewWriter starts a Writer on db, which must have the schema (pgstore's
+// migrations). It does not wait for the database.
 func NewWriter(db DB, opt Options) *Writer {
 	opt.defaults()
 	ctx, cancel := context.WithCancel(context.Background())

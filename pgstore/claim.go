@@ -27,7 +27,8 @@ func (s *Store) Claim(ctx context.Context, id string, force bool) (quarantine.Cl
 	if !quarantine.ValidID(id) {
 		return nil, quarantine.ErrNotFound
 	}
-	c := &claim{s: s, id: id, token: rand.Text(), stop: make(chan struct{}), stopped: make(chan struct{})}
+	c := &claim{s: s, id: id, token: rand.Text(), stopped: make(chan struct{})}
+	c.ctx, c.stop = context.WithCancel(context.Background())
 	for attempt := 0; ; attempt++ {
 		var got bool
 		err := s.query(ctx, func(ctx context.Context) error {
@@ -120,15 +121,20 @@ type claim struct {
 	id    string
 	token string
 
-	mu      sync.Mutex
-	done    bool
-	stop    chan struct{}
+	mu   sync.Mutex
+	done bool
+	// ctx is the renewal's, cancelled by stop when the claim ends: a
+	// renewal waiting for the database then gives up at once, so Drop
+	// and KeepUncertain never wait for it.
+	ctx     context.Context
+	stop    context.CancelFunc
 	stopped chan struct{}
 }
 
 // renew extends the lease every third of it while the claim is held, so
 // that a long rescan or a slow downstream keeps its claim and a dead host
-// loses it.
+// loses it. Each renewal waits at most database.timeout, like every other
+// wait for the database.
 func (c *claim) renew() {
 	defer close(c.stopped)
 	lease := c.s.db.cfg.ClaimLease
@@ -136,11 +142,11 @@ func (c *claim) renew() {
 	defer t.Stop()
 	for {
 		select {
-		case <-c.stop:
+		case <-c.ctx.Done():
 			return
 		case <-t.C:
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), lease/3)
+		ctx, cancel := c.s.db.bound(c.ctx)
 		c.s.db.pool.Exec(ctx, `UPDATE entries SET claim_expires = now() + $4 * interval '1 millisecond'
 			WHERE area = $1 AND id = $2 AND claim_token = $3 AND uncertain = ''`,
 			c.s.area, c.id, c.token, lease.Milliseconds())
@@ -159,7 +165,7 @@ func (c *claim) finish() bool {
 		return false
 	}
 	c.done = true
-	close(c.stop)
+	c.stop()
 	<-c.stopped
 	return true
 }

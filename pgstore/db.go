@@ -131,7 +131,7 @@ func Open(cfg Config, opts Options) (*DB, error) {
 	pc, err := pgxpool.ParseConfig(cfg.URL)
 	if err != nil {
 		// pgconn's parse errors can quote the URL; never its password.
-		return nil, fmt.Errorf("pgstore: database.url: %s", strings.ReplaceAll(err.Error(), cfg.URL, Redacted(cfg.URL)))
+		return nil, fmt.Errorf("pgstore: database.url: %s", redactErr(err, cfg.URL))
 	}
 	if cfg.PasswordFile != "" {
 		pw, err := readPassword(cfg.PasswordFile)

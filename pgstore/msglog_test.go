@@ -10,34 +10,6 @@ import (
 	"github.com/foxproxy/foxproxy/quarantine"
 )
 
-// The message log's table is created by the custody's migrations
-// (0002_message_log.sql), not by package msglog at run time: the file must
-// stay msglog.Migration, or a host migrated by one binary would lack what
-// another's writer needs. Should msglog's schema change, the change is a
-// new migration (0003...), since databases have applied 0002 already; this
-// test then compares msglog.Migration with what they build together.
-func TestMessageLogMigrationIsMsglogs(t *testing.T) {
-	var sql string
-	for _, m := range migrations {
-		if m.name == "0002_message_log.sql" {
-			sql = m.sql
-		}
-	}
-	if sql == "" {
-		t.Fatal("no migration 0002_message_log.sql")
-	}
-	var body []string
-	lines := strings.SplitAfter(sql, "\n")
-	i := 0
-	for i < len(lines) && strings.HasPrefix(lines[i], "--") {
-		i++
-	}
-	body = lines[i:]
-	if got := strings.Join(body, ""); got != msglog.Migration {
-		t.Fatalf("pgstore/migrations/0002_message_log.sql differs from msglog.Migration after its comment lines:\n--- file\n%s\n--- msglog.Migration\n%s", got, msglog.Migration)
-	}
-}
-
 // A migrated database takes the message log: a Writer on LogPool's pool
 // writes rows that Search finds, and the pool never grows past its bound,
 // so the log cannot take the custody's connections.

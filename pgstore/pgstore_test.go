@@ -733,3 +733,85 @@ func TestRestartCostsNoWrite(t *testing.T) {
 		}
 	}
 }
+
+// Readers of one open message that read at once, each at its own offset
+// (a rescan's stages), fetch each chunk once, not at every turn of the
+// other reader; and the message keeps at most cachedChunks chunks.
+func TestInterleavedReadersFetchEachChunkOnce(t *testing.T) {
+	ctx := context.Background()
+	db := host(t, freshURL(t), "mx1", time.Minute)
+	q := db.Quarantine()
+	q.chunkSize = 1000
+	content := randomBytes(t, 10_000)
+	id, err := q.Put(ctx, quarantine.Entry{From: "a@example.test", Rcpts: []string{"b@example.test"}}, bytes.NewReader(content))
+	if err != nil {
+		t.Fatal(err)
+	}
+	qm, err := q.Open(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer qm.Close()
+	m := qm.(*message)
+	a, b := io.NewSectionReader(m, 0, m.Size()), io.NewSectionReader(m, 5000, 5000)
+	var gotA, gotB []byte
+	p := make([]byte, 100)
+	for range 50 {
+		n, err := a.Read(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gotA = append(gotA, p[:n]...)
+		n, err = b.Read(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gotB = append(gotB, p[:n]...)
+	}
+	if !bytes.Equal(gotA, content[:5000]) || !bytes.Equal(gotB, content[5000:]) {
+		t.Fatal("the readers did not read the message stored")
+	}
+	if m.loads != 10 {
+		t.Fatalf("%d chunks fetched for 10 chunks read", m.loads)
+	}
+	if len(m.cached) > cachedChunks {
+		t.Fatalf("%d chunks kept", len(m.cached))
+	}
+}
+
+// An envelope that is not valid UTF-8 (8-bit bytes from a client that did
+// not ask for SMTPUTF8) is stored, as the file store stores it: PostgreSQL
+// refuses such text, and a refused custody write would answer the message
+// 451 at every retry until Postfix gives up on it. The entry keeps what
+// JSON keeps of it (U+FFFD for each bad byte), in the columns as in meta.
+func TestCustodyTakesAnEnvelopeThatIsNotUTF8(t *testing.T) {
+	ctx := context.Background()
+	db := host(t, freshURL(t), "mx1", time.Minute)
+	q := db.Quarantine()
+	e := quarantine.Entry{From: "m\xfcller@example.test", Rcpts: []string{"b\xe9a@example.test"}, Rule: "virus",
+		Reason: "refused: 550 \xff"}
+	id, err := q.Put(ctx, e, strings.NewReader("message"))
+	if err != nil {
+		t.Fatalf("Put: %v", err)
+	}
+	got, err := q.Get(ctx, id)
+	if err != nil || got.From != "m\uFFFDller@example.test" || got.Rcpts[0] != "b\uFFFDa@example.test" {
+		t.Fatalf("Get: %+v, %v", got, err)
+	}
+	got.Reason = "still \xff"
+	if err := q.Update(ctx, got); err != nil {
+		t.Fatalf("Update: %v", err)
+	}
+	var sender string
+	if err := db.pool.QueryRow(ctx, "SELECT sender FROM entries WHERE id = $1", id).Scan(&sender); err != nil || sender != got.From {
+		t.Fatalf("sender column %q (%v), want %q", sender, err, got.From)
+	}
+}
+
+// A database.url that does not parse is reported without its password.
+func TestOpenErrorHidesThePassword(t *testing.T) {
+	_, err := Open(Config{URL: "postgres://fox:s3cret@db.example:notaport/custody"}, Options{Host: "mx1"})
+	if err == nil || strings.Contains(err.Error(), "s3cret") {
+		t.Fatalf("Open: %v", err)
+	}
+}

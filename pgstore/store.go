@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -20,8 +21,8 @@ const (
 )
 
 // ChunkSize is how much of a message one row of entry_chunks holds: a
-// custody write or a read keeps about two chunks in memory, whatever the
-// message's size.
+// custody write keeps about two chunks in memory, an open message at most
+// cachedChunks, whatever the message's size.
 const ChunkSize = 256 << 10
 
 // Store is one area of the custody database: the quarantine or the held
@@ -115,25 +116,21 @@ func (s *Store) put(ctx context.Context, e quarantine.Entry, content io.Reader, 
 	if e.Time.IsZero() {
 		e.Time = time.Now().UTC()
 	}
-	meta, err := json.Marshal(e)
+	r, err := rowOf(e)
 	if err != nil {
-		return fmt.Errorf("pgstore: %w", err)
+		return err
 	}
 	var arrived *time.Time
 	if !e.Arrived.IsZero() {
 		arrived = &e.Arrived
-	}
-	rcpts := e.Rcpts
-	if rcpts == nil {
-		rcpts = []string{}
 	}
 	return s.db.tx(ctx, func(ctx context.Context, tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `INSERT INTO entries (area, id, host, time, arrived, sender, rcpts, client, queue_id,
 				size, chunk_size, rule, reason, meta)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
 			ON CONFLICT (area, id) DO NOTHING`,
-			s.area, e.ID, s.db.opts.Host, e.Time, arrived, e.From, rcpts, e.Client, e.QueueID,
-			e.Size, s.chunk(), e.Rule, e.Reason, meta)
+			s.area, e.ID, s.db.opts.Host, e.Time, arrived, r.sender, r.rcpts, r.client, r.queueID,
+			e.Size, s.chunk(), r.rule, r.reason, r.meta)
 		if err != nil {
 			return s.db.fail(err)
 		}
@@ -156,6 +153,36 @@ func (s *Store) put(ctx context.Context, e quarantine.Entry, content io.Reader, 
 		return nil
 	})
 }
+
+// entryRow is an entry as the columns of its row hold it: meta, the whole
+// entry as JSON, and the columns that search and list it. PostgreSQL takes
+// text only as valid UTF-8, and an envelope from a client that did not ask
+// for SMTPUTF8 may have 8-bit bytes: refused, its custody write would fail
+// at every retry. Each column keeps what meta keeps of its value
+// (encoding/json writes U+FFFD for each invalid byte), as the file store's
+// JSON does.
+type entryRow struct {
+	meta                                  []byte
+	sender, client, queueID, rule, reason string
+	rcpts                                 []string
+}
+
+func rowOf(e quarantine.Entry) (entryRow, error) {
+	meta, err := json.Marshal(e)
+	if err != nil {
+		return entryRow{}, fmt.Errorf("pgstore: %w", err)
+	}
+	rcpts := make([]string, len(e.Rcpts)) // never nil: the column is NOT NULL
+	for i, a := range e.Rcpts {
+		rcpts[i] = validText(a)
+	}
+	return entryRow{meta: meta, sender: validText(e.From), client: validText(e.Client), queueID: validText(e.QueueID),
+		rule: validText(e.Rule), reason: validText(e.Reason), rcpts: rcpts}, nil
+}
+
+// validText is s with each byte that is not UTF-8 replaced by U+FFFD, as
+// encoding/json does; s itself, without a copy, when it is valid.
+func validText(s string) string { return strings.Map(func(r rune) rune { return r }, s) }
 
 // chunkSource feeds COPY one chunk of the message at a time; pgx encodes
 // each row before it asks for the next, so one buffer serves them all.
@@ -275,17 +302,13 @@ func (s *Store) Delete(ctx context.Context, id string) error {
 
 // Update replaces an entry's metadata (after a partial release).
 func (s *Store) Update(ctx context.Context, e quarantine.Entry) error {
-	meta, err := json.Marshal(e)
+	r, err := rowOf(e)
 	if err != nil {
-		return fmt.Errorf("pgstore: %w", err)
-	}
-	rcpts := e.Rcpts
-	if rcpts == nil {
-		rcpts = []string{}
+		return err
 	}
 	return s.query(ctx, func(ctx context.Context) error {
 		tag, err := s.db.pool.Exec(ctx, `UPDATE entries SET meta = $3, rcpts = $4, rule = $5, reason = $6
-			WHERE area = $1 AND id = $2`, s.area, e.ID, meta, rcpts, e.Rule, e.Reason)
+			WHERE area = $1 AND id = $2`, s.area, e.ID, r.meta, r.rcpts, r.rule, r.reason)
 		if err != nil {
 			return s.db.fail(err)
 		}

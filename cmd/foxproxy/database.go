@@ -30,11 +30,15 @@ const startMigrateWait = 10 * time.Second
 // Message log sizing: its own pool of logPoolConns connections (one
 // batch being written, one maintenance, one search of the log), so a slow
 // or dead database never makes the log take a connection a custody write
-// needs; and how long the daemon's stop (or a reload) waits for the queued
-// rows to be written.
+// needs; how long the daemon's stop (or a reload) waits for the queued
+// rows to be written; and how long a search of the log may take: the
+// console's request alone does not end it (a browser may wait), and each
+// search running holds one of those few connections, which the writer's
+// batches then wait for and, past their timeout, drop.
 const (
-	logPoolConns = 3
-	logFlushWait = 5 * time.Second
+	logPoolConns  = 3
+	logFlushWait  = 5 * time.Second
+	logSearchWait = pgstore.DefaultTimeout
 )
 
 // openDatabase opens the database of database.url for the custody and the

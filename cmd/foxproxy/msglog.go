@@ -121,6 +121,8 @@ func (l *messageLog) Search(ctx context.Context, q console.MessageQuery) (consol
 	var page msglog.Page
 	var err error
 	if db := l.searchDB(); db != nil {
+		ctx, cancel := context.WithTimeout(ctx, logSearchWait)
+		defer cancel()
 		page, err = msglog.Search(ctx, db, mq)
 	} else {
 		page, err = l.ring.Search(mq)
